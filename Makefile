@@ -1,0 +1,33 @@
+# Two commands for a newcomer:  `make demo`  and  `make test`.
+# Both create .venv on first use; the project's own files install everything.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SAMPLE := data/sample
+WORKSPACE ?= ceta2vec-workspace
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch first: the machine's local CPU wheel; a resolver left alone would pull CUDA builds.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ceta2vec ingest $(SAMPLE) --labels $(SAMPLE)/labels.csv --site sample --workspace $(WORKSPACE)
+	$(VENV)/bin/ceta2vec status --workspace $(WORKSPACE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(WORKSPACE) .pytest_cache

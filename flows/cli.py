@@ -1,0 +1,225 @@
+"""The `ceta2vec` command: one subcommand per flow, plus status and SQL over the workspace.
+
+Options of a flow's subcommand are generated from the fields of its settings object, so the CLI and
+the Prefect UI's parameter form always offer the same things.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import textwrap
+import types
+import typing
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.settings import DEFAULT_WORKSPACE, WORKSPACE_ENV, IngestSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+
+INGEST_EXAMPLES = """\
+examples:
+  ceta2vec ingest data/sample --labels data/sample/labels.csv --site sample
+  ceta2vec ingest /data/soundtrap/2025-07 --site LK --sample-rate 48000 --channels all
+  ceta2vec ingest 'recordings/**/*.flac' --segment-seconds 5 --hop-seconds 2.5 --strict
+"""
+STATUS_EXAMPLES = """\
+examples:
+  ceta2vec status
+  ceta2vec status --workspace /data/ceta2vec --format json
+"""
+SQL_EXAMPLES = """\
+examples:
+  ceta2vec sql "SELECT site, count(*) AS recordings, sum(duration_s)/3600 AS hours FROM recordings GROUP BY site"
+  ceta2vec sql "SELECT file_name, start_s, rms_dbfs FROM segments_with_recordings WHERE is_silent" --format csv
+  ceta2vec sql "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error'" --format json
+tables: recordings, segments, labels, ingest_errors, ingest_runs, source_files, workspace_config;
+views: segments_with_recordings, segment_labels, segment_audio (samples, from the Parquet dataset)
+"""
+
+
+def _unwrap(annotation):
+    """(base type, is_list) of an annotation such as `float | None` or `list[str]`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0])
+    if origin is list:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], positional: str | None = None) -> None:
+    """One option per settings field: `sample_rate` becomes `--sample-rate`, typed and documented."""
+    for name, field in model.model_fields.items():
+        if name == "workspace":
+            continue  # every subcommand has it; see _workspace_argument
+        base, is_list = _unwrap(field.annotation)
+        kwargs: dict = {"help": field.description}
+        if typing.get_origin(base) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(base))
+        elif base is bool:
+            kwargs["action"] = "store_true"
+        elif base is datetime:
+            kwargs["type"] = datetime.fromisoformat
+        elif base in (int, float, str):
+            kwargs["type"] = base
+        if not field.is_required() and base is not bool:
+            default = field.get_default(call_default_factory=False)
+            if default is not None:
+                kwargs["help"] = f"{field.description} Default: {default}."
+        if name == positional:
+            parser.add_argument(name, nargs="+" if is_list else None, metavar=name.rstrip("s").upper(), **kwargs)
+        else:
+            if is_list:
+                kwargs["nargs"] = "+"
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, **kwargs)
+
+
+def _workspace_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace", default=argparse.SUPPRESS,
+        help=f"Workspace folder (default: ${WORKSPACE_ENV} or ./{DEFAULT_WORKSPACE}).",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ceta2vec",
+        description="Self-supervised wav2vec 2.0 for hydrophone recordings, orchestrated with Prefect.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest", help="Ingest recordings into the workspace (Parquet segments + DuckDB).",
+        description="Decode, resample and segment recordings (WAV, FLAC, MP3, OGG, AIFF; any rate, any "
+        "length) into the workspace. Re-running skips what is already there; bad files are reported "
+        "in the ingest_errors table and the run goes on.",
+        epilog=INGEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(ingest, IngestSettings, positional="sources")
+    _workspace_argument(ingest)
+
+    status = commands.add_parser(
+        "status", help="What the workspace holds: recordings, hours, segments, errors.",
+        epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    _workspace_argument(status)
+
+    sql = commands.add_parser(
+        "sql", help="Run a read-only SQL query over the workspace (DuckDB).",
+        description="Run a read-only SQL query over the workspace's DuckDB database. Statements that "
+        "would write (INSERT, UPDATE, CREATE, COPY, ATTACH, ...) are refused.",
+        epilog=SQL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sql.add_argument("query", metavar="QUERY")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--max-rows", type=int, default=200, help="Rows shown in table format (csv/json print all).")
+    _workspace_argument(sql)
+    return parser
+
+
+def _settings(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
+    values = {k: v for k, v in vars(args).items() if k in model.model_fields}
+    return model(**values)
+
+
+def _err(message: str) -> None:
+    print(f"ceta2vec: error: {message}", file=sys.stderr)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.ingest import IngestRunFailed, ingest  # Prefect is imported only when a flow runs
+    from flows.console import print_ingest_result
+
+    settings = _settings(IngestSettings, args)
+    try:
+        result = ingest(settings)
+    except IngestRunFailed as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    print_ingest_result(result)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.console import print_status
+    from tasks import store
+    from tasks.workspace import Workspace
+
+    workspace = Workspace.at(getattr(args, "workspace", None))
+    with store.reading(workspace) as conn:
+        summary = store.workspace_summary(conn)
+        sites = conn.execute(
+            """SELECT r.site, count(DISTINCT r.recording_id) AS recordings, round(sum(r.duration_s) / 3600, 4) AS hours,
+                      (SELECT count(*) FROM segments s WHERE s.site = r.site) AS segments,
+                      min(r.start_time) AS first_start, max(r.start_time) AS last_start
+               FROM recordings r GROUP BY r.site ORDER BY r.site"""
+        ).fetchall()
+        errors = conn.execute(
+            "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error' ORDER BY occurred_at DESC LIMIT 20"
+        ).fetchall()
+    if args.format == "json":
+        print(json.dumps({"workspace": str(workspace.root), **summary,
+                          "sites": [dict(zip(["site", "recordings", "hours", "segments", "first_start", "last_start"], s)) for s in sites],
+                          "recent_errors": [dict(zip(["path", "stage", "reason"], e)) for e in errors]},
+                         indent=2, default=str))
+    else:
+        print_status(workspace, summary, sites, errors)
+    return EXIT_OK
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from flows.console import print_table
+    from tasks.queries import run_query
+    from tasks.workspace import Workspace
+
+    result = run_query(Workspace.at(getattr(args, "workspace", None)), args.query)
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    elif args.format == "json":
+        print(json.dumps([dict(zip(result.columns, row)) for row in result.rows], indent=2, default=str))
+    else:
+        print_table(result.columns, result.rows, max_rows=args.max_rows)
+    return EXIT_OK
+
+
+COMMANDS = {"ingest": cmd_ingest, "status": cmd_status, "sql": cmd_sql}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import duckdb
+
+    from tasks.labels import LabelsError
+    from tasks.queries import QueryRefused
+    from tasks.store import WorkspaceError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _err(f"invalid settings: {problems}")
+        return EXIT_USAGE
+    except (WorkspaceError, LabelsError, QueryRefused) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted; committed work is kept, re-run the same command to finish")
+        return 130
+    except duckdb.Error as exc:  # e.g. a typo in a query: the message, not a traceback
+        _err(textwrap.shorten(str(exc), 2000))
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""What the CLI prints: summaries and tables for people (rich), nothing the flows depend on."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tasks.workspace import Workspace
+
+console = Console()
+
+
+def _cell(value, width: int = 60) -> Text:
+    """A table cell as plain Text: file names and labels are never read as rich markup."""
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        head = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value[:4])
+        return Text(f"[{head}, … ({len(value)} values)]")
+    if isinstance(value, float):
+        return Text(f"{value:.6g}")
+    text = "NULL" if value is None else str(value)
+    return Text(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def print_table(columns: list[str], rows: list[tuple], max_rows: int = 200, title: str | None = None) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows[:max_rows]:
+        table.add_row(*[_cell(v) for v in row])
+    console.print(table)
+    if len(rows) > max_rows:
+        console.print(f"… {len(rows) - max_rows} more rows (use --max-rows, or --format csv)", markup=False)
+    console.print(f"{len(rows)} row(s)", style="dim", markup=False)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def print_ingest_result(result: dict) -> None:
+    table = Table(title="ingest run " + result["run_id"], show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in ("files_seen", "ingested", "skipped", "duplicates", "failed", "warnings", "segments_added"):
+        table.add_row(key.replace("_", " "), str(result[key]))
+    table.add_row("audio added", f"{result['audio_seconds_added'] / 3600:.3f} h")
+    table.add_row("bytes stored", _human_bytes(result["bytes_added"]))
+    if result["bytes_per_audio_hour"]:
+        table.add_row("bytes per audio hour", _human_bytes(result["bytes_per_audio_hour"]))
+    console.print(table)
+    if result["failures"]:
+        failures = Table(title="files that could not be ingested (also in table ingest_errors)")
+        for column in ("path", "stage", "reason"):
+            failures.add_column(column, overflow="fold")
+        for path, stage, reason in result["failures"][:50]:
+            failures.add_row(Text(path), Text(stage), Text(reason))
+        console.print(failures)
+    root = Workspace.at(result["workspace"])
+    console.print(f"workspace: {root.root}", markup=False, highlight=False)
+    console.print(f"  DuckDB:   {root.db_path}", markup=False, highlight=False)
+    console.print(f"  Parquet:  {root.segments_dir}/site=*/date=*/rec-*.parquet", markup=False, highlight=False)
+    console.print(
+        f'next: ceta2vec status --workspace {root.root}\n'
+        f'      ceta2vec sql "SELECT site, count(*), sum(duration_s)/3600 AS hours FROM recordings GROUP BY site" '
+        f"--workspace {root.root}",
+        markup=False, highlight=False,
+    )
+
+
+def print_status(workspace: Workspace, summary: dict, sites: list[tuple], errors: list[tuple]) -> None:
+    console.print(f"workspace {workspace.root}", markup=False, highlight=False)
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("recordings", str(summary["recordings"]))
+    table.add_row("hours of recordings", f"{summary['recording_hours']:.3f}")
+    table.add_row("sites", str(summary["sites"]))
+    table.add_row("segments", str(summary["segments"]))
+    table.add_row("  flagged silent", str(summary["silent_segments"]))
+    table.add_row("  with NaN/Inf samples", str(summary["nonfinite_segments"]))
+    table.add_row("labelled recordings", str(summary["labelled_recordings"]))
+    table.add_row("duplicate files skipped", str(summary["duplicates"]))
+    table.add_row("files with errors", str(summary["errors"]))
+    table.add_row("warnings", str(summary["warnings"]))
+    table.add_row("stored (Parquet)", _human_bytes(summary["stored_bytes"]))
+    table.add_row("bytes per audio hour", _human_bytes(summary["bytes_per_audio_hour"]))
+    config = summary["config"]
+    if "sample_rate" in config:
+        table.add_row(
+            "dataset", f"{config['sample_rate']} Hz, {config['segment_seconds']} s segments, "
+            f"hop {config['hop_seconds']} s, final segment: {config['final_segment']}",
+        )
+    console.print(table)
+    if sites:
+        print_table(["site", "recordings", "hours", "segments", "first start", "last start"], sites, title="by site")
+    if errors:
+        print_table(["path", "stage", "reason"], errors, title="recent errors (table ingest_errors)")

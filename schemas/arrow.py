@@ -1,0 +1,42 @@
+"""Arrow schemas of the Parquet datasets in a workspace.
+
+The segment dataset is hive-partitioned as ``segments/site=<slug>/date=<YYYY-MM-DD|unknown>/``;
+``site`` and ``date`` live in the path only, so they are not part of the file schema.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SEGMENT_DATASET_VERSION = 1
+
+# Audio is stored as float32 so that quiet 24-bit / float recordings keep their dynamic range
+# and loud float recordings (|x| > 1) are not clipped.
+SEGMENT_SCHEMA = pa.schema(
+    [
+        pa.field("segment_id", pa.string(), nullable=False),
+        pa.field("recording_id", pa.string(), nullable=False),
+        # -1 is the mono mixdown of all channels; 0.. is a channel index of the source file.
+        pa.field("channel", pa.int16(), nullable=False),
+        pa.field("segment_index", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        # Seconds of real audio in the segment; the rest (final segment only) is zero padding.
+        pa.field("valid_s", pa.float64(), nullable=False),
+        pa.field("start_time", pa.timestamp("ms", tz="UTC")),
+        pa.field("end_time", pa.timestamp("ms", tz="UTC")),
+        pa.field("sample_rate", pa.int32(), nullable=False),
+        pa.field("rms_dbfs", pa.float32(), nullable=False),
+        pa.field("peak_dbfs", pa.float32(), nullable=False),
+        pa.field("clipped_fraction", pa.float32(), nullable=False),
+        pa.field("dc_offset", pa.float32(), nullable=False),
+        pa.field("dropout_fraction", pa.float32(), nullable=False),
+        pa.field("is_silent", pa.bool_(), nullable=False),
+        pa.field("nonfinite_count", pa.int32(), nullable=False),
+        pa.field("audio", pa.list_(pa.float32()), nullable=False),
+    ],
+    metadata={"ceta2vec.dataset": "segments", "ceta2vec.version": str(SEGMENT_DATASET_VERSION)},
+)
+
+# Every column of SEGMENT_SCHEMA except the samples: what DuckDB's `segments` table copies.
+SEGMENT_METADATA_COLUMNS: tuple[str, ...] = tuple(n for n in SEGMENT_SCHEMA.names if n != "audio")

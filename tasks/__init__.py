@@ -1,0 +1,1 @@
+"""Plain, typed work functions of ceta2vec. Nothing here needs a Prefect server."""

@@ -1,0 +1,309 @@
+"""The workspace's DuckDB file: connections, schema, and the ingest commits.
+
+DuckDB lets one process write a database file, or several read it, at a time. Writers here hold
+their connection only for the length of one commit, and every connection retries while another
+process holds the lock, so a query run during an ingest waits briefly and then succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from schemas.arrow import SEGMENT_METADATA_COLUMNS
+from schemas.tables import SCHEMA_VERSION, TABLES, VIEWS, segment_audio_view
+from tasks.ingest import StagedRecording
+from tasks.labels import LabelRow
+from tasks.segment_files import publish
+from tasks.workspace import Workspace
+
+LOCK_WAIT_S = 60.0
+
+# Settings that define the dataset: every recording of a workspace shares them.
+DATASET_KEYS = ("sample_rate", "segment_seconds", "hop_seconds", "final_segment")
+
+
+class WorkspaceError(RuntimeError):
+    """A workspace that cannot be used as asked; the message says why and what to do."""
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def connect(workspace: Workspace, read_only: bool = False, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """Open the workspace database, waiting up to `wait_s` while another process writes."""
+    if read_only and not workspace.db_path.exists():
+        raise WorkspaceError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest` first)")
+    if not read_only:
+        workspace.create()
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(workspace.db_path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def writing(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    conn = connect(workspace)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def reading(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    conn = connect(workspace, read_only=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def apply_schema(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
+    version = None
+    if conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'workspace_config'"
+    ).fetchone()[0]:
+        row = conn.execute("SELECT value FROM workspace_config WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise WorkspaceError(
+            f"{workspace.db_path} was written by a newer ceta2vec (schema {version} > {SCHEMA_VERSION}); upgrade ceta2vec"
+        )
+    for ddl in TABLES + VIEWS:
+        conn.execute(ddl)
+    conn.execute(
+        "INSERT OR REPLACE INTO workspace_config VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+    )
+    refresh_segment_audio_view(conn, workspace)
+
+
+def refresh_segment_audio_view(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
+    # read_parquet binds its glob when the view is created, so the view only exists once a file does.
+    if any(workspace.segments_dir.rglob("*.parquet")):
+        conn.execute(segment_audio_view(workspace.segments_glob))
+
+
+def dataset_config(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value FROM workspace_config").fetchall()
+    return {k: v for k, v in rows if k in DATASET_KEYS}
+
+
+def ensure_dataset_config(conn: duckdb.DuckDBPyConnection, wanted: dict[str, str]) -> None:
+    """Fix the dataset settings on first use; refuse a later ingest that would mix in others."""
+    current = dataset_config(conn)
+    if not current:
+        conn.executemany("INSERT INTO workspace_config VALUES (?, ?)", list(wanted.items()))
+        return
+    clashes = [f"{k}: workspace has {current[k]}, asked for {wanted[k]}" for k in wanted if current.get(k) != wanted[k]]
+    if clashes:
+        raise WorkspaceError(
+            "this workspace's segments were made with other settings ("
+            + "; ".join(clashes)
+            + "). Use the workspace's settings or a new --workspace."
+        )
+
+
+def known_sources(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int, str]]:
+    """{path: (size_bytes, mtime_ns, recording_id)} of every path seen before."""
+    rows = conn.execute("SELECT path, size_bytes, mtime_ns, recording_id FROM source_files").fetchall()
+    return {path: (size, mtime, rec) for path, size, mtime, rec in rows}
+
+
+def recordings_by_hash(conn: duckdb.DuckDBPyConnection, hashes: Iterable[str]) -> dict[str, str]:
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        "SELECT content_hash, recording_id FROM recordings WHERE content_hash IN (SELECT unnest(?))", [wanted]
+    ).fetchall()
+    return dict(rows)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def start_run(conn: duckdb.DuckDBPyConnection, run_id: str, flow_run_id: str | None, settings: dict) -> None:
+    conn.execute(
+        "INSERT INTO ingest_runs (run_id, flow_run_id, started_at, settings) VALUES (?, ?, ?, ?)",
+        [run_id, flow_run_id, _now(), json.dumps(settings, default=str)],
+    )
+
+
+def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, counts: dict[str, float]) -> None:
+    conn.execute(
+        """UPDATE ingest_runs SET finished_at = ?, files_seen = ?, ingested = ?, skipped = ?, duplicates = ?,
+               failed = ?, segments_added = ?, audio_seconds_added = ?, bytes_added = ?
+           WHERE run_id = ?""",
+        [
+            _now(), counts["files_seen"], counts["ingested"], counts["skipped"], counts["duplicates"],
+            counts["failed"], counts["segments_added"], counts["audio_seconds_added"], counts["bytes_added"], run_id,
+        ],
+    )
+
+
+def record_problem(
+    conn: duckdb.DuckDBPyConnection, path: str, stage: str, reason: str, run_id: str,
+    severity: str = "error", size_bytes: int | None = None,
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO ingest_errors VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [path, stage, severity, reason, size_bytes, run_id, _now()],
+    )
+
+
+def record_duplicate(
+    conn: duckdb.DuckDBPyConnection, path: str, size_bytes: int, mtime_ns: int, content_hash: str, recording_id: str
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO source_files VALUES (?, ?, ?, ?, ?, 'duplicate', ?)",
+        [path, size_bytes, mtime_ns, content_hash, recording_id, _now()],
+    )
+    conn.execute("DELETE FROM ingest_errors WHERE path = ? AND severity = 'error'", [path])
+
+
+def commit_recording(conn: duckdb.DuckDBPyConnection, workspace: Workspace, staged: StagedRecording, run_id: str) -> int:
+    """Publish a staged file and record it, in that order; returns the bytes stored.
+
+    A crash after the rename but before COMMIT leaves a file no recording points at: the
+    `segment_audio` view ignores it, `remove_orphans` deletes it, and the re-run rewrites it.
+    """
+    final = workspace.root / staged.dataset_file
+    stored_bytes = 0
+    if staged.staged_file:
+        publish(Path(staged.staged_file), final)
+        stored_bytes = final.stat().st_size
+    columns = ", ".join(SEGMENT_METADATA_COLUMNS)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        # A recording committed under another path in this same run (a duplicate that raced).
+        if conn.execute("SELECT 1 FROM recordings WHERE recording_id = ?", [staged.recording_id]).fetchone():
+            conn.execute("ROLLBACK")
+            return 0
+        conn.execute(
+            "INSERT INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                staged.recording_id, staged.content_hash, staged.path, Path(staged.path).name, staged.size_bytes,
+                staged.format, staged.subtype, staged.sample_rate, staged.channels, staged.frames,
+                staged.duration_s, staged.start_time, staged.start_time_source, staged.site,
+                staged.partition_date, staged.stored_sample_rate, staged.channel_policy, staged.segment_count,
+                stored_bytes, staged.dataset_file, staged.warnings, run_id, _now(),
+            ],
+        )
+        if staged.staged_file:
+            conn.execute(
+                f"""INSERT INTO segments
+                    SELECT {columns}, ? AS site, ? AS date, ? AS parquet_path
+                    FROM read_parquet(?)""",
+                [staged.site, staged.partition_date, staged.dataset_file, str(final)],
+            )
+        conn.execute(
+            "INSERT OR REPLACE INTO source_files VALUES (?, ?, ?, ?, ?, 'ingested', ?)",
+            [staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, staged.recording_id, _now()],
+        )
+        conn.execute("DELETE FROM ingest_errors WHERE path = ?", [staged.path])
+        for warning in staged.warnings:
+            # One row per kind of warning, so the (path, stage) key keeps them apart.
+            conn.execute(
+                "INSERT OR REPLACE INTO ingest_errors VALUES (?, ?, 'warning', ?, ?, ?, ?)",
+                [staged.path, f"validate:{_warning_kind(warning)}", warning, staged.size_bytes, run_id, _now()],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return stored_bytes
+
+
+def _warning_kind(warning: str) -> str:
+    for kind in ("truncated", "non-finite", "clipped", "shorter"):
+        if kind in warning:
+            return kind
+    return "other"
+
+
+def replace_labels(
+    conn: duckdb.DuckDBPyConnection, labels_file: str, recording_ids: Iterable[str], paired: list[tuple[str, LabelRow]]
+) -> int:
+    """Make the labels from `labels_file` for these recordings exactly `paired` (re-runs never duplicate)."""
+    ids = sorted(set(recording_ids))
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "DELETE FROM labels WHERE labels_file = ? AND recording_id IN (SELECT unnest(?))", [labels_file, ids]
+        )
+        rows = sorted({(rec, r.label_column, r.label_value, r.start_s, r.end_s, labels_file) for rec, r in paired},
+                      key=lambda t: tuple("" if v is None else str(v) for v in t))
+        if rows:
+            conn.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(rows)
+
+
+def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[Path]:
+    """Delete files a crash left behind: anything in staging/, and dataset files no recording claims."""
+    removed: list[Path] = []
+    if workspace.staging_dir.exists():
+        for leftover in workspace.staging_dir.iterdir():
+            if leftover.is_file():
+                leftover.unlink()
+                removed.append(leftover)
+    claimed = {row[0] for row in conn.execute("SELECT parquet_path FROM recordings").fetchall()}
+    if workspace.segments_dir.exists():
+        for file in workspace.segments_dir.rglob("*.parquet"):
+            if workspace.relative(file) not in claimed:
+                file.unlink()
+                removed.append(file)
+    return removed
+
+
+def workspace_summary(conn: duckdb.DuckDBPyConnection) -> dict:
+    """What the workspace holds, for `ceta2vec status` and the flow's summary artifact."""
+    recordings, hours, stored, sites = conn.execute(
+        "SELECT count(*), coalesce(sum(duration_s), 0) / 3600, coalesce(sum(stored_bytes), 0), count(DISTINCT site) FROM recordings"
+    ).fetchone()
+    segments, flagged_silent, flagged_nonfinite, stored_hours = conn.execute(
+        """SELECT count(*), count(*) FILTER (is_silent), count(*) FILTER (nonfinite_count > 0),
+                  coalesce(sum(valid_s), 0) / 3600 FROM segments"""
+    ).fetchone()
+    errors, warnings = conn.execute(
+        "SELECT count(*) FILTER (severity = 'error'), count(*) FILTER (severity = 'warning') FROM ingest_errors"
+    ).fetchone()
+    duplicates = conn.execute("SELECT count(*) FROM source_files WHERE status = 'duplicate'").fetchone()[0]
+    labelled = conn.execute("SELECT count(DISTINCT recording_id) FROM labels").fetchone()[0]
+    config = {k: v for k, v in conn.execute("SELECT key, value FROM workspace_config").fetchall()}
+    return {
+        "recordings": recordings,
+        "recording_hours": float(hours),
+        "sites": sites,
+        "segments": segments,
+        "segment_audio_hours": float(stored_hours),
+        "silent_segments": flagged_silent,
+        "nonfinite_segments": flagged_nonfinite,
+        "stored_bytes": int(stored),
+        "bytes_per_audio_hour": float(stored / stored_hours) if stored_hours else 0.0,
+        "duplicates": duplicates,
+        "labelled_recordings": labelled,
+        "errors": errors,
+        "warnings": warnings,
+        "config": config,
+    }

@@ -1,0 +1,64 @@
+"""The layout of a workspace folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.settings import default_workspace
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything ceta2vec keeps lives under one folder:
+
+    ```
+    <root>/
+      ceta2vec.duckdb        tables and views (recordings, segments, ingest_errors, ...)
+      segments/              Parquet dataset, site=<slug>/date=<YYYY-MM-DD|unknown>/rec-<id>.parquet
+      staging/               files being written; never read, cleared on the next run
+      checkpoints/           pretraining runs
+      reports/               figures and HTML reports
+    ```
+    """
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | Path | None = None) -> "Workspace":
+        return cls(Path(path or default_workspace()).expanduser().resolve())
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "ceta2vec.duckdb"
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / "segments"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def segments_glob(self) -> str:
+        return str(self.segments_dir / "**" / "*.parquet")
+
+    def exists(self) -> bool:
+        return self.db_path.exists()
+
+    def create(self) -> "Workspace":
+        for folder in (self.root, self.segments_dir, self.staging_dir, self.checkpoints_dir, self.reports_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
