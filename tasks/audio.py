@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class AudioInfo:
     sample_rate: int
     channels: int
     frames: int
+    header_warnings: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -68,8 +70,23 @@ def probe(path: Path) -> AudioInfo:
         raise IngestFailure("decode", "no audio frames (header declares a length of 0)")
     return AudioInfo(
         format=info.format, subtype=info.subtype, sample_rate=int(info.samplerate),
-        channels=int(info.channels), frames=int(info.frames),
+        channels=int(info.channels), frames=int(info.frames), header_warnings=_header_warnings(info),
     )
+
+
+_SHOULD_BE = re.compile(r"^(data|RIFF|FORM|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _header_warnings(info: sf._SoundFileInfo) -> tuple[str, ...]:
+    """libsndfile quietly shortens a truncated WAV/AIFF to the data present; its header report
+    says by how much ("data : 64000 (should be 31978)")."""
+    for match in _SHOULD_BE.finditer(info.extra_info or ""):
+        if match[1] in ("data", "SSND") and int(match[2]) > int(match[3]):
+            return (
+                f"truncated: header declares {int(match[2])} bytes of audio data but only {int(match[3])} "
+                f"are present ({info.frames / info.samplerate:.2f} s readable)",
+            )
+    return ()
 
 
 def _libsndfile_reason(exc: Exception) -> str:
@@ -187,7 +204,15 @@ def stream_audio(
             try:
                 block = handle.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise IngestFailure("decode", f"decoding failed at {position / info.sample_rate:.2f} s ({exc})") from None
+                if position == 0:
+                    raise IngestFailure("decode", f"decoding failed at the start ({_libsndfile_reason(exc)})") from None
+                # A recording cut short (a dead battery, a broken copy): keep what could be decoded.
+                report.warnings.append(
+                    f"truncated: decoding stopped at {position / info.sample_rate:.2f} s of "
+                    f"{info.duration_s:.2f} s ({_libsndfile_reason(exc)}); the rest is unreadable"
+                )
+                yield _flush(stream_ids, resamplers)
+                break
             except OSError as exc:
                 if exc.errno == errno.EACCES:
                     raise IngestFailure("read", "permission denied") from None
@@ -196,16 +221,22 @@ def stream_audio(
             if len(block):
                 yield list(_process_block(block, position, stream_ids, policy, resamplers, info, out_rate, report, last))
             elif last:
-                yield [StreamBlock(sid, r.push(np.zeros(0, np.float32), last=True)) for sid, r in zip(stream_ids, resamplers)]
+                yield _flush(stream_ids, resamplers)
             position += len(block)
             if last:
                 break
     report.frames_read = position
-    if position < info.frames:
+    report.warnings.extend(info.header_warnings)
+    if position < info.frames and not any(w.startswith("truncated") for w in report.warnings):
         report.warnings.append(
             f"truncated: header declares {info.frames} frames ({info.duration_s:.2f} s) "
             f"but only {position} ({position / info.sample_rate:.2f} s) could be read"
         )
+
+
+def _flush(stream_ids: list[int], resamplers: list[StreamResampler]) -> list[StreamBlock]:
+    """The resamplers' last samples, held back by their filters until the stream ends."""
+    return [StreamBlock(sid, r.push(np.zeros(0, np.float32), last=True)) for sid, r in zip(stream_ids, resamplers)]
 
 
 def _process_block(

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "hydrophone"
+CLI = str(Path(sys.executable).parent / "ceta2vec")
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_prefect(tmp_path_factory):
+    """Every Prefect run of the tests (in-process and CLI subprocesses) uses a throwaway home."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.pop("PREFECT_API_URL", None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real (temporary) Prefect server for flows run in-process."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    from tasks.workspace import Workspace
+
+    return Workspace.at(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED / "MANIFEST.csv").exists():
+        pytest.fail(f"the shared recordings are missing: {SHARED}")
+    return SHARED

@@ -1,0 +1,130 @@
+"""The `ceta2vec` command as a user runs it: real subprocesses, real Prefect engine."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CLI
+from signals import noise, sweep, tone, write
+from tasks import store
+from tasks.workspace import Workspace
+
+
+def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ceta2vec {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.mark.parametrize("command", ["ingest", "status", "sql"])
+def test_every_subcommand_has_help_with_examples(command):
+    out = cli(command, "--help").stdout
+    assert "examples:" in out and f"ceta2vec {command}" in out and "--workspace" in out
+
+
+def test_ingest_status_and_sql(tmp_path):
+    ws = tmp_path / "ws"
+    write(tmp_path / "rec" / "20230701_123000.wav", tone(800, 14.0, 22050), 22050, "PCM_16")
+    (tmp_path / "rec" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    run = cli("ingest", tmp_path / "rec", "--workspace", ws, "--site", "<b>LK</b>", "--segment-seconds", "5")
+    assert "ingested" in run.stdout and str(ws) in run.stdout
+    status = json.loads(cli("status", "--workspace", ws, "--format", "json").stdout)
+    assert (status["recordings"], status["segments"], status["errors"]) == (1, 3, 1)
+    assert status["sites"][0]["site"] == "<b>LK</b>"
+    table = cli("status", "--workspace", ws).stdout
+    assert "<b>LK</b>" in table  # shown as text, never interpreted
+    rows = json.loads(cli("sql", "SELECT segment_index, valid_s FROM segments ORDER BY 1", "--workspace", ws,
+                          "--format", "json").stdout)
+    assert rows == [{"segment_index": 0, "valid_s": 5.0}, {"segment_index": 1, "valid_s": 5.0},
+                    {"segment_index": 2, "valid_s": 4.0}]
+    csv_out = cli("sql", "SELECT stage FROM ingest_errors", "--workspace", ws, "--format", "csv").stdout
+    assert csv_out.splitlines() == ["stage", "decode"]
+    env = {**os.environ, "CETA2VEC_WORKSPACE": str(ws)}
+    assert "1 row(s)" in cli("sql", "SELECT count(*) FROM recordings", env=env).stdout
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM segments", "DROP TABLE recordings", "CREATE TABLE x (a INT)",
+    "COPY recordings TO '/tmp/out.csv'", "ATTACH '/tmp/other.duckdb'", "SELECT 1; UPDATE segments SET site = 'x'",
+])
+def test_sql_refuses_to_write(tmp_path, statement):
+    ws = tmp_path / "ws"
+    cli("ingest", write(tmp_path / "a.wav", noise(1.0, 16000), 16000, "PCM_16"), "--workspace", ws)
+    refused = cli("sql", statement, "--workspace", ws, check=False)
+    assert refused.returncode == 2 and "read-only" in refused.stderr
+    assert cli("sql", "SELECT count(*) AS n FROM segments", "--workspace", ws, "--format", "csv").stdout.split() == ["n", "1"]
+
+
+def test_exit_status_contract(tmp_path):
+    ws = tmp_path / "ws"
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "empty.wav").write_bytes(b"")
+    assert cli("ingest", tmp_path / "rec", "--workspace", ws, check=False).returncode == 0  # completed, bad file reported
+    assert cli("ingest", tmp_path / "rec", "--workspace", ws, "--strict", check=False).returncode == 1
+    bad = cli("ingest", tmp_path / "rec", "--workspace", ws, "--channels", "left", check=False)
+    assert bad.returncode == 2 and "channels" in bad.stderr
+    assert cli("sql", "SELEC oops", "--workspace", ws, check=False).returncode == 2
+    missing = cli("status", "--workspace", tmp_path / "nothing-here", check=False)
+    assert missing.returncode == 2 and "no ceta2vec workspace" in missing.stderr
+
+
+def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
+    folder = tmp_path / "many"
+    for i in range(40):
+        write(folder / f"rec_{i:02d}.wav", sweep(50 + i, 3000, 21.0, 24000, 0.3) + noise(21.0, 24000, 0.01, seed=i),
+              24000, "PCM_24")
+    interrupted, reference = tmp_path / "ws-killed", tmp_path / "ws-reference"
+    process = subprocess.Popen([CLI, "ingest", folder, "--workspace", interrupted, "--workers", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    segments_dir = interrupted / "segments"
+    while time.monotonic() < deadline and process.poll() is None:
+        if segments_dir.exists() and len(list(segments_dir.rglob("*.parquet"))) >= 3:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "ingest finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = len(list(segments_dir.rglob("*.parquet")))
+    assert 3 <= partial < 40
+
+    cli("ingest", folder, "--workspace", interrupted)
+    cli("ingest", folder, "--workspace", reference)
+    results = {}
+    for ws in (interrupted, reference):
+        workspace = Workspace.at(ws)
+        with store.reading(workspace) as conn:
+            results[ws] = conn.execute(
+                "SELECT segment_id, recording_id, start_s, rms_dbfs FROM segments ORDER BY segment_id").fetchall()
+            assert conn.execute("SELECT count(*) FROM recordings").fetchone()[0] == 40
+        files = sorted(workspace.segments_dir.rglob("*.parquet"))
+        ids = [i for f in files for i in pq.read_table(f, columns=["segment_id"]).column(0).to_pylist()]
+        assert len(ids) == len(set(ids)) == len(results[ws]) == 40 * 3
+        assert not list(workspace.staging_dir.iterdir())
+    assert results[interrupted] == results[reference]
+
+
+def test_unreadable_file_is_reported(tmp_path):
+    """As root, who may read anything, the run drops the capabilities that bypass file permissions."""
+    folder = tmp_path / "perm"
+    write(folder / "ok.wav", noise(1.0, 16000), 16000, "PCM_16")
+    secret = write(folder / "secret.wav", noise(1.0, 16000, seed=1), 16000, "PCM_16")
+    os.chmod(secret, 0)
+    prefix = []
+    if os.geteuid() == 0:
+        drop = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"]
+    ws = tmp_path / "ws"
+    result = subprocess.run([*prefix, CLI, "ingest", folder, "--workspace", ws], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with store.reading(Workspace.at(ws)) as conn:
+        errors = conn.execute("SELECT path, stage, reason FROM ingest_errors").fetchall()
+        assert conn.execute("SELECT file_name FROM recordings").fetchall() == [("ok.wav",)]
+    assert errors == [(str(secret), "read", "permission denied")]
