@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from tqdm import tqdm
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
@@ -117,6 +118,7 @@ def ingest(settings: IngestSettings) -> dict:
     pending = list(dedup.unique)
     in_flight: list[PrefectFuture] = []
     done = 0
+    bar = tqdm(total=len(dedup.unique), unit="file", desc="ingest", disable=None)  # shown on a terminal only
     # A sliding window of `workers` files: both cores busy, and memory bounded by the window.
     while (pending and not strict_stop) or in_flight:
         while pending and not strict_stop and len(in_flight) < settings.workers:
@@ -132,7 +134,9 @@ def ingest(settings: IngestSettings) -> dict:
             else:
                 _record_success(conn, ws, outcome.staged, run_id, counts, log)
         done += 1
+        bar.update()
         update_progress_artifact(progress, progress=100.0 * done / max(1, len(dedup.unique)))
+    bar.close()
 
     with store.writing(ws) as conn:
         for source, digest, original in dedup.duplicates:

@@ -50,16 +50,22 @@ def test_ingest_status_and_sql(tmp_path):
     assert "1 row(s)" in cli("sql", "SELECT count(*) FROM recordings", env=env).stdout
 
 
+@pytest.fixture(scope="module")
+def small_workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    cli("ingest", write(root / "a.wav", noise(1.0, 16000), 16000, "PCM_16"), "--workspace", root / "ws")
+    return root / "ws"
+
+
 @pytest.mark.parametrize("statement", [
     "DELETE FROM segments", "DROP TABLE recordings", "CREATE TABLE x (a INT)",
     "COPY recordings TO '/tmp/out.csv'", "ATTACH '/tmp/other.duckdb'", "SELECT 1; UPDATE segments SET site = 'x'",
 ])
-def test_sql_refuses_to_write(tmp_path, statement):
-    ws = tmp_path / "ws"
-    cli("ingest", write(tmp_path / "a.wav", noise(1.0, 16000), 16000, "PCM_16"), "--workspace", ws)
-    refused = cli("sql", statement, "--workspace", ws, check=False)
+def test_sql_refuses_to_write(small_workspace, statement):
+    refused = cli("sql", statement, "--workspace", small_workspace, check=False)
     assert refused.returncode == 2 and "read-only" in refused.stderr
-    assert cli("sql", "SELECT count(*) AS n FROM segments", "--workspace", ws, "--format", "csv").stdout.split() == ["n", "1"]
+    assert cli("sql", "SELECT count(*) AS n FROM segments", "--workspace", small_workspace,
+               "--format", "csv").stdout.split() == ["n", "1"]
 
 
 def test_exit_status_contract(tmp_path):

@@ -231,3 +231,29 @@ def test_every_shared_recording_ingests(shared_data, workspace):
     total = query(workspace, "SELECT sum(duration_s) FROM recordings")[0][0]
     expected = sum(float(m["duration_s"]) for m in manifest)
     assert total == pytest.approx(expected, rel=0.01)
+
+
+def test_the_run_publishes_progress_and_summary_artifacts(tmp_path, workspace):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    folder = tmp_path / "art"
+    write(folder / "ok.wav", noise(2.0, 16000), 16000, "PCM_16")
+    (folder / "bad.wav").write_bytes(b"")
+    run(workspace, folder, site="art")
+    flow_run_id = query(workspace, "SELECT flow_run_id FROM ingest_runs")[0][0]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+    assert flow_run.name.startswith("ingest-art-")
+    by_type = {}
+    for artifact in artifacts:
+        by_type.setdefault(artifact.type, []).append(artifact)
+    assert by_type["progress"][0].data == 100.0
+    keys = {a.key for a in by_type["table"]}
+    assert keys == {"ingest-summary", "ingest-failures"}
+    failures = next(a for a in by_type["table"] if a.key == "ingest-failures")
+    assert "bad.wav" in str(failures.data) and "empty" in str(failures.data)
