@@ -331,12 +331,20 @@ def print_report(
     print(f"ingest          {run.wall_s:.2f} s -> {ingest_rate:.4f} h/s "
           f"({ingest_rate * 3600:.0f}x real time; full wall time, workers={workers if workers else 'default'})")
     print(f"prefect startup {startup.wall_s:.2f} s (ingest of one {STARTUP_FILE_SECONDS:g} s file into a fresh workspace)")
+    steady_ratio = float("nan")
     if steady_wall > 0:
         steady_rate = hours / steady_wall
+        steady_ratio = steady_rate / decode.hours_per_second
         print(f"ingest steady   {steady_wall:.2f} s -> {steady_rate:.4f} h/s "
-              f"({steady_rate * 3600:.0f}x real time; excluding start-up; "
-              f"ratio {steady_rate / decode.hours_per_second:.3f})")
-    print(f"ratio           ingest / raw decode = {ratio:.3f}")
+              f"({steady_rate * 3600:.0f}x real time; excluding Prefect's fixed start-up)")
+    print(f"ratio           steady-state ingest / raw decode = {steady_ratio:.3f}   "
+          f"(full wall time: {ratio:.3f})")
+    if steady_ratio > INGEST_TO_DECODE_GOAL:
+        # full-wall ratio = H / (v_raw * (S + H / v_ingest)); solve for H at the goal
+        break_even = INGEST_TO_DECODE_GOAL * decode.hours_per_second * startup.wall_s / (
+            1 - INGEST_TO_DECODE_GOAL / steady_ratio)
+        print(f"                the full-wall ratio reaches {INGEST_TO_DECODE_GOAL} from about {break_even:.1f} h of audio, "
+              f"where the {startup.wall_s:.0f} s start-up is amortised")
     print(f"stored          {status['bytes_per_audio_hour'] / 1e6:.1f} MB per audio hour "
           f"({status['stored_bytes'] / 1e6:.1f} MB for {status['segment_audio_hours']:.3f} h of segments, "
           f"{status['config'].get('sample_rate', '?')} Hz)")
@@ -344,7 +352,10 @@ def print_report(
     if abs(status["recording_hours"] - hours) > 0.001 * hours or status["errors"] or status["duplicates"]:
         print(f"WARNING         workspace holds {status['recording_hours']:.3f} h, {status['errors']} error(s), "
               f"{status['duplicates']} duplicate(s): not all of the corpus was decoded")
-    print(verdict(ratio >= INGEST_TO_DECODE_GOAL, f"ingest >= {INGEST_TO_DECODE_GOAL} x raw decode", f"{ratio:.3f}"))
+    print(verdict(steady_ratio >= INGEST_TO_DECODE_GOAL,
+                  f"steady-state ingest >= {INGEST_TO_DECODE_GOAL} x raw decode", f"{steady_ratio:.3f}"))
+    print(verdict(ratio >= INGEST_TO_DECODE_GOAL,
+                  f"full-wall ingest (with start-up) >= {INGEST_TO_DECODE_GOAL} x raw decode", f"{ratio:.3f}"))
     print(verdict(run.peak_rss_mb < PEAK_RSS_GOAL_MB, f"peak RSS < {PEAK_RSS_GOAL_MB:.0f} MB", f"{run.peak_rss_mb:.0f} MB"))
 
 

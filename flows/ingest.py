@@ -6,23 +6,25 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from tqdm import tqdm
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
-from prefect.runtime import flow_run
+from prefect.futures import as_completed
+from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
 
 from schemas.settings import IngestSettings
 from tasks import store
 from tasks.discovery import Discovery, SourceFile, content_hash, discover
 from tasks.ingest import StagedRecording, describe_failure, prepare_recording
-from tasks.ingest_plan import IngestCounts, dedupe, plan_files
+from tasks.ingest_plan import IngestCounts, batches, dedupe, plan_files
 from tasks.labels import LabelRow, assign_labels, read_labels
 from tasks.workspace import Workspace
 
@@ -39,29 +41,60 @@ class FileOutcome:
     reason: str = ""
 
 
+# Small files travel in groups so Prefect's per-task bookkeeping stays small beside the work.
+FINGERPRINT_BATCH = dict(max_bytes=1 << 30, max_files=256)
+INGEST_BATCH = dict(max_bytes=64 << 20, max_files=64)
+COMMIT_EVERY_S = 0.5
+
+
 @task(name="discover", cache_policy=NO_CACHE)
 def discover_sources(sources: list[str]) -> Discovery:
     return discover(sources)
 
 
-@task(name="fingerprint", task_run_name="fingerprint {source.path.name}", cache_policy=NO_CACHE,
+def _batch_run_name(verb: str):
+    def name() -> str:
+        files = task_run.parameters.get("files") or [item[0] for item in task_run.parameters.get("items", [])]
+        more = f" (+{len(files) - 1} more)" if len(files) > 1 else ""
+        return f"{verb} {files[0].path.name}{more}" if files else verb
+    return name
+
+
+@task(name="fingerprint", task_run_name=_batch_run_name("fingerprint"), cache_policy=NO_CACHE,
       retries=2, retry_delay_seconds=1)
-def fingerprint(source: SourceFile) -> str | FileOutcome:
-    try:
-        return content_hash(source.path)
-    except Exception as exc:  # a file that cannot be read is an outcome, not a crash
-        stage, reason = describe_failure(exc)
-        return FileOutcome(source, stage=stage, reason=reason)
+def fingerprint(files: list[SourceFile]) -> list[str | FileOutcome]:
+    results: list[str | FileOutcome] = []
+    for source in files:
+        try:
+            results.append(content_hash(source.path))
+        except Exception as exc:  # a file that cannot be read is an outcome, not a crash
+            stage, reason = describe_failure(exc)
+            results.append(FileOutcome(source, stage=stage, reason=reason))
+    return results
 
 
-@task(name="ingest-file", task_run_name="ingest {source.path.name}", cache_policy=NO_CACHE)
-def ingest_file(source: SourceFile, digest: str, settings: IngestSettings, root: str) -> FileOutcome:
-    try:
-        return FileOutcome(source, staged=prepare_recording(source, digest, settings, Workspace(Path(root))))
-    except Exception as exc:
-        stage, reason = describe_failure(exc)
-        get_run_logger().warning("%s: %s failed: %s", source.path, stage, reason)
-        return FileOutcome(source, stage=stage, reason=reason)
+@task(name="ingest-files", task_run_name=_batch_run_name("ingest"), cache_policy=NO_CACHE)
+def ingest_files(items: list[tuple[SourceFile, str]], settings: IngestSettings, root: str) -> list[FileOutcome]:
+    outcomes = []
+    for source, digest in items:
+        try:
+            outcomes.append(FileOutcome(source, staged=prepare_recording(source, digest, settings, Workspace(Path(root)))))
+        except Exception as exc:
+            stage, reason = describe_failure(exc)
+            outcomes.append(FileOutcome(source, stage=stage, reason=reason))
+    return outcomes
+
+
+def _windowed(submit, items: list, window: int, stop=lambda: False) -> Iterator:
+    """Results of `submit(item)` as they finish, never more than `window` in flight: both cores
+    busy, memory bounded by the window, and a --strict stop takes effect at once."""
+    pending, in_flight = list(items), []
+    while (pending and not stop()) or in_flight:
+        while pending and not stop() and len(in_flight) < window:
+            in_flight.append(submit(pending.pop(0)))
+        finished = next(as_completed(in_flight))
+        in_flight.remove(finished)
+        yield finished.result()
 
 
 def _run_name() -> str:
@@ -101,11 +134,13 @@ def ingest(settings: IngestSettings) -> dict:
 
     failures = [FileOutcome(SourceFile(Path(p.path), 0, 0), stage=p.stage, reason=p.reason) for p in found.problems]
     fingerprinted = []
-    for source, result in zip(plan.todo, [f.result() for f in fingerprint.map(plan.todo)]):
-        if isinstance(result, FileOutcome):
-            failures.append(result)
-        else:
-            fingerprinted.append((source, result))
+    groups = batches(plan.todo, **FINGERPRINT_BATCH)
+    for group, results in zip(groups, _windowed(fingerprint.submit, groups, settings.workers)):
+        for source, result in zip(group, results):
+            if isinstance(result, FileOutcome):
+                failures.append(result)
+            else:
+                fingerprinted.append((source, result))
     with store.writing(ws) as conn:
         dedup = dedupe(fingerprinted, store.recordings_by_hash(conn, (d for _, d in fingerprinted)))
         for outcome in failures:
@@ -113,30 +148,27 @@ def ingest(settings: IngestSettings) -> dict:
     for source, digest, original in dedup.duplicates:
         log.info("%s: same audio as recording %s, skipped", source.path, original or "ingested earlier in this run")
 
-    progress = create_progress_artifact(progress=0.0, description=f"files ingested ({len(dedup.unique)} to go)")
-    strict_stop = settings.strict and bool(failures)
-    pending = list(dedup.unique)
-    in_flight: list[PrefectFuture] = []
-    done = 0
-    bar = tqdm(total=len(dedup.unique), unit="file", desc="ingest", disable=None)  # shown on a terminal only
-    # A sliding window of `workers` files: both cores busy, and memory bounded by the window.
-    while (pending and not strict_stop) or in_flight:
-        while pending and not strict_stop and len(in_flight) < settings.workers:
-            source, digest = pending.pop(0)
-            in_flight.append(ingest_file.submit(source, digest, settings, str(ws.root)))
-        finished = next(as_completed(in_flight))
-        in_flight.remove(finished)
-        outcome: FileOutcome = finished.result()
-        with store.writing(ws) as conn:
-            if outcome.staged is None:
-                _record_failure(conn, outcome, run_id, counts, log)
-                strict_stop = settings.strict
-            else:
-                _record_success(conn, ws, outcome.staged, run_id, counts, log)
-        done += 1
-        bar.update()
-        update_progress_artifact(progress, progress=100.0 * done / max(1, len(dedup.unique)))
+    total = len(dedup.unique)
+    progress = create_progress_artifact(progress=0.0, description=f"files ingested (of {total})")
+    bar = tqdm(total=total, unit="file", desc="ingest", disable=None)  # shown on a terminal only
+    by_path = {str(source.path): (source, digest) for source, digest in dedup.unique}
+    groups = batches([source for source, _ in dedup.unique], **INGEST_BATCH)
+    stop = [settings.strict and bool(failures)]
+    waiting: list[FileOutcome] = []
+    last_commit = time.monotonic()
+    submit = lambda group: ingest_files.submit([by_path[str(s.path)] for s in group], settings, str(ws.root))  # noqa: E731
+    for outcomes in _windowed(submit, groups, settings.workers, stop=lambda: stop[0]):
+        waiting.extend(outcomes)
+        stop[0] = stop[0] or (settings.strict and any(o.staged is None for o in outcomes))
+        if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+            _commit(ws, waiting, run_id, counts, log)
+            bar.update(len(waiting))
+            update_progress_artifact(progress, progress=100.0 * bar.n / max(1, total))
+            waiting, last_commit = [], time.monotonic()
+    _commit(ws, waiting, run_id, counts, log)
+    bar.update(len(waiting))
     bar.close()
+    update_progress_artifact(progress, progress=100.0)
 
     with store.writing(ws) as conn:
         for source, digest, original in dedup.duplicates:
@@ -158,6 +190,18 @@ def ingest(settings: IngestSettings) -> dict:
                               f"{counts.failures[0][0]}: {counts.failures[0][2]}")
     return {"run_id": run_id, "workspace": str(ws.root), **counts.as_row(),
             "failures": counts.failures, "workspace_summary": summary}
+
+
+def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: IngestCounts, log) -> None:
+    """One writer connection for everything that finished since the last commit."""
+    if not outcomes:
+        return
+    with store.writing(ws) as conn:
+        for outcome in outcomes:
+            if outcome.staged is None:
+                _record_failure(conn, outcome, run_id, counts, log)
+            else:
+                _record_success(conn, ws, outcome.staged, run_id, counts, log)
 
 
 def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCounts, log) -> None:

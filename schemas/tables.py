@@ -6,7 +6,7 @@ connection that writes. Bump SCHEMA_VERSION when a table changes and add the mig
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: models, checkpoints, train_metrics
 
 TABLES: tuple[str, ...] = (
     """
@@ -110,6 +110,65 @@ TABLES: tuple[str, ...] = (
         run_id      VARCHAR NOT NULL,
         occurred_at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (path, stage)
+    )
+    """,
+    # One row per pretraining run (model_id = the run's name).
+    """
+    CREATE TABLE IF NOT EXISTS models (
+        model_id            VARCHAR PRIMARY KEY,
+        created_at          TIMESTAMPTZ NOT NULL,
+        updated_at          TIMESTAMPTZ NOT NULL,
+        preset              VARCHAR NOT NULL,
+        settings            JSON NOT NULL,
+        model_config        JSON NOT NULL,
+        feature_encoder     JSON NOT NULL,
+        sample_rate         INTEGER NOT NULL,
+        frame_rate_hz       DOUBLE NOT NULL,
+        receptive_field_ms  DOUBLE NOT NULL,
+        parameters          BIGINT NOT NULL,
+        segments_used       BIGINT NOT NULL,
+        hours_used          DOUBLE NOT NULL,
+        excluded_recordings VARCHAR[],
+        init_from           VARCHAR,
+        chunks_done         INTEGER NOT NULL,
+        steps_done          BIGINT NOT NULL,
+        latest_checkpoint   VARCHAR,
+        best_checkpoint     VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        model_id      VARCHAR NOT NULL,
+        chunk         INTEGER NOT NULL,
+        step          BIGINT NOT NULL,
+        path          VARCHAR NOT NULL,
+        state_sha256  VARCHAR NOT NULL,
+        export_sha256 VARCHAR NOT NULL,
+        mean_loss     DOUBLE NOT NULL,
+        created_at    TIMESTAMPTZ NOT NULL,
+        kept          BOOLEAN NOT NULL,
+        PRIMARY KEY (model_id, chunk)
+    )
+    """,
+    # Written with the checkpoint that ends the chunk, so a resumed chunk never duplicates steps.
+    """
+    CREATE TABLE IF NOT EXISTS train_metrics (
+        model_id                 VARCHAR NOT NULL,
+        step                     BIGINT NOT NULL,
+        chunk                    INTEGER NOT NULL,
+        loss                     DOUBLE NOT NULL,
+        contrastive_loss         DOUBLE NOT NULL,
+        diversity_loss           DOUBLE NOT NULL,
+        perplexity               DOUBLE[] NOT NULL,
+        unused_code_share        DOUBLE NOT NULL,
+        accuracy                 DOUBLE NOT NULL,
+        grad_norm                DOUBLE NOT NULL,
+        learning_rate            DOUBLE NOT NULL,
+        temperature              DOUBLE NOT NULL,
+        masked_frames            INTEGER NOT NULL,
+        audio_seconds            DOUBLE NOT NULL,
+        audio_seconds_per_second DOUBLE NOT NULL,
+        PRIMARY KEY (model_id, step)
     )
     """,
     # start_s/end_s NULL: a label of the whole recording; otherwise an event span inside it.

@@ -66,3 +66,20 @@ class IngestCounts:
         row.pop("failures")
         row["bytes_per_audio_hour"] = round(self.bytes_per_audio_hour)
         return row
+
+
+def batches(files: list[SourceFile], max_bytes: int, max_files: int) -> list[list[SourceFile]]:
+    """Consecutive groups of files: a big file alone, small ones together, so per-task
+    overhead stays small next to the work whatever the recorder's file size."""
+    groups: list[list[SourceFile]] = []
+    current: list[SourceFile] = []
+    size = 0
+    for file in files:
+        if current and (size + file.size_bytes > max_bytes or len(current) >= max_files):
+            groups.append(current)
+            current, size = [], 0
+        current.append(file)
+        size += file.size_bytes
+    if current:
+        groups.append(current)
+    return groups

@@ -87,8 +87,9 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
         write(folder / f"rec_{i:02d}.wav", sweep(50 + i, 3000, 21.0, 24000, 0.3) + noise(21.0, 24000, 0.01, seed=i),
               24000, "PCM_24")
     interrupted, reference = tmp_path / "ws-killed", tmp_path / "ws-reference"
+    # its own process group, so the kill takes the ephemeral Prefect server down with it
     process = subprocess.Popen([CLI, "ingest", folder, "--workspace", interrupted, "--workers", "1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     segments_dir = interrupted / "segments"
     while time.monotonic() < deadline and process.poll() is None:
@@ -96,7 +97,7 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
             break
         time.sleep(0.01)
     assert process.poll() is None, "ingest finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     partial = len(list(segments_dir.rglob("*.parquet")))
     assert 3 <= partial < 40
