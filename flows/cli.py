@@ -18,9 +18,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.settings import DEFAULT_WORKSPACE, WORKSPACE_ENV, IngestSettings
+from schemas.settings import DEFAULT_WORKSPACE, WORKSPACE_ENV, IngestSettings, PretrainSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+RUN_COLUMNS = ["run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss", "latest checkpoint"]
 
 INGEST_EXAMPLES = """\
 examples:
@@ -32,6 +33,14 @@ STATUS_EXAMPLES = """\
 examples:
   ceta2vec status
   ceta2vec status --workspace /data/ceta2vec --format json
+"""
+PRETRAIN_EXAMPLES = """\
+examples:
+  ceta2vec pretrain                                   # tiny preset, 3 chunks of 50 steps (CPU demo)
+  ceta2vec pretrain --chunks 6                        # continue the same run for 3 more chunks
+  ceta2vec pretrain --preset base --run base-2025 --chunks 200 --steps-per-chunk 1000 --batch-size 16 --crop-seconds 15
+  ceta2vec pretrain --run tiny-held-out --exclude-recordings Lpod.wav --model-overrides num_hidden_layers=6
+Re-running the same command after a crash or kill continues from the last complete chunk.
 """
 SQL_EXAMPLES = """\
 examples:
@@ -51,7 +60,20 @@ def _unwrap(annotation):
         return _unwrap(args[0])
     if origin is list:
         return typing.get_args(annotation)[0], True
+    if origin is dict:
+        return dict, True
     return annotation, False
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as JSON when it parses (numbers, booleans, lists), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], positional: str | None = None) -> None:
@@ -67,6 +89,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseMode
             kwargs["action"] = "store_true"
         elif base is datetime:
             kwargs["type"] = datetime.fromisoformat
+        elif base is dict:
+            kwargs["type"] = _key_value
+            kwargs["metavar"] = "KEY=VALUE"
         elif base in (int, float, str):
             kwargs["type"] = base
         if not field.is_required() and base is not bool:
@@ -106,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(ingest, IngestSettings, positional="sources")
     _workspace_argument(ingest)
 
+    pretrain = commands.add_parser(
+        "pretrain", help="Pretrain wav2vec 2.0 from scratch on the workspace's segments, in resumable chunks.",
+        description="Self-supervised wav2vec 2.0 pretraining (contrastive + diversity loss) on the ingested "
+        "segments, as chunks of optimiser steps each ending in a complete checkpoint. The feature encoder's "
+        "strides are derived from the workspace's sample rate and --frame-ms.",
+        epilog=PRETRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(pretrain, PretrainSettings)
+    _workspace_argument(pretrain)
+
     status = commands.add_parser(
         "status", help="What the workspace holds: recordings, hours, segments, errors.",
         epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -128,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
     values = {k: v for k, v in vars(args).items() if k in model.model_fields}
+    for name, value in values.items():
+        if _unwrap(model.model_fields[name].annotation)[0] is dict:
+            values[name] = dict(value)
     return model(**values)
 
 
@@ -149,6 +187,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from flows.console import print_pretrain_result
+    from flows.pretrain import pretrain
+
+    result = pretrain(_settings(PretrainSettings, args))
+    print_pretrain_result(result)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.console import print_status
     from tasks import store
@@ -166,13 +213,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         errors = conn.execute(
             "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error' ORDER BY occurred_at DESC LIMIT 20"
         ).fetchall()
+        runs = conn.execute(
+            """SELECT m.model_id, m.preset, round(m.parameters / 1e6, 2) AS params_m,
+                      json_extract(m.settings, '$.chunks')::INTEGER AS chunks_planned, m.chunks_done, m.steps_done,
+                      (SELECT round(avg(loss), 4) FROM train_metrics t WHERE t.model_id = m.model_id
+                         AND t.chunk = m.chunks_done) AS last_chunk_loss,
+                      m.latest_checkpoint
+               FROM models m ORDER BY m.updated_at DESC"""
+        ).fetchall()
     if args.format == "json":
         print(json.dumps({"workspace": str(workspace.root), **summary,
                           "sites": [dict(zip(["site", "recordings", "hours", "segments", "first_start", "last_start"], s)) for s in sites],
-                          "recent_errors": [dict(zip(["path", "stage", "reason"], e)) for e in errors]},
+                          "recent_errors": [dict(zip(["path", "stage", "reason"], e)) for e in errors],
+                          "runs": [dict(zip(RUN_COLUMNS, r)) for r in runs]},
                          indent=2, default=str))
     else:
-        print_status(workspace, summary, sites, errors)
+        print_status(workspace, summary, sites, errors, runs, RUN_COLUMNS)
     return EXIT_OK
 
 
@@ -193,7 +249,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ingest": cmd_ingest, "status": cmd_status, "sql": cmd_sql}
+COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "status": cmd_status, "sql": cmd_sql}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,19 @@ def print_ingest_result(result: dict) -> None:
     )
 
 
-def print_status(workspace: Workspace, summary: dict, sites: list[tuple], errors: list[tuple]) -> None:
+def print_pretrain_result(result: dict) -> None:
+    console.print(result["frontend"], markup=False, highlight=False)
+    if result["summaries"]:
+        columns = list(result["summaries"][0])
+        print_table(columns, [tuple(s.values()) for s in result["summaries"]], title=f"run {result['model_id']}")
+    else:
+        console.print(f"run {result['model_id']}: nothing to do ({result['chunks_done']} chunks done); "
+                      "raise --chunks to continue it", markup=False, highlight=False)
+    console.print(f"checkpoints: {result['run_dir']}", markup=False, highlight=False)
+
+
+def print_status(workspace: Workspace, summary: dict, sites: list[tuple], errors: list[tuple],
+                 runs: list[tuple] = (), run_columns: list[str] = ()) -> None:
     console.print(f"workspace {workspace.root}", markup=False, highlight=False)
     table = Table(show_header=False)
     table.add_column("what")
@@ -98,5 +110,7 @@ def print_status(workspace: Workspace, summary: dict, sites: list[tuple], errors
     console.print(table)
     if sites:
         print_table(["site", "recordings", "hours", "segments", "first start", "last start"], sites, title="by site")
+    if runs:
+        print_table(list(run_columns), runs, title="pretraining runs (table models)")
     if errors:
         print_table(["path", "stage", "reason"], errors, title="recent errors (table ingest_errors)")

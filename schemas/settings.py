@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -74,3 +74,53 @@ class IngestSettings(BaseModel):
     @property
     def workspace_path(self) -> Path:
         return Path(self.workspace).expanduser().resolve()
+
+
+# Settings a run may change when it is continued; everything else defines the run.
+PRETRAIN_MUTABLE = frozenset({"workspace", "run", "chunks", "keep_last", "device", "init_from"})
+
+
+class PretrainSettings(BaseModel):
+    """Self-supervised wav2vec 2.0 pretraining in resumable chunks."""
+
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
+    run: str | None = Field(
+        None, description="Name of the run (the model id); re-running a name continues it. Default: the preset's name."
+    )
+    preset: Literal["tiny", "small", "base"] = Field("tiny", description="Model size: tiny (CPU demo), small, base (the paper's BASE).")
+    chunks: int = Field(3, ge=1, description="Chunks the run should have in total; raise it to continue a finished run.")
+    steps_per_chunk: int = Field(50, ge=1, description="Optimiser steps per chunk (each chunk ends in a checkpoint).")
+    batch_size: int = Field(8, ge=1, description="Crops per optimiser step (per micro-batch with gradient accumulation).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimiser step.")
+    crop_seconds: float = Field(4.0, gt=0, description="Length of the random crops fed to the model, in seconds.")
+    frame_ms: float = Field(20.0, gt=0, description="Frame duration of the feature encoder, in milliseconds.")
+    receptive_field_ms: float = Field(25.0, gt=0, description="Minimum receptive field of one frame, in milliseconds.")
+    model_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Wav2Vec2Config fields to override, e.g. {'num_hidden_layers': 6}."
+    )
+    init_from: str | None = Field(
+        None, description="Local checkpoint folder (a save_pretrained export) to start from instead of random weights."
+    )
+    seed: int = Field(0, description="Seed of data order, crops, masks, negatives and weights.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate (AdamW).")
+    warmup_fraction: float = Field(0.08, ge=0, lt=1, description="Share of the schedule spent warming up.")
+    schedule_steps: int | None = Field(
+        None, ge=1, description="Steps of the warm-up/decay schedule (default: chunks x steps_per_chunk at creation)."
+    )
+    final_lr_ratio: float = Field(0.05, ge=0, le=1, description="Learning rate at the end of the schedule, as a share of the peak.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(10.0, gt=0, description="Gradient clipping norm.")
+    gumbel_max: float = Field(2.0, gt=0, description="Gumbel-softmax temperature at the start.")
+    gumbel_min: float = Field(0.5, gt=0, description="Gumbel-softmax temperature floor (reached at 70% of the schedule).")
+    mask_time_prob: float = Field(0.65, gt=0, lt=1, description="Share of frames that start a masked span (upper bound).")
+    mask_time_length: int = Field(10, ge=1, description="Masked span length in frames.")
+    exclude_recordings: list[str] = Field(
+        default_factory=list, description="Recordings held out (recording ids or file names): never trained on."
+    )
+    max_clipped_fraction: float = Field(0.01, ge=0, le=1, description="Segments clipped more than this are not used.")
+    keep_last: int = Field(3, ge=1, description="Checkpoints kept besides the best one.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train: auto picks a GPU when there is one.")
+
+    @property
+    def run_name(self) -> str:
+        return self.run or self.preset

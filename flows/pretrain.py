@@ -1,0 +1,139 @@
+"""Pretrain flow: wav2vec 2.0 from scratch on the workspace's segments, one checkpointed chunk per task.
+
+    resolve run → re-commit checkpoints a crash left uncommitted → chunk → commit → chunk → ...
+
+Killing it anywhere and re-running continues from the last complete chunk; raising `chunks`
+continues a finished run.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm import tqdm
+
+from schemas.settings import PretrainSettings
+from tasks import store, training_store
+from tasks.pretrain_run import ChunkResult, RunSpec, collapse_warning, resolve_run, stored_settings, train_chunk, training_index
+from tasks.training import StepMetrics
+from tasks.workspace import Workspace
+
+PROGRESS_EVERY_S = 2.0
+
+
+def _run_name() -> str:
+    settings = flow_run.parameters.get("settings") or {}
+    if isinstance(settings, PretrainSettings):
+        settings = settings.model_dump()
+    return f"pretrain-{settings.get('run') or settings.get('preset', 'tiny')}-{flow_run.scheduled_start_time.strftime('%Y-%m-%d')}"
+
+
+@task(name="prepare-run", cache_policy=NO_CACHE)
+def prepare_run(settings: PretrainSettings) -> RunSpec:
+    ws = Workspace.at(settings.workspace)
+    log = get_run_logger()
+    with store.writing(ws) as conn:
+        store.apply_schema(conn, ws)
+        spec = resolve_run(conn, ws, settings)
+        index = training_index(conn, ws, spec)
+        model = spec.model_config()
+        from transformers import Wav2Vec2ForPreTraining  # only for the parameter count
+
+        parameters = sum(p.numel() for p in Wav2Vec2ForPreTraining(model).parameters())
+        row = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, best_checkpoint FROM models WHERE model_id = ?",
+                           [spec.model_id]).fetchone()
+        training_store.upsert_model(conn, {
+            "model_id": spec.model_id, "preset": spec.settings.preset, "settings": stored_settings(spec),
+            "model_config": spec.config, "feature_encoder": spec.plan.describe(),
+            "sample_rate": spec.plan.sample_rate, "frame_rate_hz": spec.plan.frame_rate_hz,
+            "receptive_field_ms": 1000 * spec.plan.receptive_field_seconds, "parameters": parameters,
+            "segments_used": len(index), "hours_used": index.hours,
+            "excluded_recordings": spec.settings.exclude_recordings, "init_from": spec.settings.init_from,
+            "chunks_done": row[0] if row else 0, "steps_done": row[1] if row else 0,
+            "latest_checkpoint": row[2] if row else None, "best_checkpoint": row[3] if row else None,
+        })
+        for info, metrics in training_store.uncommitted_checkpoints(conn, spec.model_id, spec.run_dir):
+            log.info("recording chunk %d of %s, written before an interruption", info.chunk, spec.model_id)
+            training_store.commit_chunk(conn, ws, spec.model_id, info, metrics)
+    log.info("run %s (%s preset, %.1f M parameters): %s", spec.model_id, spec.settings.preset, parameters / 1e6, spec.plan.summary())
+    log.info("training data: %d segments, %.3f h", len(index), index.hours)
+    return spec
+
+
+@task(name="train-chunk", task_run_name="train {spec.model_id} chunk {chunk}", cache_policy=NO_CACHE)
+def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
+    ws = Workspace.at(spec.settings.workspace)
+    with store.reading(ws) as conn:
+        index = training_index(conn, ws, spec)
+    log = get_run_logger()
+    steps = spec.settings.steps_per_chunk
+    progress = create_progress_artifact(progress=0.0, description=f"{spec.model_id}: steps of chunk {chunk}")
+    bar = tqdm(total=steps, unit="step", desc=f"chunk {chunk}", disable=None)
+    last = [time.monotonic()]
+
+    def on_step(m: StepMetrics) -> None:
+        bar.update()
+        bar.set_postfix(loss=f"{m.loss:.3f}", acc=f"{m.accuracy:.2f}")
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S or bar.n == steps:
+            update_progress_artifact(progress, progress=100.0 * bar.n / steps)
+            log.info("step %d: loss %.4f (contrastive %.4f, diversity %.4f), accuracy %.3f, perplexity %s, "
+                     "lr %.2e, temperature %.3f, %.1f audio-s/s", m.step, m.loss, m.contrastive_loss,
+                     m.diversity_loss, m.accuracy, [round(p, 1) for p in m.perplexity], m.learning_rate,
+                     m.temperature, m.audio_seconds_per_second)
+            last[0] = time.monotonic()
+
+    try:
+        return train_chunk(spec, index, on_step)
+    finally:
+        bar.close()
+
+
+@flow(name="pretrain", flow_run_name=_run_name)
+def pretrain(settings: PretrainSettings) -> dict:
+    """Pretrain wav2vec 2.0 on the workspace's segments in resumable, checkpointed chunks."""
+    log = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    spec = prepare_run(settings)
+    with store.reading(ws) as conn:
+        start = training_store.chunks_done(conn, spec.model_id)
+    if start >= spec.settings.chunks:
+        log.info("run %s already has %d chunk(s); raise --chunks to continue it", spec.model_id, start)
+    summaries = []
+    for chunk in range(start + 1, spec.settings.chunks + 1):
+        result = run_chunk(spec, chunk)
+        rows = training_store.metrics_as_rows(result.metrics)
+        with store.writing(ws) as conn:
+            training_store.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)
+        summary = _chunk_summary(result)
+        summaries.append(summary)
+        log.info("chunk %d done: %s", chunk, summary)
+        warning = collapse_warning(result.metrics, spec.model_config().num_codevectors_per_group)
+        if warning:
+            log.warning("%s: %s", spec.model_id, warning)
+    if summaries:
+        create_table_artifact(key=f"pretrain-{_artifact_key(spec.model_id)}", table=summaries,
+                              description=f"Chunks trained in this run of {spec.model_id}")
+    return {"model_id": spec.model_id, "run_dir": str(spec.run_dir), "chunks_trained": len(summaries),
+            "chunks_done": spec.settings.chunks if summaries else start, "summaries": summaries,
+            "frontend": spec.plan.summary()}
+
+
+def _artifact_key(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower())
+
+
+def _chunk_summary(result: ChunkResult) -> dict:
+    m = result.metrics
+    last = m[-1]
+    return {
+        "chunk": result.checkpoint.chunk, "steps": f"{m[0].step}-{last.step}",
+        "mean_loss": round(result.checkpoint.mean_loss, 4), "last_loss": round(last.loss, 4),
+        "accuracy": round(sum(x.accuracy for x in m) / len(m), 4),
+        "perplexity": [round(p, 1) for p in last.perplexity], "unused_codes": round(last.unused_code_share, 3),
+        "audio_s_per_s": round(sum(x.audio_seconds for x in m) / sum(x.audio_seconds / x.audio_seconds_per_second for x in m), 1),
+        "checkpoint": str(result.checkpoint.path),
+    }

@@ -1,0 +1,122 @@
+"""A pretraining run: its identity and settings, and one chunk of it from checkpoint to checkpoint.
+
+Every chunk starts from the run's latest complete checkpoint on disk, the first from random
+weights (or `init_from`), so an uninterrupted run and one killed and resumed take the same path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from transformers import Wav2Vec2Config
+
+from schemas.settings import PRETRAIN_MUTABLE, PretrainSettings
+from tasks import checkpoints
+from tasks.frontend import FeatureEncoderPlan, plan_feature_encoder
+from tasks.model_config import build_config
+from tasks.store import WorkspaceError
+from tasks.training import (Schedule, StepMetrics, build_trainer, data_stream, load_checkpoint, pick_device,
+                            save_checkpoint, train_steps)
+from tasks.training_data import SegmentIndex, build_index
+from tasks.workspace import Workspace
+
+MIN_FRAMES_PER_CROP = 25  # shorter segments cannot hold two masked spans and their distractors
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model_id: str
+    run_dir: Path
+    settings: PretrainSettings  # effective: the run's own settings plus this call's mutable ones
+    plan: FeatureEncoderPlan
+    config: dict
+    horizon: int
+    created: bool
+
+    def model_config(self) -> Wav2Vec2Config:
+        return Wav2Vec2Config.from_dict(self.config)
+
+
+def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings: PretrainSettings) -> RunSpec:
+    """The run named by the settings: created on first use, continued after.
+
+    A continued run keeps the settings it was created with; changing one that defines it (batch
+    size, preset, seed, ...) is refused, since the run could no longer reproduce itself.
+    """
+    model_id = settings.run_name
+    row = conn.execute("SELECT settings FROM models WHERE model_id = ?", [model_id]).fetchone()
+    config_rows = dict(conn.execute("SELECT key, value FROM workspace_config").fetchall())
+    if "sample_rate" not in config_rows:
+        raise WorkspaceError(f"{workspace.root} holds no ingested audio: run `ceta2vec ingest` first")
+    sample_rate = int(config_rows["sample_rate"])
+    if row:
+        stored = PretrainSettings(**json.loads(row[0]))
+        clashes = [
+            f"{name}: run has {getattr(stored, name)!r}, asked for {getattr(settings, name)!r}"
+            for name in sorted(settings.model_fields_set - PRETRAIN_MUTABLE)
+            if getattr(stored, name) != getattr(settings, name)
+        ]
+        if clashes:
+            raise WorkspaceError(
+                f"run '{model_id}' was created with other settings ({'; '.join(clashes)}). "
+                "Continue it with its own settings, or start another with --run NAME."
+            )
+        effective = stored.model_copy(update={k: getattr(settings, k) for k in PRETRAIN_MUTABLE if k != "init_from"})
+    else:
+        effective = settings
+    plan = plan_feature_encoder(sample_rate, effective.frame_ms, effective.receptive_field_ms)
+    config = build_config(effective.preset, plan, effective.model_overrides, effective.mask_time_prob,
+                          effective.mask_time_length)
+    horizon = effective.schedule_steps or (
+        json.loads(row[0]).get("_horizon") if row else None) or effective.chunks * effective.steps_per_chunk
+    return RunSpec(model_id, workspace.checkpoints_dir / model_id, effective, plan, config.to_dict(), horizon,
+                   created=row is None)
+
+
+def stored_settings(spec: RunSpec) -> dict:
+    """Settings as the models table keeps them; the schedule horizon is fixed at creation."""
+    return {**spec.settings.model_dump(mode="json"), "_horizon": spec.horizon}
+
+
+def training_index(conn: duckdb.DuckDBPyConnection, workspace: Workspace, spec: RunSpec) -> SegmentIndex:
+    min_seconds = MIN_FRAMES_PER_CROP * spec.plan.frame_seconds
+    return build_index(conn, workspace, spec.settings.exclude_recordings, spec.settings.max_clipped_fraction, min_seconds)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    checkpoint: checkpoints.CheckpointInfo
+    metrics: list[StepMetrics]
+
+
+def train_chunk(spec: RunSpec, index: SegmentIndex, on_step: Callable[[StepMetrics], None] | None = None) -> ChunkResult:
+    """Load the latest checkpoint, take `steps_per_chunk` steps, write the next checkpoint."""
+    settings = spec.settings
+    device = pick_device(settings.device)
+    schedule = Schedule(settings, spec.horizon)
+    done = checkpoints.complete(spec.run_dir)
+    init_from = settings.init_from if not done else None
+    state = build_trainer(spec.model_config(), settings, schedule, device, init_from=init_from)
+    if done:
+        load_checkpoint(state, done[-1], device)
+    stream = data_stream(index, settings, state)
+    metrics = train_steps(state, stream, settings, schedule, device, settings.steps_per_chunk, on_step)
+    info = save_checkpoint(state, spec.run_dir, settings, metrics, index.sample_rate)
+    checkpoints.prune(spec.run_dir, settings.keep_last)
+    return ChunkResult(info, metrics)
+
+
+def collapse_warning(metrics: list[StepMetrics], codes_per_group: int) -> str | None:
+    """Codebook collapse: the code distribution has narrowed to a handful of codes."""
+    tail = metrics[-10:]
+    if not tail:
+        return None
+    lowest = min(sum(m.perplexity[g] for m in tail) / len(tail) for g in range(len(tail[0].perplexity)))
+    if lowest < max(2.0, 0.02 * codes_per_group):
+        return (f"codebook collapse: codevector perplexity has fallen to {lowest:.1f} of {codes_per_group} codes "
+                "in a group; consider a higher diversity_loss_weight or gumbel temperature")
+    return None

@@ -1,0 +1,190 @@
+"""A deterministic, resumable stream of training crops read from the Parquet segment dataset.
+
+The order of an epoch is a pure function of (seed, epoch): row groups are shuffled, then the
+segments of each window of `window` row groups are shuffled together. So a position
+(epoch, offset) is all a checkpoint needs to continue exactly where it left off, each row group
+is read once per epoch, and memory holds at most `window` row groups whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+
+from tasks.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class SegmentIndex:
+    """The segments a run trains on, and where their samples are."""
+
+    segment_ids: list[str]
+    files: list[str]  # absolute Parquet paths
+    file_of: np.ndarray  # index into files, per segment
+    row_group: np.ndarray
+    row_in_group: np.ndarray
+    valid_samples: np.ndarray
+    sample_rate: int
+    segment_samples: int
+
+    def __len__(self) -> int:
+        return len(self.segment_ids)
+
+    @property
+    def hours(self) -> float:
+        return float(self.valid_samples.sum()) / self.sample_rate / 3600
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.blake2b("\n".join(self.segment_ids).encode(), digest_size=12).hexdigest()
+
+
+def build_index(
+    conn: duckdb.DuckDBPyConnection, workspace: Workspace, exclude: list[str], max_clipped_fraction: float,
+    min_valid_seconds: float,
+) -> SegmentIndex:
+    """Eligible segments: not silent, no NaN/Inf, not clipped beyond the limit, long enough, and
+    not from a held-out recording (split by recording, never by segment)."""
+    rows = conn.execute(
+        f"""
+        SELECT s.segment_id, s.parquet_path, p.file_row_number, s.valid_s, s.sample_rate
+        FROM segments s
+        JOIN recordings r USING (recording_id)
+        JOIN read_parquet(?, file_row_number = true, filename = true) p
+          ON p.segment_id = s.segment_id
+        WHERE NOT s.is_silent AND s.nonfinite_count = 0 AND s.clipped_fraction <= ?
+          AND s.valid_s >= ?
+          AND r.recording_id NOT IN (SELECT unnest(?::VARCHAR[]))
+          AND r.file_name NOT IN (SELECT unnest(?::VARCHAR[]))
+        ORDER BY s.segment_id
+        """,
+        [workspace.segments_glob, max_clipped_fraction, min_valid_seconds, exclude, exclude],
+    ).fetchall()
+    if not rows:
+        raise ValueError("no segments to train on: ingest recordings first (or loosen the exclusions)")
+    config = dict(conn.execute("SELECT key, value FROM workspace_config").fetchall())
+    sample_rate = int(config["sample_rate"])
+    segment_samples = round(float(config["segment_seconds"]) * sample_rate)
+    files = sorted({r[1] for r in rows})
+    file_index = {f: i for i, f in enumerate(files)}
+    group_starts = {}
+    for f in files:
+        sizes = [pq.ParquetFile(workspace.root / f).metadata.row_group(i).num_rows
+                 for i in range(pq.ParquetFile(workspace.root / f).metadata.num_row_groups)]
+        group_starts[f] = np.cumsum([0] + sizes)
+    file_of = np.array([file_index[r[1]] for r in rows], np.int32)
+    row_group = np.empty(len(rows), np.int32)
+    row_in_group = np.empty(len(rows), np.int32)
+    for i, (_, f, row, _, _) in enumerate(rows):
+        starts = group_starts[f]
+        g = int(np.searchsorted(starts, row, side="right") - 1)
+        row_group[i], row_in_group[i] = g, row - starts[g]
+    return SegmentIndex(
+        segment_ids=[r[0] for r in rows],
+        files=[str(workspace.root / f) for f in files],
+        file_of=file_of, row_group=row_group, row_in_group=row_in_group,
+        valid_samples=np.array([round(r[3] * sample_rate) for r in rows], np.int64),
+        sample_rate=sample_rate, segment_samples=segment_samples,
+    )
+
+
+def epoch_order(index: SegmentIndex, seed: int, epoch: int, window: int) -> np.ndarray:
+    """Segment positions in the order epoch `epoch` visits them."""
+    rng = np.random.default_rng([seed, epoch])
+    units = np.unique(np.stack([index.file_of, index.row_group], 1), axis=0)
+    units = units[rng.permutation(len(units))]
+    unit_of = {(int(f), int(g)): i for i, (f, g) in enumerate(units)}
+    rank = np.array([unit_of[(int(f), int(g))] for f, g in zip(index.file_of, index.row_group)]) // window
+    order = []
+    for w in range(int(rank.max()) + 1):
+        members = np.flatnonzero(rank == w)
+        order.append(members[rng.permutation(len(members))])
+    return np.concatenate(order)
+
+
+@dataclass
+class Batch:
+    audio: np.ndarray  # (B, crop) float32, normalised per crop, zero padded
+    attention_mask: np.ndarray  # (B, crop) int64
+    audio_seconds: float
+    end_position: tuple[int, int]  # (epoch, offset) after this batch
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per crop, as wav2vec 2.0's feature extractor does: hydrophone
+    levels differ by tens of dB between recorders and sites."""
+    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+
+
+class CropStream:
+    """Batches of random crops from `index`, starting at `position` = (epoch, offset)."""
+
+    def __init__(self, index: SegmentIndex, batch_size: int, crop_seconds: float, seed: int,
+                 position: tuple[int, int] = (0, 0), window: int = 16):
+        self.index, self.batch_size, self.seed, self.window = index, batch_size, seed, window
+        self.crop = min(round(crop_seconds * index.sample_rate), index.segment_samples)
+        self.epoch, self.offset = position
+        self._order = epoch_order(index, seed, self.epoch, window)
+        self._groups: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def _row_group(self, file: int, group: int) -> np.ndarray:
+        key = (file, group)
+        if key not in self._groups:
+            table = pq.ParquetFile(self.index.files[file]).read_row_group(group, columns=["audio"])
+            flat = table.column("audio").combine_chunks().values.to_numpy(zero_copy_only=False)
+            self._groups[key] = flat.reshape(table.num_rows, -1)
+            while len(self._groups) > self.window + 1:
+                self._groups.popitem(last=False)
+        return self._groups[key]
+
+    def _next_item(self) -> tuple[int, int]:
+        if self.offset >= len(self._order):
+            self.epoch, self.offset = self.epoch + 1, 0
+            self._order = epoch_order(self.index, self.seed, self.epoch, self.window)
+        item = (int(self._order[self.offset]), self.offset)
+        self.offset += 1
+        return item
+
+    def next_batch(self) -> Batch:
+        audio = np.zeros((self.batch_size, self.crop), np.float32)
+        mask = np.zeros((self.batch_size, self.crop), np.int64)
+        seconds = 0.0
+        for b in range(self.batch_size):
+            i, offset = self._next_item()
+            epoch = self.epoch  # after the item: an epoch boundary may have just been crossed
+            samples = self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
+            valid = int(self.index.valid_samples[i])
+            length = min(valid, self.crop)
+            start = int(np.random.default_rng([self.seed, epoch, offset]).integers(0, valid - length + 1))
+            audio[b, :length] = normalise(samples[start : start + length])
+            mask[b, :length] = 1
+            seconds += length / self.index.sample_rate
+        return Batch(audio, mask, seconds, (self.epoch, self.offset))
+
+    def batches(self, count: int, prefetch: int = 2) -> Iterator[Batch]:
+        """`count` batches, read ahead on a thread so the model never waits for Parquet."""
+        out: queue.Queue = queue.Queue(maxsize=prefetch)
+
+        def produce() -> None:
+            try:
+                for _ in range(count):
+                    out.put(self.next_batch())
+            except BaseException as exc:  # surfaced in the consumer
+                out.put(exc)
+
+        thread = threading.Thread(target=produce, daemon=True, name="crop-prefetch")
+        thread.start()
+        for _ in range(count):
+            item = out.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        thread.join()
