@@ -206,7 +206,7 @@ def train_steps(
                 n = int(masked.sum())
                 loss = out.loss / n
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"non-finite loss ({float(loss)}) at step {state.step}: chunk stopped, no checkpoint written")
+                    raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {state.step}: chunk stopped, no checkpoint written")
                 (loss / settings.grad_accum).backward()
                 with torch.no_grad():
                     totals["loss"] += float(loss) / settings.grad_accum

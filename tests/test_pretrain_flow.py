@@ -1,0 +1,88 @@
+"""The pretrain command as a user runs it: a real kill -9 mid-chunk, resume, continue."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import CLI
+from quick_ingest import ingest_quick
+from tasks import store
+from tasks.workspace import Workspace
+from test_training import synthetic_calls
+
+ARGS = ["--run", "r", "--steps-per-chunk", "4", "--batch-size", "4", "--crop-seconds", "1.0",
+        "--model-overrides", "num_hidden_layers=2"]
+
+
+def losses(ws_path):
+    with store.reading(Workspace.at(ws_path)) as conn:
+        return conn.execute("SELECT step, chunk, loss, accuracy, perplexity FROM train_metrics ORDER BY step").fetchall()
+
+
+def pretrain(ws, *extra, **popen):
+    return subprocess.run([CLI, "pretrain", "--workspace", ws, *ARGS, *extra], capture_output=True, text=True,
+                          timeout=600, **popen)
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    synthetic_calls(root / "rec")
+    ingest_quick(Workspace.at(root / "ws"), root / "rec", segment_seconds=2.0)
+    return root
+
+
+def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingested, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    shutil.copytree(ingested / "ws", reference)
+    shutil.copytree(ingested / "ws", killed)
+    done = pretrain(reference, "--chunks", "2")
+    assert done.returncode == 0, done.stderr
+
+    process = subprocess.Popen([CLI, "pretrain", "--workspace", killed, *ARGS, "--chunks", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = killed / "checkpoints" / "r" / "chunk-0001"
+    deadline = time.monotonic() + 300
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.4)  # into the second chunk's steps
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "checkpoints" / "r" / "chunk-0002").exists()
+
+    resumed = pretrain(killed, "--chunks", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = losses(reference), losses(killed)
+    assert [r[:2] for r in got] == [(s, 1 + s // 4) for s in range(8)]
+    for a, b in zip(expected, got):
+        assert a[2] == pytest.approx(b[2], rel=1e-5, abs=1e-6)
+        assert a[3] == pytest.approx(b[3], abs=1e-6)
+
+    # a finished run continues when --chunks is raised; the same command again does nothing
+    more = pretrain(killed, "--chunks", "3")
+    assert more.returncode == 0, more.stderr
+    assert [r[0] for r in losses(killed)] == list(range(12))
+    again = pretrain(killed, "--chunks", "3")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    with store.reading(Workspace.at(killed)) as conn:
+        model = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, frame_rate_hz, parameters, "
+                             "segments_used, feature_encoder FROM models WHERE model_id = 'r'").fetchone()
+        kept = conn.execute("SELECT chunk, kept FROM checkpoints ORDER BY chunk").fetchall()
+    assert model[:4] == (3, 12, "checkpoints/r/chunk-0003", 50.0) and model[4] > 1e5 and model[5] == 24
+    assert json.loads(model[6])["strides"] == [5, 2, 2, 2, 2, 2, 2]
+    assert [k[0] for k in kept] == [1, 2, 3]
+
+
+def test_changing_a_runs_defining_settings_is_refused(ingested, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(ingested / "ws", ws)
+    assert pretrain(ws, "--chunks", "1", "--steps-per-chunk", "1").returncode == 0
+    refused = subprocess.run([CLI, "pretrain", "--workspace", ws, "--run", "r", "--batch-size", "2"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "batch_size: run has 4, asked for 2" in refused.stderr
