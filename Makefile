@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/ceta2vec ingest $(SAMPLE) --labels $(SAMPLE)/labels.csv --site sample --workspace $(WORKSPACE)
+	$(VENV)/bin/ceta2vec pretrain --preset tiny --chunks 3 --steps-per-chunk 30 --workspace $(WORKSPACE)
 	$(VENV)/bin/ceta2vec status --workspace $(WORKSPACE)
 
 test: $(STAMP)
@@ -28,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py
+	$(PY) bench/pretrain.py
 
 clean:
 	rm -rf $(WORKSPACE) .pytest_cache

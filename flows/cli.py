@@ -82,7 +82,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseMode
         if name == "workspace":
             continue  # every subcommand has it; see _workspace_argument
         base, is_list = _unwrap(field.annotation)
-        kwargs: dict = {"help": field.description}
+        kwargs: dict = {"help": (field.description or "").replace("%", "%%")}  # argparse formats help with %
         if typing.get_origin(base) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(base))
         elif base is bool:
@@ -94,10 +94,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseMode
             kwargs["metavar"] = "KEY=VALUE"
         elif base in (int, float, str):
             kwargs["type"] = base
-        if not field.is_required() and base is not bool:
+        if not field.is_required() and base is not bool and field.default_factory is None:
             default = field.get_default(call_default_factory=False)
             if default is not None:
-                kwargs["help"] = f"{field.description} Default: {default}."
+                kwargs["help"] = f"{kwargs['help']} Default: {default}."
         if name == positional:
             parser.add_argument(name, nargs="+" if is_list else None, metavar=name.rstrip("s").upper(), **kwargs)
         else:
@@ -190,8 +190,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from flows.console import print_pretrain_result
     from flows.pretrain import pretrain
+    from tasks.training import TrainingDiverged
 
-    result = pretrain(_settings(PretrainSettings, args))
+    try:
+        result = pretrain(_settings(PretrainSettings, args))
+    except TrainingDiverged as exc:
+        _err(f"{exc}. The last complete checkpoint is kept; lower --learning-rate or check the data, then re-run.")
+        return EXIT_FAILED
     print_pretrain_result(result)
     return EXIT_OK
 

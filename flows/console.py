@@ -75,8 +75,8 @@ def print_ingest_result(result: dict) -> None:
 def print_pretrain_result(result: dict) -> None:
     console.print(result["frontend"], markup=False, highlight=False)
     if result["summaries"]:
-        columns = list(result["summaries"][0])
-        print_table(columns, [tuple(s.values()) for s in result["summaries"]], title=f"run {result['model_id']}")
+        columns = [c for c in result["summaries"][0] if c != "checkpoint"]
+        print_table(columns, [tuple(s[c] for c in columns) for s in result["summaries"]], title=f"run {result['model_id']}")
     else:
         console.print(f"run {result['model_id']}: nothing to do ({result['chunks_done']} chunks done); "
                       "raise --chunks to continue it", markup=False, highlight=False)

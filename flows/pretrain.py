@@ -110,6 +110,11 @@ def pretrain(settings: PretrainSettings) -> dict:
             training_store.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)
         summary = _chunk_summary(result)
         summaries.append(summary)
+        create_table_artifact(
+            key=f"train-metrics-{_artifact_key(spec.model_id)}",
+            table=_metric_rows(result.metrics),
+            description=f"{spec.model_id} chunk {chunk}: training health per step (all steps: table train_metrics)",
+        )
         log.info("chunk %d done: %s", chunk, summary)
         warning = collapse_warning(result.metrics, spec.model_config().num_codevectors_per_group)
         if warning:
@@ -120,6 +125,21 @@ def pretrain(settings: PretrainSettings) -> dict:
     return {"model_id": spec.model_id, "run_dir": str(spec.run_dir), "chunks_trained": len(summaries),
             "chunks_done": spec.settings.chunks if summaries else start, "summaries": summaries,
             "frontend": spec.plan.summary()}
+
+
+METRIC_ROWS_SHOWN = 100
+
+
+def _metric_rows(metrics: list[StepMetrics]) -> list[dict]:
+    every = max(1, len(metrics) // METRIC_ROWS_SHOWN)
+    return [
+        {"step": m.step, "loss": round(m.loss, 4), "contrastive": round(m.contrastive_loss, 4),
+         "diversity": round(m.diversity_loss, 4), "accuracy": round(m.accuracy, 3),
+         "perplexity": [round(p, 1) for p in m.perplexity], "unused_codes": round(m.unused_code_share, 3),
+         "grad_norm": round(m.grad_norm, 3), "lr": f"{m.learning_rate:.2e}", "temperature": round(m.temperature, 3),
+         "audio_s_per_s": round(m.audio_seconds_per_second, 1)}
+        for m in metrics[::every]
+    ]
 
 
 def _artifact_key(text: str) -> str:

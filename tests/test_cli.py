@@ -23,7 +23,7 @@ def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.parametrize("command", ["ingest", "status", "sql"])
+@pytest.mark.parametrize("command", ["ingest", "pretrain", "status", "sql"])
 def test_every_subcommand_has_help_with_examples(command):
     out = cli(command, "--help").stdout
     assert "examples:" in out and f"ceta2vec {command}" in out and "--workspace" in out
