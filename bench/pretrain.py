@@ -73,7 +73,7 @@ CLI = Path(sys.executable).parent / "ceta2vec"
 LOOP_TO_PURE_GOAL = 0.9
 # Timed steps per side. On CPU a small step takes seconds, so these keep the whole run to a few
 # minutes on 2 cores; on a GPU steps take milliseconds and more of them steady the medians.
-CPU_STEPS = {"tiny": 10, "small": 5, "base": 3}
+CPU_STEPS = {"tiny": 10, "small": 6, "base": 3}
 GPU_STEPS = 30
 # Repeats of each isolated overhead measurement (each one costs at most a few tens of ms).
 OVERHEAD_REPEATS = 8
@@ -179,11 +179,10 @@ class Inputs:
     n_masked: int
 
 
-def step_inputs(state: TrainerState, batch: Batch, settings: PretrainSettings, device: torch.device,
-                step: int = 0) -> Inputs:
-    """Exactly what `train_steps` does to a batch before its forward pass."""
+def step_inputs(state: TrainerState, batch: Batch, settings: PretrainSettings, device: torch.device) -> Inputs:
+    """Exactly what `train_steps` does to a batch before its forward pass (as at step 0)."""
     model = state.model
-    seed_everything(step_seed(settings.seed, step, 0))
+    seed_everything(step_seed(settings.seed, 0, 0))
     audio = torch.from_numpy(batch.audio).to(device)
     attention = torch.from_numpy(batch.attention_mask).to(device)
     frames = int(model._get_feat_extract_output_lengths(audio.shape[1]))
@@ -230,7 +229,7 @@ class Alternation:
     device: torch.device
     loop: list[float] = field(default_factory=list)
     pure: list[float] = field(default_factory=list)
-    trainer_rates: list[float] = field(default_factory=list)  # the trainer's own audio-s/s
+    trainer_seconds: list[float] = field(default_factory=list)  # the step as the trainer's own timer saw it
     audio_seconds: list[float] = field(default_factory=list)
     timed_from: CpuClock | None = None
     timed_to: CpuClock | None = None
@@ -250,7 +249,7 @@ class Alternation:
         if self._calls > self.warmup:
             self.loop.append(loop_seconds)
             self.pure.append(pure_seconds)
-            self.trainer_rates.append(record.audio_seconds_per_second)
+            self.trainer_seconds.append(record.audio_seconds / record.audio_seconds_per_second)
             self.audio_seconds.append(record.audio_seconds)
             self.timed_to = CpuClock.now()
         elif self._calls == self.warmup:
@@ -269,16 +268,28 @@ def median_ms(measure: Callable[[], None], repeats: int, device: torch.device) -
     return 1000 * statistics.median(times)
 
 
-def loop_overheads(state: TrainerState, index: SegmentIndex, settings: PretrainSettings, batch: Batch,
-                   device: torch.device) -> dict[str, float]:
+@dataclass(frozen=True)
+class Overheads:
     """Milliseconds per step of the loop's work besides the model step, each timed alone."""
+
+    crops: float  # reading and cropping one batch; in the loop it runs on the prefetch thread
+    inputs: float  # seeding, span masks, distractor indices, copies to the device
+    metrics: float  # loss terms, accuracy, perplexity, code usage
+
+    @property
+    def main_thread(self) -> float:
+        """What the loop adds to every step in series with the model step."""
+        return self.inputs + self.metrics
+
+
+def loop_overheads(state: TrainerState, index: SegmentIndex, settings: PretrainSettings, batch: Batch,
+                   device: torch.device) -> Overheads:
     model = state.model
     # Crops are read from a fresh stream at the run's start, as the loop's prefetch thread does;
     # here on the main thread, so the figure is the work itself, not its overlap with compute.
     stream = data_stream(index, settings, state)
-    overheads = {"crops from Parquet (prefetch thread)": median_ms(stream.next_batch, OVERHEAD_REPEATS, device)}
-    overheads["seeding, masks, distractors, to device"] = median_ms(
-        lambda: step_inputs(state, batch, settings, device), OVERHEAD_REPEATS, device)
+    crops = median_ms(stream.next_batch, OVERHEAD_REPEATS, device)
+    inputs_ms = median_ms(lambda: step_inputs(state, batch, settings, device), OVERHEAD_REPEATS, device)
 
     inputs = step_inputs(state, batch, settings, device)
     seen: dict[str, torch.Tensor] = {}
@@ -298,8 +309,7 @@ def loop_overheads(state: TrainerState, index: SegmentIndex, settings: PretrainS
         _accuracy(out, inputs.negatives, masked)
         _codebook_stats(seen["logits"], frame_mask, masked, model.config.num_codevector_groups)
 
-    overheads["metrics (accuracy, perplexity, code use)"] = median_ms(metrics, OVERHEAD_REPEATS, device)
-    return overheads
+    return Overheads(crops, inputs_ms, median_ms(metrics, OVERHEAD_REPEATS, device))
 
 
 @dataclass
@@ -310,9 +320,9 @@ class PresetResult:
     crop_seconds: float
     pure: list[float]  # seconds per timed step
     loop: list[float]
-    trainer_rates: list[float]  # audio-s/s as train_steps reports it
+    trainer_seconds: list[float]  # loop steps as train_steps' own timer saw them
     audio_seconds: list[float]  # valid audio per loop batch
-    overheads: dict[str, float]
+    overheads: Overheads
     own_cores: float
     other_cores: float | None
 
@@ -362,7 +372,7 @@ def measure_preset(index: SegmentIndex, workspace: Workspace, preset: str, args:
     parameters = sum(p.numel() for p in state.model.parameters())
     a = alternation
     return PresetResult(preset, parameters, settings.batch_size, settings.crop_seconds, a.pure, a.loop,
-                        a.trainer_rates, a.audio_seconds, overheads, own, other)
+                        a.trainer_seconds, a.audio_seconds, overheads, own, other)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -384,14 +394,16 @@ def print_preset(result: PresetResult, crop_samples: int, sample_rate: int) -> N
           f"{result.crop_seconds:g} s crops; {audio:.2f} s of the {capacity:.2f} s per batch is audio, "
           f"the rest padding ({100 * (1 - audio / capacity):.0f}%)")
     print(f"  pure step   {result.pure_s:7.3f} s/step  {audio / result.pure_s:8.2f} audio-s/s   ({spread(result.pure)})")
-    print(f"  loop step   {result.loop_s:7.3f} s/step  {audio / result.loop_s:8.2f} audio-s/s   ({spread(result.loop)}); "
-          f"trainer's own median {statistics.median(result.trainer_rates):.2f} audio-s/s")
+    print(f"  loop step   {result.loop_s:7.3f} s/step  {audio / result.loop_s:8.2f} audio-s/s   ({spread(result.loop)})")
+    print(f"              the trainer's own timer: median {statistics.median(result.trainer_seconds):.3f} s/step "
+          "(it starts after the previous step's bookkeeping)")
     print(f"  ratio       loop / pure throughput = {result.ratio:.3f}")
-    costs = ", ".join(f"{name} {ms:.1f} ms" for name, ms in result.overheads.items())
-    main_thread = sum(ms for name, ms in result.overheads.items() if "prefetch" not in name)
-    print(f"  overheads   {costs}")
-    print(f"              main-thread overhead = {main_thread:.1f} ms = {100 * main_thread / 1000 / result.pure_s:.1f}% "
-          "of a pure step")
+    o = result.overheads
+    print(f"  overheads   per step, each timed alone: crops from Parquet {o.crops:.1f} ms (prefetch thread), "
+          f"masks and distractors {o.inputs:.1f} ms, metrics {o.metrics:.1f} ms")
+    print(f"              in series with the model step: {o.main_thread:.1f} ms = "
+          f"{100 * o.main_thread / 1000 / result.pure_s:.1f}% of a pure step; crops alongside it: "
+          f"{100 * o.crops / 1000 / result.pure_s:.1f}%")
     other = "unknown" if result.other_cores is None else f"{result.other_cores:.2f}"
     print(f"  CPU         this process kept {result.own_cores:.2f} cores busy, other processes {other} "
           f"(timed steps only)")

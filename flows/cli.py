@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.settings import DEFAULT_WORKSPACE, WORKSPACE_ENV, IngestSettings, PretrainSettings
+from schemas.settings import DEFAULT_WORKSPACE, WORKSPACE_ENV, EmbedSettings, IngestSettings, PretrainSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
 RUN_COLUMNS = ["run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss", "latest checkpoint"]
@@ -41,6 +41,24 @@ examples:
   ceta2vec pretrain --preset base --run base-2025 --chunks 200 --steps-per-chunk 1000 --batch-size 16 --crop-seconds 15
   ceta2vec pretrain --run tiny-held-out --exclude-recordings Lpod.wav --model-overrides num_hidden_layers=6
 Re-running the same command after a crash or kill continues from the last complete chunk.
+"""
+EMBED_EXAMPLES = """\
+examples:
+  ceta2vec embed                                  # latest checkpoint of the latest run, every layer
+  ceta2vec embed --run tiny --chunk 2 --layers 0 2 4 --units-k 100
+  ceta2vec embed --poolings mean max --frame-dtype float16
+Re-running adds nothing; segments ingested since the last run are embedded alone.
+"""
+SIMILAR_EXAMPLES = """\
+examples:
+  ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000
+  ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000 -k 20 --layer 4 --model tiny@3
+  ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000 --where "site = 'LK'" --format csv
+"""
+EXPORT_EXAMPLES = """\
+examples:
+  ceta2vec export --output vectors.parquet
+  ceta2vec export --model tiny@3 --layer 2 --format npy --output layer2.npy   # + layer2.ids.csv
 """
 SQL_EXAMPLES = """\
 examples:
@@ -141,6 +159,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(pretrain, PretrainSettings)
     _workspace_argument(pretrain)
 
+    embed = commands.add_parser(
+        "embed", help="Embed every segment with a trained checkpoint: vectors per layer, frame vectors, units.",
+        description="Per-segment vectors of every layer (pooled over valid frames), per-frame vectors in "
+        "Parquet, the quantizer's codes and k-means units per layer, stored in DuckDB for SQL and search.",
+        epilog=EMBED_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(embed, EmbedSettings)
+    _workspace_argument(embed)
+
+    similar = commands.add_parser(
+        "similar", help="Nearest segments to a segment (exact cosine search).",
+        epilog=SIMILAR_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    similar.add_argument("segment_id", metavar="SEGMENT_ID")
+    similar.add_argument("-k", type=int, default=10, help="Neighbours to show (the segment itself comes first).")
+    similar.add_argument("--layer", type=int, help="Layer (default: the middle transformer layer).")
+    similar.add_argument("--model", help="Embedding model, e.g. tiny@3 (default: the latest embedded).")
+    similar.add_argument("--pooling", default="mean", choices=["mean", "std", "max"])
+    similar.add_argument("--where", help="SQL filter on the neighbours (columns: segment_id, file_name, start_s, site, "
+                         "recording_id, start_time); applied before the top k, so results stay exact.")
+    similar.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _workspace_argument(similar)
+
+    export = commands.add_parser(
+        "export", help="Export segment embeddings to Parquet, CSV or NumPy.",
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--model", help="Embedding model (default: the latest embedded).")
+    export.add_argument("--layer", type=int, help="One layer (default: all).")
+    export.add_argument("--pooling", default="mean", choices=["mean", "std", "max"])
+    export.add_argument("--format", choices=["parquet", "csv", "npy"], default=None,
+                        help="Default: from the output's extension.")
+    export.add_argument("--output", required=True, help="File to write.")
+    _workspace_argument(export)
+
     status = commands.add_parser(
         "status", help="What the workspace holds: recordings, hours, segments, errors.",
         epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -201,6 +254,54 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from flows.embed import embed
+
+    result = embed(_settings(EmbedSettings, args))
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
+def _print_result(result, fmt: str, max_rows: int = 200) -> None:
+    from flows.console import print_table
+
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    elif fmt == "json":
+        print(json.dumps([dict(zip(result.columns, row)) for row in result.rows], indent=2, default=str))
+    else:
+        print_table(result.columns, result.rows, max_rows=max_rows)
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from tasks import store
+    from tasks.vector_search import similar
+    from tasks.workspace import Workspace
+
+    with store.reading(Workspace.at(getattr(args, "workspace", None))) as conn:
+        result = similar(conn, args.segment_id, args.k, args.layer, args.model, args.pooling, args.where)
+    _print_result(result, args.format)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks import store
+    from tasks.vector_search import export_embeddings
+    from tasks.workspace import Workspace
+
+    output = Path(args.output)
+    fmt = args.format or {".parquet": "parquet", ".csv": "csv", ".npy": "npy"}.get(output.suffix.lower())
+    if fmt is None:
+        _err("give --format parquet|csv|npy, or an --output ending in .parquet, .csv or .npy")
+        return EXIT_USAGE
+    with store.reading(Workspace.at(getattr(args, "workspace", None))) as conn:
+        rows, path = export_embeddings(conn, args.model, args.layer, args.pooling, fmt, output)
+    print(f"{rows} vectors written to {path}")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.console import print_status
     from tasks import store
@@ -238,23 +339,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from flows.console import print_table
     from tasks.queries import run_query
     from tasks.workspace import Workspace
 
     result = run_query(Workspace.at(getattr(args, "workspace", None)), args.query)
-    if args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-    elif args.format == "json":
-        print(json.dumps([dict(zip(result.columns, row)) for row in result.rows], indent=2, default=str))
-    else:
-        print_table(result.columns, result.rows, max_rows=args.max_rows)
+    _print_result(result, args.format, args.max_rows)
     return EXIT_OK
 
 
-COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "status": cmd_status, "sql": cmd_sql}
+COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "similar": cmd_similar,
+            "export": cmd_export, "status": cmd_status, "sql": cmd_sql}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,3 +40,30 @@ SEGMENT_SCHEMA = pa.schema(
 
 # Every column of SEGMENT_SCHEMA except the samples: what DuckDB's `segments` table copies.
 SEGMENT_METADATA_COLUMNS: tuple[str, ...] = tuple(n for n in SEGMENT_SCHEMA.names if n != "audio")
+
+
+# Frame vectors of one embedding model: embeddings/<model>/frames/part-*.parquet. float16 vectors
+# are an option (`--frame-dtype float16`); the schema's float32 is the default.
+FRAME_SCHEMA = pa.schema(
+    [
+        pa.field("segment_id", pa.string(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("time_s", pa.float64(), nullable=False),  # from the segment's start
+        pa.field("vector", pa.list_(pa.float32()), nullable=False),
+    ],
+    metadata={"ceta2vec.dataset": "frames", "ceta2vec.version": "1"},
+)
+
+# A staged batch of segment-level results, loaded into DuckDB on commit. Rows with layer >= 0
+# carry a pooled vector; the row with layer -1 carries the quantizer's codes, one list per group.
+SEGMENT_RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("segment_id", pa.string(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("pooling", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32())),
+        pa.field("frames", pa.int32(), nullable=False),
+        pa.field("codevectors", pa.list_(pa.list_(pa.int16()))),
+    ]
+)

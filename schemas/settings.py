@@ -124,3 +124,25 @@ class PretrainSettings(BaseModel):
     @property
     def run_name(self) -> str:
         return self.run or self.preset
+
+
+class EmbedSettings(BaseModel):
+    """Embeddings and units of every segment from a trained checkpoint."""
+
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
+    run: str | None = Field(None, description="Pretraining run to embed with (default: the most recently trained).")
+    chunk: int | None = Field(None, ge=1, description="Checkpoint (chunk number) of the run (default: its latest).")
+    layers: list[int] | None = Field(
+        None, description="Layers to extract: 0 = conv feature encoder, 1..L = transformer layers (default: all)."
+    )
+    poolings: list[Literal["mean", "std", "max"]] = Field(
+        default_factory=lambda: ["mean", "std"], description="Segment vectors pooled over time."
+    )
+    batch_size: int = Field(8, ge=1, description="Segments per forward pass.")
+    units_k: int = Field(50, ge=2, le=32767, description="k of the k-means units fitted per layer.")
+    kmeans_layers: list[int] | None = Field(None, description="Layers that get k-means units (default: all extracted).")
+    kmeans_sample_frames: int = Field(20000, ge=100, description="Frames sampled to fit each layer's k-means.")
+    frame_vectors: bool = Field(True, description="Write per-frame vectors to Parquet (needed for k-means units).")
+    frame_dtype: Literal["float32", "float16"] = Field("float32", description="Precision of the frame vectors in Parquet.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
+    seed: int = Field(0, description="Seed of the k-means sample and initialisation.")

@@ -6,7 +6,7 @@ connection that writes. Bump SCHEMA_VERSION when a table changes and add the mig
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # 2: models, checkpoints, train_metrics
+SCHEMA_VERSION = 3  # 2: models, checkpoints, train_metrics; 3: embeddings and units
 
 TABLES: tuple[str, ...] = (
     """
@@ -171,6 +171,75 @@ TABLES: tuple[str, ...] = (
         PRIMARY KEY (model_id, step)
     )
     """,
+    # One row per checkpoint that has been embedded; its vectors live in `embedding_table`, a
+    # table of fixed-size FLOAT[dim] arrays (one per embedding model, since widths differ).
+    """
+    CREATE TABLE IF NOT EXISTS embedding_models (
+        model_id        VARCHAR PRIMARY KEY,
+        run             VARCHAR NOT NULL,
+        chunk           INTEGER NOT NULL,
+        checkpoint      VARCHAR NOT NULL,
+        export_sha256   VARCHAR NOT NULL,
+        dim             INTEGER NOT NULL,
+        layers          INTEGER NOT NULL,
+        frame_seconds   DOUBLE NOT NULL,
+        embedding_table VARCHAR NOT NULL,
+        created_at      TIMESTAMPTZ NOT NULL
+    )
+    """,
+    # The ledger of extraction: a (model, segment, layer) is done once its row is here.
+    """
+    CREATE TABLE IF NOT EXISTS embedded_segments (
+        model_id    VARCHAR NOT NULL,
+        segment_id  VARCHAR NOT NULL,
+        layer       SMALLINT NOT NULL,
+        frames      INTEGER NOT NULL,
+        frame_file  VARCHAR,
+        embedded_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (model_id, segment_id, layer)
+    )
+    """,
+    # Frame-level units, one row per segment and unit source: the quantizer's code per group
+    # (source 'codevector', layer NULL) or the k-means unit of a layer (source 'kmeans').
+    """
+    CREATE TABLE IF NOT EXISTS frame_units (
+        model_id      VARCHAR NOT NULL,
+        segment_id    VARCHAR NOT NULL,
+        source        VARCHAR NOT NULL CHECK (source IN ('codevector', 'kmeans')),
+        layer         SMALLINT NOT NULL,
+        code_group    SMALLINT NOT NULL,
+        frame_seconds DOUBLE NOT NULL,
+        units         SMALLINT[] NOT NULL,
+        PRIMARY KEY (model_id, segment_id, source, layer, code_group)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS unit_models (
+        model_id      VARCHAR NOT NULL,
+        layer         SMALLINT NOT NULL,
+        k             INTEGER NOT NULL,
+        fitted_frames BIGINT NOT NULL,
+        inertia       DOUBLE NOT NULL,
+        centroids     VARCHAR NOT NULL,
+        created_at    TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (model_id, layer)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS unit_stats (
+        model_id        VARCHAR NOT NULL,
+        source          VARCHAR NOT NULL,
+        layer           SMALLINT NOT NULL,
+        code_group      SMALLINT NOT NULL,
+        unit            SMALLINT NOT NULL,
+        frames          BIGINT NOT NULL,
+        segments        BIGINT NOT NULL,
+        share           DOUBLE NOT NULL,
+        mean_run_frames DOUBLE NOT NULL,
+        mean_run_s      DOUBLE NOT NULL,
+        PRIMARY KEY (model_id, source, layer, code_group, unit)
+    )
+    """,
     # start_s/end_s NULL: a label of the whole recording; otherwise an event span inside it.
     """
     CREATE TABLE IF NOT EXISTS labels (
@@ -218,3 +287,96 @@ def segment_audio_view(parquet_glob: str) -> str:
     SELECT p.* FROM read_parquet('{quoted}', hive_partitioning = true, union_by_name = true) p
     WHERE p.recording_id IN (SELECT recording_id FROM recordings)
     """
+
+
+def embedding_table(model_id: str) -> str:
+    """The table holding one embedding model's vectors (a safe SQL identifier)."""
+    return "segment_embeddings__" + "".join(c if c.isalnum() else "_" for c in model_id.lower())
+
+
+def embedding_table_ddl(table: str, dim: int) -> str:
+    return f"""
+    CREATE TABLE IF NOT EXISTS {table} (
+        segment_id VARCHAR NOT NULL,
+        layer      SMALLINT NOT NULL,
+        pooling    VARCHAR NOT NULL,
+        vector     FLOAT[{dim}] NOT NULL,
+        PRIMARY KEY (segment_id, layer, pooling)
+    )
+    """
+
+
+def segment_embeddings_view(models: list[tuple[str, str]]) -> str:
+    """All models' vectors in one view (as FLOAT[] since widths differ); exact cosine search
+    through the macros below is correct under any WHERE filter."""
+    parts = [
+        f"SELECT '{model_id.replace(chr(39), chr(39) * 2)}' AS model_id, segment_id, layer, pooling, vector::FLOAT[] AS vector FROM {table}"
+        for model_id, table in models
+    ] or ["SELECT NULL::VARCHAR AS model_id, NULL::VARCHAR AS segment_id, NULL::SMALLINT AS layer, "
+          "NULL::VARCHAR AS pooling, NULL::FLOAT[] AS vector WHERE false"]
+    return "CREATE OR REPLACE VIEW segment_embeddings AS " + " UNION ALL ".join(parts)
+
+
+# Views and macros over the embeddings; created after segment_embeddings exists.
+EMBEDDING_VIEWS: tuple[str, ...] = (
+    # Every segment ranked by cosine distance to a query segment. Filter and limit outside:
+    #   SELECT * FROM similar_segments('seg', 'tiny@3', 4) WHERE site = 'LK' ORDER BY distance LIMIT 10
+    """
+    CREATE OR REPLACE MACRO similar_segments(query_segment, for_model, at_layer, use_pooling := 'mean') AS TABLE
+    SELECT e.segment_id, list_cosine_distance(e.vector, q.vector) AS distance, s.recording_id, r.file_name,
+           s.start_s, s.site, s.start_time, e.layer, e.model_id
+    FROM segment_embeddings e
+    JOIN (SELECT vector FROM segment_embeddings
+          WHERE segment_id = query_segment AND model_id = for_model AND layer = at_layer AND pooling = use_pooling) q ON true
+    JOIN segments s ON s.segment_id = e.segment_id
+    JOIN recordings r ON r.recording_id = s.recording_id
+    WHERE e.model_id = for_model AND e.layer = at_layer AND e.pooling = use_pooling
+    """,
+    """
+    CREATE OR REPLACE MACRO nearest_to_vector(query_vector, for_model, at_layer, use_pooling := 'mean') AS TABLE
+    SELECT e.segment_id, list_cosine_distance(e.vector, query_vector::FLOAT[]) AS distance, s.recording_id,
+           r.file_name, s.start_s, s.site, s.start_time, e.layer, e.model_id
+    FROM segment_embeddings e
+    JOIN segments s ON s.segment_id = e.segment_id
+    JOIN recordings r ON r.recording_id = s.recording_id
+    WHERE e.model_id = for_model AND e.layer = at_layer AND e.pooling = use_pooling
+    """,
+    # Novelty: each segment's cosine distance to its nearest other segment (exact, O(n^2)).
+    """
+    CREATE OR REPLACE MACRO novelty(for_model, at_layer, use_pooling := 'mean') AS TABLE
+    SELECT a.segment_id, min(list_cosine_distance(a.vector, b.vector)) AS nearest_distance
+    FROM segment_embeddings a
+    JOIN segment_embeddings b ON a.segment_id <> b.segment_id AND b.model_id = a.model_id
+         AND b.layer = a.layer AND b.pooling = a.pooling
+    WHERE a.model_id = for_model AND a.layer = at_layer AND a.pooling = use_pooling
+    GROUP BY a.segment_id
+    """,
+    # One row per frame: which unit, when, where.
+    """
+    CREATE OR REPLACE VIEW frame_unit_rows AS
+    SELECT u.model_id, u.source, u.layer, u.code_group, u.segment_id, s.recording_id, s.site, s.channel,
+           f.frame, s.start_s + f.frame * u.frame_seconds AS time_s,
+           s.start_time + to_microseconds(CAST(f.frame * u.frame_seconds * 1e6 AS BIGINT)) AS time,
+           f.unit
+    FROM frame_units u
+    JOIN segments s USING (segment_id),
+    LATERAL (SELECT unnest(range(len(u.units))) AS frame, unnest(u.units) AS unit) f
+    """,
+    # Unit usage by site, hour of day and label.
+    """
+    CREATE OR REPLACE VIEW unit_usage AS
+    SELECT f.model_id, f.source, f.layer, f.code_group, f.unit, f.site, hour(f.time) AS hour_utc,
+           l.label_column, l.label_value, count(*) AS frames
+    FROM frame_unit_rows f
+    LEFT JOIN segment_labels l USING (segment_id)
+    GROUP BY ALL
+    """,
+    # A recording's unit sequence, segment after segment (overlapping hops repeat frames).
+    """
+    CREATE OR REPLACE VIEW unit_sequences AS
+    SELECT u.model_id, u.source, u.layer, u.code_group, s.recording_id, s.channel,
+           flatten(list(u.units ORDER BY s.start_s)) AS units, count(*) AS segments
+    FROM frame_units u JOIN segments s USING (segment_id)
+    GROUP BY ALL
+    """,
+)

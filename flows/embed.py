@@ -1,0 +1,108 @@
+"""Embed flow: a trained checkpoint → per-layer segment vectors, frame vectors and units in DuckDB.
+
+    resolve checkpoint → segments not yet embedded → embed batch → commit (one writer) → ...
+                       → k-means units per layer → unit statistics → views
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm import tqdm
+
+from schemas.settings import EmbedSettings
+from tasks import store
+from tasks.embed_run import (EmbeddingModel, SegmentRef, StagedBatch, all_layers, commit_batch, embed_segments,
+                             pending_segments, plan_batches, refresh_views, register, remove_unclaimed_frames,
+                             resolve_checkpoint)
+from tasks.training import pick_device
+from tasks.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
+from tasks.workspace import Workspace
+
+PROGRESS_EVERY_S = 2.0
+
+
+def _run_name() -> str:
+    settings = flow_run.parameters.get("settings") or {}
+    if isinstance(settings, EmbedSettings):
+        settings = settings.model_dump()
+    return f"embed-{settings.get('run') or 'latest'}-{flow_run.scheduled_start_time.strftime('%Y-%m-%d')}"
+
+
+@task(name="embed-batch", task_run_name="embed {refs[0].segment_id} (+{n_more} more)", cache_policy=NO_CACHE)
+def embed_batch_task(ws_root: str, model: EmbeddingModel, refs: list[SegmentRef], layers: list[int],
+                     settings: EmbedSettings, n_more: int) -> StagedBatch:
+    return embed_segments(Workspace.at(ws_root), model, refs, layers, list(settings.poolings),
+                          pick_device(settings.device), settings.frame_dtype, settings.frame_vectors)
+
+
+@task(name="kmeans-units", task_run_name="k-means units of layer {layer}", cache_policy=NO_CACHE)
+def kmeans_task(ws_root: str, model: EmbeddingModel, layer: int, settings: EmbedSettings) -> int:
+    ws = Workspace.at(ws_root)
+    with store.writing(ws) as conn:
+        centroids = load_unit_model(conn, ws, model.model_id, layer)
+        if centroids is None:
+            centroids, inertia, frames = fit_kmeans(conn, ws, model, layer, settings.units_k,
+                                                    settings.kmeans_sample_frames, settings.seed)
+            save_unit_model(conn, ws, model, layer, centroids, inertia, frames)
+        return assign_units(conn, ws, model, layer, centroids)
+
+
+@flow(name="embed", flow_run_name=_run_name)
+def embed(settings: EmbedSettings) -> dict:
+    """Extract embeddings and units of every segment not yet embedded by this checkpoint."""
+    log = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    with store.writing(ws) as conn:
+        store.apply_schema(conn, ws)
+        model = resolve_checkpoint(conn, ws, settings.run, settings.chunk)
+        register(conn, ws, model)
+        for leftover in store.remove_orphans(conn, ws) + remove_unclaimed_frames(conn, ws):
+            log.info("removed %s left by an interrupted run", leftover)
+        layers = settings.layers if settings.layers is not None else all_layers(model)
+        bad = [layer for layer in layers if not 0 <= layer < model.layers]
+        if bad:
+            raise store.WorkspaceError(f"{model.model_id} has layers 0..{model.layers - 1}; asked for {bad}")
+        pending = pending_segments(conn, ws, model, layers)
+    log.info("%s: %d segments to embed (layers %s)", model.model_id, len(pending), layers)
+
+    batches = plan_batches(pending, settings.batch_size)
+    progress = create_progress_artifact(progress=0.0, description=f"{model.model_id}: segments embedded (of {len(pending)})")
+    bar = tqdm(total=len(pending), unit="segment", desc="embed", disable=None)
+    started, last, seconds = time.monotonic(), 0.0, 0.0
+    for refs in batches:
+        staged = embed_batch_task(str(ws.root), model, refs, layers, settings, len(refs) - 1)
+        with store.writing(ws) as conn:
+            commit_batch(conn, ws, model, staged, layers)
+        seconds += staged.audio_seconds
+        bar.update(len(refs))
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            update_progress_artifact(progress, progress=100.0 * bar.n / max(1, len(pending)))
+            last = time.monotonic()
+    bar.close()
+    update_progress_artifact(progress, progress=100.0)
+    elapsed = time.monotonic() - started
+
+    units = {}
+    if settings.frame_vectors:
+        for layer in settings.kmeans_layers if settings.kmeans_layers is not None else layers:
+            units[layer] = kmeans_task(str(ws.root), model, layer, settings)
+    with store.writing(ws) as conn:
+        stats = refresh_unit_stats(conn, model)
+        refresh_views(conn)
+        totals = conn.execute(
+            f"SELECT count(DISTINCT segment_id), count(*) FROM {model.table}").fetchone()
+    summary = {
+        "model_id": model.model_id, "checkpoint": model.export_dir, "layers": layers, "dim": model.dim,
+        "segments_embedded": len(pending), "segments_in_model": totals[0], "vectors_in_model": totals[1],
+        "audio_seconds": round(seconds, 1), "real_time_factor": round(seconds / elapsed, 1) if elapsed and pending else None,
+        "kmeans_units_assigned": units, "unit_stats_rows": stats,
+    }
+    create_table_artifact(key="embed-summary", table=[{"metric": k, "value": str(v)} for k, v in summary.items()],
+                          description=f"Embedding run of {model.model_id}")
+    log.info("embedded %d segments with %s (%s)", len(pending), model.model_id, summary)
+    return summary
