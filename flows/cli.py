@@ -179,8 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--pooling", default="mean", choices=["mean", "std", "max"])
     similar.add_argument("--where", help="SQL filter on the neighbours (columns: segment_id, file_name, start_s, site, "
                          "recording_id, start_time); applied before the top k, so results stay exact.")
+    similar.add_argument("--hnsw", action="store_true",
+                         help="Use the layer's HNSW index (approximate; unfiltered queries only; see `ceta2vec index`).")
     similar.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _workspace_argument(similar)
+
+    index = commands.add_parser(
+        "index", help="Build an optional HNSW index for a layer's vectors and measure its recall@10.",
+        description="Builds a DuckDB vss HNSW index (cosine) of one model/layer in its own file under "
+        "indexes/, measures its recall@10 against exact search on up to 100 queries, and records it in "
+        "the vector_indexes table. Exact search stays the default; `similar --hnsw` uses the index.",
+        epilog="examples:\n  ceta2vec index --layer 2\n  ceta2vec index --model tiny@3 --layer 4 --pooling max\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    index.add_argument("--model", help="Embedding model (default: the latest embedded).")
+    index.add_argument("--layer", type=int, help="Layer (default: the middle transformer layer).")
+    index.add_argument("--pooling", default="mean", choices=["mean", "std", "max"])
+    _workspace_argument(index)
 
     export = commands.add_parser(
         "export", help="Export segment embeddings to Parquet, CSV or NumPy.",
@@ -280,9 +295,29 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from tasks.vector_search import similar
     from tasks.workspace import Workspace
 
-    with store.reading(Workspace.at(getattr(args, "workspace", None))) as conn:
-        result = similar(conn, args.segment_id, args.k, args.layer, args.model, args.pooling, args.where)
+    workspace = Workspace.at(getattr(args, "workspace", None))
+    with store.reading(workspace) as conn:
+        result = similar(conn, args.segment_id, args.k, args.layer, args.model, args.pooling, args.where,
+                         approximate=args.hnsw, workspace=workspace)
     _print_result(result, args.format)
+    return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from tasks import store
+    from tasks.vector_index import build_hnsw
+    from tasks.vector_search import default_layer, default_model
+    from tasks.workspace import Workspace
+
+    workspace = Workspace.at(getattr(args, "workspace", None))
+    with store.writing(workspace) as conn:
+        store.apply_schema(conn, workspace)
+        model, layers = default_model(conn, args.model)
+        layer = default_layer(layers) if args.layer is None else args.layer
+        info = build_hnsw(conn, workspace, model, layer, args.pooling)
+    print(f"HNSW index of {model} layer {layer} ({args.pooling}): {info.rows} vectors, built in "
+          f"{info.build_seconds:.2f} s, recall@10 against exact search {info.recall_at_10:.3f} "
+          f"over {info.queries} queries\n{info.path}")
     return EXIT_OK
 
 
@@ -348,7 +383,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "similar": cmd_similar,
-            "export": cmd_export, "status": cmd_status, "sql": cmd_sql}
+            "index": cmd_index, "export": cmd_export, "status": cmd_status, "sql": cmd_sql}
 
 
 def main(argv: list[str] | None = None) -> int:

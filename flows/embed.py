@@ -11,7 +11,6 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from tqdm import tqdm
 
 from schemas.settings import EmbedSettings
@@ -21,16 +20,10 @@ from tasks.embed_run import (EmbeddingModel, SegmentRef, StagedBatch, all_layers
                              resolve_checkpoint)
 from tasks.training import pick_device
 from tasks.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
+from flows.run_names import named_by
 from tasks.workspace import Workspace
 
 PROGRESS_EVERY_S = 2.0
-
-
-def _run_name() -> str:
-    settings = flow_run.parameters.get("settings") or {}
-    if isinstance(settings, EmbedSettings):
-        settings = settings.model_dump()
-    return f"embed-{settings.get('run') or 'latest'}-{flow_run.scheduled_start_time.strftime('%Y-%m-%d')}"
 
 
 @task(name="embed-batch", task_run_name="embed {refs[0].segment_id} (+{n_more} more)", cache_policy=NO_CACHE)
@@ -52,7 +45,7 @@ def kmeans_task(ws_root: str, model: EmbeddingModel, layer: int, settings: Embed
         return assign_units(conn, ws, model, layer, centroids)
 
 
-@flow(name="embed", flow_run_name=_run_name)
+@flow(name="embed", flow_run_name=named_by("embed", ("run",), "latest"))
 def embed(settings: EmbedSettings) -> dict:
     """Extract embeddings and units of every segment not yet embedded by this checkpoint."""
     log = get_run_logger()

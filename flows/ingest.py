@@ -26,6 +26,7 @@ from tasks.discovery import Discovery, SourceFile, content_hash, discover
 from tasks.ingest import StagedRecording, describe_failure, prepare_recording
 from tasks.ingest_plan import IngestCounts, batches, dedupe, plan_files
 from tasks.labels import LabelRow, assign_labels, read_labels
+from flows.run_names import named_by
 from tasks.workspace import Workspace
 
 
@@ -97,15 +98,7 @@ def _windowed(submit, items: list, window: int, stop=lambda: False) -> Iterator:
         yield finished.result()
 
 
-def _run_name() -> str:
-    settings = flow_run.parameters.get("settings") or {}
-    if isinstance(settings, IngestSettings):
-        settings = settings.model_dump()
-    site = settings.get("site") or "unsited"
-    return f"ingest-{site}-{flow_run.scheduled_start_time.strftime('%Y-%m-%d')}"
-
-
-@flow(name="ingest", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=64))
+@flow(name="ingest", flow_run_name=named_by("ingest", ("site",), "unsited"), task_runner=ThreadPoolTaskRunner(max_workers=64))
 def ingest(settings: IngestSettings) -> dict:
     """Ingest recordings (files, folders, globs) into the workspace's Parquet dataset and DuckDB."""
     log = get_run_logger()

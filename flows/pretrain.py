@@ -13,23 +13,16 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from tqdm import tqdm
 
 from schemas.settings import PretrainSettings
 from tasks import store, training_store
 from tasks.pretrain_run import ChunkResult, RunSpec, collapse_warning, resolve_run, stored_settings, train_chunk, training_index
 from tasks.training import StepMetrics
+from flows.run_names import named_by
 from tasks.workspace import Workspace
 
 PROGRESS_EVERY_S = 2.0
-
-
-def _run_name() -> str:
-    settings = flow_run.parameters.get("settings") or {}
-    if isinstance(settings, PretrainSettings):
-        settings = settings.model_dump()
-    return f"pretrain-{settings.get('run') or settings.get('preset', 'tiny')}-{flow_run.scheduled_start_time.strftime('%Y-%m-%d')}"
 
 
 @task(name="prepare-run", cache_policy=NO_CACHE)
@@ -92,7 +85,7 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
         bar.close()
 
 
-@flow(name="pretrain", flow_run_name=_run_name)
+@flow(name="pretrain", flow_run_name=named_by("pretrain", ("run", "preset"), "tiny"))
 def pretrain(settings: PretrainSettings) -> dict:
     """Pretrain wav2vec 2.0 on the workspace's segments in resumable, checkpointed chunks."""
     log = get_run_logger()

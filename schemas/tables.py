@@ -240,6 +240,22 @@ TABLES: tuple[str, ...] = (
         PRIMARY KEY (model_id, source, layer, code_group, unit)
     )
     """,
+    # Optional HNSW indexes, each in its own DuckDB file under indexes/ (the vss extension's
+    # on-disk persistence is experimental: the workspace database never holds one).
+    """
+    CREATE TABLE IF NOT EXISTS vector_indexes (
+        model_id      VARCHAR NOT NULL,
+        layer         SMALLINT NOT NULL,
+        pooling       VARCHAR NOT NULL,
+        path          VARCHAR NOT NULL,
+        rows          BIGINT NOT NULL,
+        build_seconds DOUBLE NOT NULL,
+        recall_at_10  DOUBLE NOT NULL,
+        queries       INTEGER NOT NULL,
+        built_at      TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (model_id, layer, pooling)
+    )
+    """,
     # start_s/end_s NULL: a label of the whole recording; otherwise an event span inside it.
     """
     CREATE TABLE IF NOT EXISTS labels (

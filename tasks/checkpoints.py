@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.durable import fsync_dir, fsync_file
+
 CHUNK_DIR = re.compile(r"^chunk-(\d{4,})$")
 
 
@@ -55,14 +57,9 @@ def sha256_tree(folder: Path) -> str:
 def _fsync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(path)
     for path in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path)
 
 
 def begin(run_dir: Path, chunk: int) -> Path:
@@ -85,11 +82,7 @@ def finish(partial: Path, chunk: int, step: int, mean_loss: float) -> Checkpoint
     if final.exists():
         shutil.rmtree(final)
     os.rename(partial, final)
-    fd = os.open(partial.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(partial.parent)
     return CheckpointInfo(chunk, final, step, mean_loss, state_sha, export_sha)
 
 

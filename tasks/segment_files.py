@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.arrow import SEGMENT_METADATA_COLUMNS, SEGMENT_SCHEMA
+from tasks.durable import fsync_dir, fsync_file
 
 ROW_GROUP_BYTES = 16 << 20
 
@@ -71,8 +72,7 @@ class SegmentFileWriter:
         if self._writer is None:
             return None
         self._writer.close()
-        with open(self.path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(self.path)
         return self.path
 
     def abort(self) -> None:
@@ -85,8 +85,4 @@ def publish(staged: Path, final: Path) -> None:
     """Move a finished file into the dataset in one rename (readers see all of it or nothing)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)

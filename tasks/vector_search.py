@@ -12,6 +12,7 @@ import numpy as np
 
 from tasks.queries import QueryResult
 from tasks.store import WorkspaceError
+from tasks.workspace import Workspace
 
 
 def default_model(conn: duckdb.DuckDBPyConnection, model_id: str | None) -> tuple[str, int]:
@@ -34,9 +35,12 @@ def default_layer(layers: int) -> int:
 
 
 def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int | None, model_id: str | None,
-            pooling: str = "mean", where: str | None = None) -> QueryResult:
+            pooling: str = "mean", where: str | None = None, approximate: bool = False,
+            workspace: Workspace | None = None) -> QueryResult:
     model, layers = default_model(conn, model_id)
     layer = default_layer(layers) if layer is None else layer
+    if approximate:
+        return _similar_hnsw(conn, workspace, segment_id, k, layer, model, pooling, where)
     exists = conn.execute("SELECT count(*) FROM segment_embeddings WHERE model_id = ? AND segment_id = ? AND layer = ?",
                           [model, segment_id, layer]).fetchone()[0]
     if not exists:
@@ -54,6 +58,33 @@ def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int
     return QueryResult([d[0] for d in cursor.description], cursor.fetchall())
 
 
+def _similar_hnsw(conn, workspace, segment_id: str, k: int, layer: int, model: str, pooling: str,
+                  where: str | None) -> QueryResult:
+    from tasks.vector_index import hnsw_neighbours
+
+    if where:
+        raise WorkspaceError("--hnsw answers unfiltered queries only (an HNSW index gives wrong answers under a "
+                             "filter); drop --hnsw for an exact filtered search")
+    row = conn.execute("SELECT v.path, m.dim FROM vector_indexes v JOIN embedding_models m USING (model_id) "
+                       "WHERE v.model_id = ? AND v.layer = ? AND v.pooling = ?", [model, layer, pooling]).fetchone()
+    if not row:
+        raise WorkspaceError(f"no HNSW index for {model} layer {layer} ({pooling}); build one with "
+                             f"`ceta2vec index --model {model} --layer {layer}`")
+    found = hnsw_neighbours(workspace, row[0], row[1], segment_id, k)
+    order = {sid: i for i, (sid, _) in enumerate(found)}
+    cursor = conn.execute(
+        """SELECT s.segment_id, r.file_name, round(s.start_s, 3) AS offset_s, s.site,
+                  (SELECT string_agg(DISTINCT l.label_column || '=' || l.label_value, ', ')
+                   FROM segment_labels l WHERE l.segment_id = s.segment_id) AS labels
+           FROM segments s JOIN recordings r USING (recording_id) WHERE s.segment_id IN (SELECT unnest(?))""",
+        [list(order)],
+    )
+    distance = dict(found)
+    rows = sorted((tuple(r) + (round(distance[r[0]], 6),) for r in cursor.fetchall()),
+                  key=lambda r: (r[0] != segment_id, order[r[0]]))
+    return QueryResult([d[0] for d in cursor.description] + ["distance"], rows)
+
+
 def export_embeddings(conn: duckdb.DuckDBPyConnection, model_id: str | None, layer: int | None, pooling: str,
                       fmt: str, output: Path) -> tuple[int, Path]:
     """Write segment vectors with their ids (and recording, offset) as Parquet, CSV or NumPy."""
@@ -66,7 +97,7 @@ def export_embeddings(conn: duckdb.DuckDBPyConnection, model_id: str | None, lay
     params = {"model": model, "pooling": pooling}
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("parquet", "csv"):
-        rel = conn.execute(query, params).fetch_arrow_table()
+        rel = conn.execute(query, params).to_arrow_table()
         if fmt == "parquet":
             import pyarrow.parquet as pq
 

@@ -185,3 +185,26 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
         keys.extend(zip(*(t.column(c).to_pylist() for c in ("segment_id", "layer", "frame"))))
     assert len(keys) == len(set(keys))
     assert {k[0] for k in keys} == {r[0] for r in rows(ws, "SELECT segment_id FROM segments")}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_optional_hnsw_index_with_measured_recall(trained, tmp_path):
+    from tasks.store import WorkspaceError
+    from tasks.vector_index import build_hnsw
+
+    ws = copy_of(trained, tmp_path)
+    run_embed(ws, layers=[1], poolings=["mean"], frame_vectors=False)
+    with store.writing(ws) as conn:
+        info = build_hnsw(conn, ws, "emb@1", 1)
+    assert info.path.exists() and info.rows == rows(ws, "SELECT count(*) FROM segments")[0][0]
+    assert 0.9 <= info.recall_at_10 <= 1.0
+    assert rows(ws, "SELECT layer, recall_at_10 FROM vector_indexes") == [(1, info.recall_at_10)]
+    assert rows(ws, "SELECT count(*) FROM duckdb_indexes()") == [(0,)]  # the workspace DB holds no HNSW index
+    query = rows(ws, "SELECT min(segment_id) FROM segments")[0][0]
+    with store.reading(ws) as conn:
+        approx = similar(conn, query, 5, 1, "emb@1", approximate=True, workspace=ws)
+        exact = similar(conn, query, 5, 1, "emb@1")
+        assert approx.rows[0][0] == query and len(approx.rows) == 5
+        assert len({r[0] for r in approx.rows} & {r[0] for r in exact.rows}) >= 4
+        with pytest.raises(WorkspaceError, match="unfiltered queries only"):
+            similar(conn, query, 5, 1, "emb@1", where="site = 'x'", approximate=True, workspace=ws)

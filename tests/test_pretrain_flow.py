@@ -11,6 +11,7 @@ import pytest
 
 from conftest import CLI
 from quick_ingest import ingest_quick
+from schemas.settings import PretrainSettings
 from tasks import store
 from tasks.workspace import Workspace
 from test_training import synthetic_calls
@@ -29,6 +30,14 @@ def pretrain(ws, *extra, **popen):
                           timeout=600, **popen)
 
 
+def pretrain_in_process(ws, chunks: int) -> dict:
+    """The same flow, run in this process (no new Prefect server and imports: faster)."""
+    from flows.pretrain import pretrain as flow
+
+    return flow(PretrainSettings(workspace=str(ws), run="r", steps_per_chunk=4, batch_size=4, crop_seconds=1.0,
+                                 model_overrides={"num_hidden_layers": 2}, chunks=chunks))
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
@@ -37,12 +46,12 @@ def ingested(tmp_path_factory):
     return root
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingested, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     shutil.copytree(ingested / "ws", reference)
     shutil.copytree(ingested / "ws", killed)
-    done = pretrain(reference, "--chunks", "2")
-    assert done.returncode == 0, done.stderr
+    pretrain_in_process(reference, chunks=2)
 
     process = subprocess.Popen([CLI, "pretrain", "--workspace", killed, *ARGS, "--chunks", "2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -65,11 +74,9 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
         assert a[3] == pytest.approx(b[3], abs=1e-6)
 
     # a finished run continues when --chunks is raised; the same command again does nothing
-    more = pretrain(killed, "--chunks", "3")
-    assert more.returncode == 0, more.stderr
+    assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 1
     assert [r[0] for r in losses(killed)] == list(range(12))
-    again = pretrain(killed, "--chunks", "3")
-    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 0
     with store.reading(Workspace.at(killed)) as conn:
         model = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, frame_rate_hz, parameters, "
                              "segments_used, feature_encoder FROM models WHERE model_id = 'r'").fetchone()
@@ -79,10 +86,11 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
     assert [k[0] for k in kept] == [1, 2, 3]
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_changing_a_runs_defining_settings_is_refused(ingested, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(ingested / "ws", ws)
-    assert pretrain(ws, "--chunks", "1", "--steps-per-chunk", "1").returncode == 0
+    pretrain_in_process(ws, chunks=1)
     refused = subprocess.run([CLI, "pretrain", "--workspace", ws, "--run", "r", "--batch-size", "2"],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "batch_size: run has 4, asked for 2" in refused.stderr
