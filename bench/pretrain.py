@@ -395,8 +395,8 @@ def print_preset(result: PresetResult, crop_samples: int, sample_rate: int) -> N
           f"the rest padding ({100 * (1 - audio / capacity):.0f}%)")
     print(f"  pure step   {result.pure_s:7.3f} s/step  {audio / result.pure_s:8.2f} audio-s/s   ({spread(result.pure)})")
     print(f"  loop step   {result.loop_s:7.3f} s/step  {audio / result.loop_s:8.2f} audio-s/s   ({spread(result.loop)})")
-    print(f"              the trainer's own timer: median {statistics.median(result.trainer_seconds):.3f} s/step "
-          "(it starts after the previous step's bookkeeping)")
+    print(f"              train_steps' own timer: median {statistics.median(result.trainer_seconds):.3f} s/step "
+          "(it leaves out the bookkeeping between steps)")
     print(f"  ratio       loop / pure throughput = {result.ratio:.3f}")
     o = result.overheads
     print(f"  overheads   per step, each timed alone: crops from Parquet {o.crops:.1f} ms (prefetch thread), "
