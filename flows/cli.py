@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.settings import DEFAULT_WORKSPACE, WORKSPACE_ENV, EmbedSettings, IngestSettings, PretrainSettings
+from schemas.settings import (DEFAULT_WORKSPACE, WORKSPACE_ENV, EmbedSettings, EvaluateSettings, IngestSettings,
+                              PretrainSettings)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
 RUN_COLUMNS = ["run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss", "latest checkpoint"]
@@ -59,6 +60,12 @@ EXPORT_EXAMPLES = """\
 examples:
   ceta2vec export --output vectors.parquet
   ceta2vec export --model tiny@3 --layer 2 --format npy --output layer2.npy   # + layer2.ids.csv
+"""
+EVALUATE_EXAMPLES = """\
+examples:
+  ceta2vec evaluate --label-column species
+  ceta2vec evaluate --labels calls.csv --label-column call_type --background none --model tiny@3
+  ceta2vec evaluate --label-column species --all-checkpoints      # does quality still rise with training?
 """
 SQL_EXAMPLES = """\
 examples:
@@ -121,7 +128,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseMode
         else:
             if is_list:
                 kwargs["nargs"] = "+"
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, **kwargs)
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                                required=field.is_required(), **kwargs)
 
 
 def _workspace_argument(parser: argparse.ArgumentParser) -> None:
@@ -209,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="File to write.")
     _workspace_argument(export)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="Scorecard of every layer and unit inventory against labels, beside baselines.",
+        description="k-NN (k = 1, 5), linear probe, retrieval, clustering and unit purity/PNMI per layer, with "
+        "splits by recording and bootstrap intervals over recordings; log-mel, MFCC and random-weight baselines "
+        "on the same segments. Results go to the evaluations table, a figure in reports/ and a Prefect artifact.",
+        epilog=EVALUATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(evaluate, EvaluateSettings)
+    _workspace_argument(evaluate)
+
     status = commands.add_parser(
         "status", help="What the workspace holds: recordings, hours, segments, errors.",
         epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -266,6 +284,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         _err(f"{exc}. The last complete checkpoint is kept; lower --learning-rate or check the data, then re-run.")
         return EXIT_FAILED
     print_pretrain_result(result)
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.console import print_scorecard
+    from flows.evaluate import evaluate
+
+    print_scorecard(evaluate(_settings(EvaluateSettings, args)))
     return EXIT_OK
 
 
@@ -382,7 +408,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "similar": cmd_similar,
+COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "evaluate": cmd_evaluate,
+            "similar": cmd_similar,
             "index": cmd_index, "export": cmd_export, "status": cmd_status, "sql": cmd_sql}
 
 
@@ -400,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         _err(f"invalid settings: {problems}")
         return EXIT_USAGE
-    except (WorkspaceError, LabelsError, QueryRefused) as exc:
+    except (WorkspaceError, LabelsError, QueryRefused, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -114,3 +114,33 @@ def print_status(workspace: Workspace, summary: dict, sites: list[tuple], errors
         print_table(list(run_columns), runs, title="pretraining runs (table models)")
     if errors:
         print_table(["path", "stage", "reason"], errors, title="recent errors (table ingest_errors)")
+
+
+SCORECARD_COLUMNS = (("knn1_accuracy", "1-NN acc"), ("knn5_macro_f1", "5-NN F1"), ("probe_macro_f1", "probe F1"),
+                     ("precision_at_1", "P@1"), ("mean_average_precision", "mAP"), ("cluster_nmi", "NMI"),
+                     ("cluster_ari", "ARI"), ("roc_auc", "ROC-AUC"), ("unit_purity", "purity"), ("unit_pnmi", "PNMI"))
+
+
+def _score(value: tuple[float, float, float] | None, with_ci: bool) -> str:
+    if value is None or value[0] != value[0]:
+        return ""
+    text = f"{value[0]:.3f}"
+    if with_ci and value[1] == value[1]:
+        text += f" [{value[1]:.2f}–{value[2]:.2f}]"
+    return text
+
+
+def print_scorecard(result: dict) -> None:
+    console.print(f"'{result['label_column']}': {result['segments']} segments from {result['recordings']} recordings "
+                  f"({result['ambiguous']} with two values left out)", markup=False, highlight=False)
+    counts = ", ".join(f"{k}: {v['segments']} seg / {v['recordings']} rec" for k, v in result["class_counts"].items())
+    console.print(f"classes: {counts}", markup=False, highlight=False)
+    for model_id, model in result["models"].items():
+        rows = [r for r in model["rows"] if not r["features"].startswith("random weights layer")]
+        used = [(m, title) for m, title in SCORECARD_COLUMNS if any(m in r["metrics"] for r in rows)]
+        table = [tuple([r["features"] if r["kind"] == "model" else f"baseline: {r['features']}"]
+                       + [_score(r["metrics"].get(m), m in ("knn5_macro_f1", "probe_macro_f1")) for m, _ in used])
+                 for r in rows]
+        print_table(["features"] + [title for _, title in used], table, title=f"{model_id} (95% intervals over recordings)")
+        console.print(f"best layer (5-NN macro-F1): {model['best_layer']}; figure: {model['figure'][0]}",
+                      markup=False, highlight=False)

@@ -25,7 +25,7 @@ from tasks import store
 from tasks.discovery import Discovery, SourceFile, content_hash, discover
 from tasks.ingest import StagedRecording, describe_failure, prepare_recording
 from tasks.ingest_plan import IngestCounts, batches, dedupe, plan_files
-from tasks.labels import LabelRow, assign_labels, read_labels
+from tasks.labels import LabelRow, read_labels
 from flows.run_names import named_by
 from tasks.workspace import Workspace
 
@@ -216,11 +216,8 @@ def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, c
 
 
 def _apply_labels(conn, labels_file: str, rows: list[LabelRow], files: list[SourceFile], log) -> None:
-    known = store.known_sources(conn)
-    sources = {str(f.path): known[str(f.path)][2] for f in files if str(f.path) in known}
-    paired, unmatched = assign_labels(rows, sources)
-    stored = store.replace_labels(conn, str(Path(labels_file).resolve()), sources.values(), paired)
-    log.info("labels: %d label rows stored for %d recordings", stored, len({r for r, _ in paired}))
+    stored, recordings, unmatched = store.apply_labels_file(conn, labels_file, rows, [str(f.path) for f in files])
+    log.info("labels: %d label rows stored for %d recordings", stored, recordings)
     if unmatched:
         log.warning("labels: %d file name(s) in %s match no ingested recording, e.g. %s",
                     len(unmatched), labels_file, ", ".join(unmatched[:5]))

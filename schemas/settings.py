@@ -146,3 +146,22 @@ class EmbedSettings(BaseModel):
     frame_dtype: Literal["float32", "float16"] = Field("float32", description="Precision of the frame vectors in Parquet.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
     seed: int = Field(0, description="Seed of the k-means sample and initialisation.")
+
+
+class EvaluateSettings(BaseModel):
+    """Scorecard of embeddings and units against labels, beside honest baselines."""
+
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
+    labels: str | None = Field(
+        None, description="Labels CSV (file, optional start_s/end_s, label columns); default: the labels given at ingest."
+    )
+    label_column: str = Field(description="Label column to score against, e.g. species or call_type.")
+    background: str | None = Field(
+        None, description="Label for segments of event-labelled recordings that overlap no event (call vs no call)."
+    )
+    model: str | None = Field(None, description="Embedding model (run@chunk) to score (default: the latest embedded).")
+    all_checkpoints: bool = Field(
+        False, description="Embed and score every kept checkpoint of the model's run, to see whether quality still rises."
+    )
+    bootstrap: int = Field(200, ge=10, description="Bootstrap resamples (over recordings) for confidence intervals.")
+    seed: int = Field(0, description="Seed of folds, probes, k-means and bootstrap.")

@@ -6,7 +6,7 @@ connection that writes. Bump SCHEMA_VERSION when a table changes and add the mig
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3  # 2: models, checkpoints, train_metrics; 3: embeddings and units
+SCHEMA_VERSION = 4  # 2: models, checkpoints, train_metrics; 3: embeddings and units; 4: evaluations
 
 TABLES: tuple[str, ...] = (
     """
@@ -254,6 +254,26 @@ TABLES: tuple[str, ...] = (
         queries       INTEGER NOT NULL,
         built_at      TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (model_id, layer, pooling)
+    )
+    """,
+    # One row per (features, label column, metric) of an evaluation; baselines sit beside models.
+    """
+    CREATE TABLE IF NOT EXISTS evaluations (
+        evaluation_id VARCHAR NOT NULL,
+        label_column  VARCHAR NOT NULL,
+        model_id      VARCHAR NOT NULL,
+        kind          VARCHAR NOT NULL CHECK (kind IN ('model', 'baseline')),
+        features      VARCHAR NOT NULL,
+        layer         SMALLINT,
+        metric        VARCHAR NOT NULL,
+        value         DOUBLE,
+        ci_low        DOUBLE,
+        ci_high       DOUBLE,
+        segments      INTEGER NOT NULL,
+        recordings    INTEGER NOT NULL,
+        class_counts  JSON NOT NULL,
+        created_at    TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (label_column, model_id, features, metric)
     )
     """,
     # start_s/end_s NULL: a label of the whole recording; otherwise an event span inside it.

@@ -123,7 +123,8 @@ def plan_batches(refs: list[SegmentRef], batch_size: int) -> list[list[SegmentRe
     return batches
 
 
-def _read_audio(refs: list[SegmentRef]) -> list[np.ndarray]:
+def read_audio(refs: list[SegmentRef]) -> list[np.ndarray]:
+    """The valid samples of each segment, reading every Parquet file once."""
     by_file: dict[str, list[SegmentRef]] = {}
     for ref in refs:
         by_file.setdefault(ref.file, []).append(ref)
@@ -160,7 +161,7 @@ def embed_segments(
         _cache.clear()
         _cache[key] = load_model(Path(model.export_dir), device)
     net = _cache[key]
-    audio = _read_audio(refs)
+    audio = read_audio(refs)
     results = embed_batch(net, [r.segment_id for r in refs], audio, layers, model.frame_seconds, device)
     workspace.staging_dir.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]

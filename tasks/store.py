@@ -19,7 +19,7 @@ import duckdb
 from schemas.arrow import SEGMENT_METADATA_COLUMNS
 from schemas.tables import SCHEMA_VERSION, TABLES, VIEWS, segment_audio_view
 from tasks.ingest import StagedRecording
-from tasks.labels import LabelRow
+from tasks.labels import LabelRow, assign_labels
 from tasks.segment_files import publish
 from tasks.workspace import Workspace
 
@@ -257,6 +257,17 @@ def replace_labels(
         conn.execute("ROLLBACK")
         raise
     return len(rows)
+
+
+def apply_labels_file(conn: duckdb.DuckDBPyConnection, labels_file: str, rows: list[LabelRow],
+                      paths: list[str] | None = None) -> tuple[int, int, list[str]]:
+    """Store a labels CSV's rows for the recordings its `file`s name (among `paths`, default: every
+    path ever ingested); returns (label rows stored, recordings labelled, unmatched file names)."""
+    known = known_sources(conn)
+    sources = {p: known[p][2] for p in (paths if paths is not None else known) if p in known}
+    paired, unmatched = assign_labels(rows, sources)
+    stored = replace_labels(conn, str(Path(labels_file).resolve()), sources.values(), paired)
+    return stored, len({r for r, _ in paired}), unmatched
 
 
 def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[Path]:

@@ -1,0 +1,115 @@
+"""Evaluate flow: per-layer scorecard of a model's embeddings and units, beside baselines computed
+in the same run on the same segments (log-mel and MFCC statistics, the architecture with random weights).
+
+    labels → labelled segments → [embed each checkpoint] → score layers, units, baselines → DuckDB, figure, artifact
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.embed import embed
+from flows.run_names import named_by
+from schemas.settings import EmbedSettings, EvaluateSettings
+from tasks import checkpoints, store
+from tasks.evaluate_run import (LabelledSet, baseline_features, best_layer, labelled_segments, model_vectors,
+                                random_model_features, score_features, segment_refs, unit_scores, write_evaluations)
+from tasks.embed_run import read_audio
+from tasks.figures import evaluation_figure
+from tasks.labels import read_labels
+from tasks.vector_search import default_model
+from tasks.workspace import Workspace
+
+
+@task(name="score-layer", task_run_name="score {model_id} layer {layer}", cache_policy=NO_CACHE)
+def score_layer(ws_root: str, model_id: str, layer: int, labelled: LabelledSet, seed: int, n_boot: int) -> dict:
+    with store.reading(Workspace.at(ws_root)) as conn:
+        x = model_vectors(conn, model_id, layer, labelled.segment_ids)
+    return {"kind": "model", "features": f"layer {layer}", "layer": layer,
+            "metrics": score_features(x, labelled, seed, n_boot)}
+
+
+@task(name="score-units", task_run_name="score units of {model_id}", cache_policy=NO_CACHE)
+def score_units(ws_root: str, model_id: str, labelled: LabelledSet) -> list[dict]:
+    with store.reading(Workspace.at(ws_root)) as conn:
+        return [{"kind": "model", **row} for row in unit_scores(conn, model_id, labelled)]
+
+
+@task(name="score-baselines", task_run_name="score baselines", cache_policy=NO_CACHE)
+def score_baselines(ws_root: str, model_id: str, labelled: LabelledSet, seed: int, n_boot: int) -> list[dict]:
+    ws = Workspace.at(ws_root)
+    with store.reading(ws) as conn:
+        refs = segment_refs(conn, ws, labelled.segment_ids)
+        export, rate, frame = conn.execute(
+            "SELECT checkpoint, (SELECT value FROM workspace_config WHERE key = 'sample_rate')::INTEGER, frame_seconds "
+            "FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
+    audio = read_audio(refs)
+    rows = [{"kind": "baseline", "features": name, "layer": None, "metrics": score_features(x, labelled, seed, n_boot)}
+            for name, x in baseline_features(audio, rate).items()]
+    from transformers import Wav2Vec2Config
+
+    config = Wav2Vec2Config.from_pretrained(ws.root / export).to_dict()
+    random_rows = [{"kind": "baseline", "features": f"random weights layer {layer}", "layer": layer,
+                    "metrics": score_features(x, labelled, seed, n_boot)}
+                   for layer, x in random_model_features(config, audio, frame, seed).items()]
+    best = max(random_rows, key=lambda r: r["metrics"]["knn5_macro_f1"][0])
+    rows.append({**best, "features": "random weights (best layer)", "layer": None})
+    return rows + random_rows
+
+
+@flow(name="evaluate", flow_run_name=named_by("evaluate", ("label_column",), "labels"))
+def evaluate(settings: EvaluateSettings) -> dict:
+    """Score every layer and unit inventory of a model against labels, beside baselines."""
+    log = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    with store.writing(ws) as conn:
+        store.apply_schema(conn, ws)
+        if settings.labels:
+            stored, recordings, unmatched = store.apply_labels_file(conn, settings.labels, read_labels(Path(settings.labels)))
+            log.info("labels: %d rows for %d recordings from %s (%d unmatched)", stored, recordings, settings.labels,
+                     len(unmatched))
+        labelled = labelled_segments(conn, settings.label_column, settings.background)
+        model_id, _ = default_model(conn, settings.model)
+        run, chunk = conn.execute("SELECT run, chunk FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
+    log.info("'%s': %d segments from %d recordings (%d ambiguous left out); classes %s", settings.label_column,
+             len(labelled.segment_ids), len(set(labelled.recordings)), labelled.ambiguous, labelled.class_counts())
+
+    model_ids = [model_id]
+    if settings.all_checkpoints:
+        chunks = [i.chunk for i in checkpoints.complete(ws.checkpoints_dir / run)]
+        for other in chunks:
+            if other != chunk:
+                embed(EmbedSettings(workspace=str(ws.root), run=run, chunk=other, poolings=["mean"], frame_vectors=False))
+        model_ids = [f"{run}@{c}" for c in chunks]
+
+    baselines = score_baselines(str(ws.root), model_id, labelled, settings.seed, settings.bootstrap)
+    evaluation_id = f"eval-{uuid.uuid4().hex[:12]}"
+    results = {}
+    for mid in model_ids:
+        with store.reading(ws) as conn:
+            layers = [r[0] for r in conn.execute(
+                "SELECT DISTINCT layer FROM segment_embeddings WHERE model_id = ? ORDER BY layer", [mid]).fetchall()]
+        rows = [score_layer(str(ws.root), mid, layer, labelled, settings.seed, settings.bootstrap) for layer in layers]
+        rows += score_units(str(ws.root), mid, labelled) + baselines
+        with store.writing(ws) as conn:
+            write_evaluations(conn, evaluation_id, settings.label_column, mid, rows, labelled)
+        figure = evaluation_figure(rows, settings.label_column, mid,
+                                   ws.reports_dir / f"evaluate-{settings.label_column}-{mid.replace('@', '-')}")
+        best = best_layer(rows)
+        results[mid] = {"rows": rows, "best_layer": best["layer"] if best else None, "figure": [str(p) for p in figure]}
+        create_table_artifact(
+            key=f"evaluate-{''.join(c if c.isalnum() else '-' for c in (settings.label_column + '-' + mid).lower())}",
+            table=[{"features": r["features"], **{m: None if v[0] != v[0] else round(v[0], 3)
+                                                  for m, v in r["metrics"].items()}} for r in rows],
+            description=f"Scorecard of {mid} for '{settings.label_column}' (best layer: "
+                        f"{best['layer'] if best else 'n/a'}); intervals in table evaluations",
+        )
+        log.info("%s: best layer for '%s' is %s", mid, settings.label_column, best["layer"] if best else None)
+    return {"evaluation_id": evaluation_id, "label_column": settings.label_column, "model_id": model_id,
+            "segments": len(labelled.segment_ids), "recordings": len(set(labelled.recordings)),
+            "class_counts": labelled.class_counts(), "ambiguous": labelled.ambiguous, "models": results}
