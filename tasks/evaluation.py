@@ -33,6 +33,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _standardise(fit: np.ndarray, *apply: np.ndarray) -> list[np.ndarray]:
+    """Z-score every dimension with statistics of `fit`. Without it, cosine comparisons of raw
+    features are dominated by their common offset (log-mel levels, a shared embedding mean)."""
+    mean, std = fit.mean(0), fit.std(0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return [(a - mean) / std for a in apply]
+
+
 @dataclass
 class Predictions:
     """Cross-validated predictions for every segment, kept so intervals can resample recordings."""
@@ -43,13 +51,15 @@ class Predictions:
 
 
 def knn_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int) -> Predictions:
-    """Cosine k-nearest-neighbour vote, neighbours drawn from other recordings only."""
-    xn = _unit(x.astype(np.float64))
+    """Cosine k-nearest-neighbour vote on standardised features (statistics of the training fold),
+    neighbours drawn from other recordings only."""
+    x = x.astype(np.float64)
     classes = np.unique(y)
     pred = np.empty(len(y), dtype=y.dtype)
     score = np.zeros(len(y))
     for train, test in grouped_folds(groups):
-        sims = xn[test] @ xn[train].T
+        train_x, test_x = (_unit(a) for a in _standardise(x[train], x[train], x[test]))
+        sims = test_x @ train_x.T
         kk = min(k, len(train))
         top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
         for row, neighbours in zip(test, top):
@@ -95,8 +105,9 @@ def roc_auc(p: Predictions) -> float:
 
 
 def retrieval(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: precision@1 and average precision, searching segments of other recordings only."""
-    xn = _unit(x.astype(np.float64))
+    """Per query: precision@1 and average precision, searching segments of other recordings only
+    (cosine on features standardised over the set: no labels are used)."""
+    xn = _unit(_standardise(x.astype(np.float64), x.astype(np.float64))[0])
     p1, ap = np.full(len(y), np.nan), np.full(len(y), np.nan)
     for i in range(len(y)):
         others = groups != groups[i]
@@ -114,7 +125,8 @@ def retrieval(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndar
 def clustering(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """NMI and adjusted Rand index of k-means clusters (k = number of classes) against labels."""
     k = len(np.unique(y))
-    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(_unit(x.astype(np.float64)))
+    standard = _standardise(x.astype(np.float64), x.astype(np.float64))[0]
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(_unit(standard))
     return float(normalized_mutual_info_score(y, clusters)), float(adjusted_rand_score(y, clusters))
 
 

@@ -1,0 +1,90 @@
+"""The evaluate flow end to end on a workspace whose classes are audibly different."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from quick_ingest import ingest_quick
+from schemas.settings import EmbedSettings, EvaluateSettings, PretrainSettings
+from signals import click_train, noise, tone, write
+from tasks import store
+from tasks.evaluate_run import labelled_segments
+from tasks.pretrain_run import resolve_run, train_chunk, training_index
+from tasks.training_store import commit_chunk, metrics_as_rows, upsert_model
+from tasks.workspace import Workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def tones_and_clicks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    rows = []
+    for i in range(8):
+        kind = "tone" if i % 2 == 0 else "clicks"
+        x = (tone(600 + 50 * i, 4.0, 16000, 0.3) if kind == "tone" else click_train(4.0, 16000, 0.05, 0.5))
+        write(root / "rec" / f"r{i}.wav", x + noise(4.0, 16000, 0.01, seed=i), 16000, "PCM_16")
+        rows.append([f"r{i}.wav", "", "", kind])
+    rows.append(["r1.wav", "1.0", "2.5", "whistle"])  # an event inside one recording, for --background
+    with open(root / "labels.csv", "w", newline="") as handle:
+        w = csv.writer(handle)
+        w.writerow(["file", "start_s", "end_s", "sound"])
+        w.writerows(rows)
+    ws = Workspace.at(root / "ws")
+    ingest_quick(ws, root / "rec", segment_seconds=2.0)
+    settings = PretrainSettings(workspace=str(ws.root), run="ev", steps_per_chunk=2, chunks=1, batch_size=4,
+                                crop_seconds=1.0, model_overrides={"num_hidden_layers": 2})
+    with store.writing(ws) as conn:
+        spec = resolve_run(conn, ws, settings)
+        index = training_index(conn, ws, spec)
+    result = train_chunk(spec, index)
+    with store.writing(ws) as conn:
+        upsert_model(conn, {"model_id": "ev", "preset": "tiny", "settings": {}, "model_config": spec.config,
+                            "feature_encoder": spec.plan.describe(), "sample_rate": 16000, "frame_rate_hz": 50.0,
+                            "receptive_field_ms": 25.0, "parameters": 1, "segments_used": len(index),
+                            "hours_used": index.hours, "excluded_recordings": [], "init_from": None,
+                            "chunks_done": 0, "steps_done": 0, "latest_checkpoint": None, "best_checkpoint": None})
+        commit_chunk(conn, ws, "ev", result.checkpoint, metrics_as_rows(result.metrics))
+    from flows.embed import embed
+
+    embed(EmbedSettings(workspace=str(ws.root), units_k=4, kmeans_sample_frames=300))
+    return root, ws
+
+
+def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_clicks):
+    from flows.evaluate import evaluate
+
+    root, ws = tones_and_clicks
+    result = evaluate(EvaluateSettings(workspace=str(ws.root), labels=str(root / "labels.csv"), label_column="sound",
+                                       bootstrap=30))
+    assert result["recordings"] == 8 and result["segments"] == 15  # r1's middle segment has two values
+    assert result["ambiguous"] == 1 and result["class_counts"]["tone"] == {"segments": 8, "recordings": 4}
+    model = result["models"]["ev@1"]
+    assert (ws.reports_dir / "evaluate-sound-ev-1.png").exists() and (ws.reports_dir / "evaluate-sound-ev-1.svg").exists()
+    with store.reading(ws) as conn:
+        features = {r[0] for r in conn.execute("SELECT DISTINCT features FROM evaluations").fetchall()}
+        logmel = dict(conn.execute("SELECT metric, value FROM evaluations WHERE features = 'log-mel stats'").fetchall())
+        intervals = conn.execute("SELECT count(*) FROM evaluations WHERE ci_low > value OR ci_high < value").fetchone()[0]
+        auc = conn.execute("SELECT count(*) FROM evaluations WHERE metric = 'roc_auc'").fetchone()[0]
+    assert {"layer 0", "layer 1", "layer 2", "log-mel stats", "MFCC stats", "random weights (best layer)",
+            "codevector group 0", "k-means units layer 1"} <= features
+    # tones and click trains are easy for log-mel statistics: the baselines compute real features
+    assert logmel["knn1_accuracy"] > 0.9 and logmel["probe_macro_f1"] > 0.9
+    assert intervals == 0 and auc > 0  # two classes: ROC-AUC reported
+    assert model["best_layer"] in (0, 1, 2)
+
+
+def test_background_label_for_event_labelled_recordings(tones_and_clicks):
+    root, ws = tones_and_clicks
+    with store.writing(ws) as conn:
+        from tasks.labels import read_labels
+
+        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        plain = labelled_segments(conn, "sound", None)
+        with_background = labelled_segments(conn, "sound", "quiet")
+    assert "quiet" not in plain.labels
+    # r1's event covers its middle segment; r1's other segments are recording-level 'clicks' already,
+    # so the background only reaches segments without any value of the column
+    assert len(with_background.segment_ids) >= len(plain.segment_ids)
+    assert np.all(np.isin(with_background.labels, ["tone", "clicks", "quiet"]))
