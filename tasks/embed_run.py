@@ -27,6 +27,7 @@ from tasks import checkpoints
 from tasks.embedding import embed_batch, load_model, pool
 from tasks.segment_files import publish
 from tasks.store import WorkspaceError
+from tasks.store import transaction
 from tasks.workspace import Workspace
 
 
@@ -214,8 +215,7 @@ def commit_batch(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: E
     if batch.frames_file:
         publish(Path(batch.frames_file), workspace.root / batch.frames_dataset_file)
     results = batch.results_file
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             f"""INSERT OR REPLACE INTO {model.table}
                 SELECT segment_id, layer, pooling, vector::FLOAT[{model.dim}] FROM read_parquet(?) WHERE layer >= 0""",
@@ -236,10 +236,6 @@ def commit_batch(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: E
                FROM read_parquet(?) r, (SELECT unnest(?::SMALLINT[]) AS layer) l WHERE r.layer = -1""",
             [model.model_id, batch.frames_dataset_file, results, layers],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     Path(results).unlink(missing_ok=True)
 
 

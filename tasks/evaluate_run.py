@@ -15,6 +15,7 @@ from tasks.baseline_features import logmel_stats, mfcc_stats
 from tasks.embed_run import SegmentRef, read_audio
 from tasks.embedding import embed_batch
 from tasks.evaluation import purity_pnmi, scorecard
+from tasks.store import transaction
 from tasks.workspace import Workspace
 
 
@@ -141,14 +142,9 @@ def write_evaluations(conn: duckdb.DuckDBPyConnection, evaluation_id: str, label
             values.append([evaluation_id, label_column, model_id, row["kind"], row["features"], row.get("layer"),
                            metric, _finite(value), _finite(low), _finite(high), len(labelled.segment_ids),
                            len(set(labelled.recordings)), counts, now])
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("DELETE FROM evaluations WHERE label_column = ? AND model_id = ?", [label_column, model_id])
         conn.executemany("INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(values)
 
 

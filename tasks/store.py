@@ -66,6 +66,18 @@ def writing(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All of the block's writes, or none of them."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
 def reading(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     conn = connect(workspace, read_only=True)
     try:
@@ -190,12 +202,10 @@ def commit_recording(conn: duckdb.DuckDBPyConnection, workspace: Workspace, stag
         publish(Path(staged.staged_file), final)
         stored_bytes = final.stat().st_size
     columns = ", ".join(SEGMENT_METADATA_COLUMNS)
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        # A recording committed under another path in this same run (a duplicate that raced).
-        if conn.execute("SELECT 1 FROM recordings WHERE recording_id = ?", [staged.recording_id]).fetchone():
-            conn.execute("ROLLBACK")
-            return 0
+    # A recording committed under another path in this same run (a duplicate that raced).
+    if conn.execute("SELECT 1 FROM recordings WHERE recording_id = ?", [staged.recording_id]).fetchone():
+        return 0
+    with transaction(conn):
         conn.execute(
             "INSERT INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -224,10 +234,6 @@ def commit_recording(conn: duckdb.DuckDBPyConnection, workspace: Workspace, stag
                 "INSERT OR REPLACE INTO ingest_errors VALUES (?, ?, 'warning', ?, ?, ?, ?)",
                 [staged.path, f"validate:{_warning_kind(warning)}", warning, staged.size_bytes, run_id, _now()],
             )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return stored_bytes
 
 
@@ -243,8 +249,7 @@ def replace_labels(
 ) -> int:
     """Make the labels from `labels_file` for these recordings exactly `paired` (re-runs never duplicate)."""
     ids = sorted(set(recording_ids))
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "DELETE FROM labels WHERE labels_file = ? AND recording_id IN (SELECT unnest(?))", [labels_file, ids]
         )
@@ -252,10 +257,6 @@ def replace_labels(
                       key=lambda t: tuple("" if v is None else str(v) for v in t))
         if rows:
             conn.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(rows)
 
 

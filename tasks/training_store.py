@@ -11,6 +11,7 @@ import duckdb
 
 from tasks import checkpoints
 from tasks.training import StepMetrics
+from tasks.store import transaction
 from tasks.workspace import Workspace
 
 METRIC_COLUMNS = (
@@ -53,8 +54,7 @@ def commit_chunk(
     on_disk = checkpoints.complete(info.path.parent)
     kept = [i.chunk for i in on_disk]
     best = min(on_disk, key=lambda i: i.mean_loss).chunk if on_disk else info.chunk
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("DELETE FROM train_metrics WHERE model_id = ? AND chunk = ?", [model_id, info.chunk])
         conn.executemany(
             f"INSERT INTO train_metrics (model_id, {', '.join(METRIC_COLUMNS)}) VALUES (?{', ?' * len(METRIC_COLUMNS)})",
@@ -73,10 +73,6 @@ def commit_chunk(
             [info.chunk, info.step, workspace.relative(info.path),
              workspace.relative(checkpoints.chunk_dir(run_dir, best)), _now(), model_id],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def metrics_as_rows(metrics: list[StepMetrics]) -> list[dict]:
