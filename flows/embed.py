@@ -86,7 +86,7 @@ def embed(settings: EmbedSettings) -> dict:
             units[layer] = kmeans_task(str(ws.root), model, layer, settings)
     with store.writing(ws) as conn:
         stats = refresh_unit_stats(conn, model)
-        refresh_views(conn)
+        refresh_views(conn, ws)
         totals = conn.execute(
             f"SELECT count(DISTINCT segment_id), count(*) FROM {model.table}").fetchone()
     summary = {

@@ -416,3 +416,17 @@ EMBEDDING_VIEWS: tuple[str, ...] = (
     GROUP BY ALL
     """,
 )
+
+
+def frame_vectors_view(frames_glob: str) -> str:
+    """Per-frame vectors of every embedding model, straight from Parquet; only committed frames."""
+    quoted = frames_glob.replace("'", "''")
+    return f"""
+    CREATE OR REPLACE VIEW frame_vectors AS
+    SELECT m.model_id, f.segment_id, f.layer, f.frame, f.time_s, f.vector
+    FROM read_parquet('{quoted}', filename = true) f
+    JOIN embedding_models m
+      ON m.embedding_table = 'segment_embeddings__' || regexp_extract(f.filename, 'embeddings/([^/]+)/frames/', 1)
+    WHERE EXISTS (SELECT 1 FROM embedded_segments e WHERE e.model_id = m.model_id AND e.segment_id = f.segment_id
+                  AND e.layer = f.layer AND e.frame_file = regexp_extract(f.filename, '(embeddings/[^/]+/frames/[^/]+)$', 1))
+    """

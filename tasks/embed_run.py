@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import torch
 
 from schemas.arrow import FRAME_SCHEMA, SEGMENT_RESULT_SCHEMA
-from schemas.tables import EMBEDDING_VIEWS, embedding_table, embedding_table_ddl, segment_embeddings_view
+from schemas.tables import (EMBEDDING_VIEWS, embedding_table, embedding_table_ddl, frame_vectors_view,
+                            segment_embeddings_view)
 from tasks import checkpoints
 from tasks.embedding import embed_batch, load_model, pool
 from tasks.segment_files import publish
@@ -81,14 +82,17 @@ def register(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: Embed
         [model.model_id, model.run, model.chunk, workspace.relative(Path(model.export_dir)), model.export_sha256,
          model.dim, model.layers, model.frame_seconds, model.table, datetime.now(timezone.utc)],
     )
-    refresh_views(conn)
+    refresh_views(conn, workspace)
 
 
-def refresh_views(conn: duckdb.DuckDBPyConnection) -> None:
+def refresh_views(conn: duckdb.DuckDBPyConnection, workspace: Workspace | None = None) -> None:
     models = conn.execute("SELECT model_id, embedding_table FROM embedding_models ORDER BY model_id").fetchall()
     conn.execute(segment_embeddings_view(models))
     for ddl in EMBEDDING_VIEWS:
         conn.execute(ddl)
+    # read_parquet binds its glob when the view is created: only once frame files exist
+    if workspace is not None and any((workspace.root / "embeddings").glob("*/frames/*.parquet")):
+        conn.execute(frame_vectors_view(str(workspace.root / "embeddings" / "*" / "frames" / "*.parquet")))
 
 
 @dataclass(frozen=True)
@@ -125,19 +129,23 @@ def plan_batches(refs: list[SegmentRef], batch_size: int) -> list[list[SegmentRe
 
 
 def read_audio(refs: list[SegmentRef]) -> list[np.ndarray]:
-    """The valid samples of each segment, reading every Parquet file once."""
+    """The valid samples of each segment, reading only the row groups that hold them."""
     by_file: dict[str, list[SegmentRef]] = {}
     for ref in refs:
         by_file.setdefault(ref.file, []).append(ref)
     audio: dict[str, np.ndarray] = {}
     for file, wanted in by_file.items():
-        table = pq.read_table(file, columns=["segment_id", "audio"])
-        ids = table.column("segment_id").to_pylist()
-        position = {sid: i for i, sid in enumerate(ids)}
-        column = table.column("audio")
-        for ref in wanted:
-            samples = np.asarray(column[position[ref.segment_id]].values.to_numpy(zero_copy_only=False), np.float32)
-            audio[ref.segment_id] = samples[: ref.valid_samples]
+        parquet = pq.ParquetFile(file)
+        starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
+        groups = sorted({int(np.searchsorted(starts, r.row, side="right") - 1) for r in wanted})
+        for group in groups:
+            table = parquet.read_row_group(group, columns=["segment_id", "audio"])
+            position = {sid: i for i, sid in enumerate(table.column("segment_id").to_pylist())}
+            column = table.column("audio")
+            for ref in wanted:
+                if ref.segment_id in position:
+                    samples = column[position[ref.segment_id]].values.to_numpy(zero_copy_only=False)
+                    audio[ref.segment_id] = np.asarray(samples[: ref.valid_samples], np.float32)
     return [audio[r.segment_id] for r in refs]
 
 

@@ -101,6 +101,7 @@ def test_shapes_frame_times_units_and_idempotency(trained, tmp_path):
     for valid_s, count, last in frames:
         assert count == int((valid_s * 16000 - 400) // 320 + 1)
         assert last == pytest.approx((count - 1) * 0.02)
+    assert rows(ws, "SELECT count(*) FROM frame_vectors WHERE layer = 1") == [(sum(f[1] for f in frames),)]
     units = rows(ws, "SELECT source, layer, count(*), min(len(units)) FROM frame_units GROUP BY ALL ORDER BY ALL")
     assert units == [("codevector", -1, 2 * segments, 39), ("kmeans", 0, segments, 39), ("kmeans", 1, segments, 39),
                      ("kmeans", 2, segments, 39)]
