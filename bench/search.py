@@ -375,8 +375,7 @@ class BuildHistory:
     """Last HNSW build attempted for one D: what the next size's estimate is based on."""
 
     n: int
-    seconds: float
-    finished: bool
+    seconds: float  # the budget, for a build that was killed: still a lower bound
 
 
 def build_estimate(history: BuildHistory | None, n: int) -> float | None:
@@ -528,9 +527,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"N={n:,} D={d}" + ("" if build else f" (HNSW {result.build_note})"), file=sys.stderr, flush=True)
                 run_child(result, args.queries, build, args.seed, args.max_build_seconds, spill_dir)
                 if result.build_s is not None:
-                    history[d] = BuildHistory(n, result.build_s, True)
+                    history[d] = BuildHistory(n, result.build_s)
                 elif result.build_note.startswith("killed: >"):
-                    history[d] = BuildHistory(n, args.max_build_seconds, False)
+                    history[d] = BuildHistory(n, args.max_build_seconds)
                 results.append(result)
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)

@@ -76,6 +76,12 @@ def evaluate(settings: EvaluateSettings) -> dict:
         labelled = labelled_segments(conn, settings.label_column, settings.background)
         model_id, _ = default_model(conn, settings.model)
         run, chunk = conn.execute("SELECT run, chunk FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
+        embedded = {r[0] for r in conn.execute(
+            "SELECT DISTINCT segment_id FROM embedded_segments WHERE model_id = ?", [model_id]).fetchall()}
+        if len(embedded & set(labelled.segment_ids)) < len(labelled.segment_ids):
+            log.info("%d labelled segments have no embedding (shorter than a frame, or not yet embedded): left out",
+                     len(set(labelled.segment_ids) - embedded))
+            labelled = labelled.restricted_to(embedded)
     log.info("'%s': %d segments from %d recordings (%d ambiguous left out); classes %s", settings.label_column,
              len(labelled.segment_ids), len(set(labelled.recordings)), labelled.ambiguous, labelled.class_counts())
 

@@ -26,6 +26,7 @@ from schemas.tables import (EMBEDDING_VIEWS, embedding_table, embedding_table_dd
                             segment_embeddings_view)
 from tasks import checkpoints
 from tasks.embedding import embed_batch, load_model, pool
+from tasks.frontend import receptive_field
 from tasks.segment_files import publish
 from tasks.store import WorkspaceError
 from tasks.store import transaction
@@ -43,6 +44,7 @@ class EmbeddingModel:
     layers: int
     frame_seconds: float
     sample_rate: int
+    receptive_field: int  # samples: a segment shorter than this has no frame and is not embedded
     table: str
 
     @property
@@ -71,6 +73,7 @@ def resolve_checkpoint(conn: duckdb.DuckDBPyConnection, workspace: Workspace, ru
         model_id=model_id, run=run, chunk=chunk, export_dir=str(info.path / "hf"), export_sha256=info.export_sha256,
         dim=config["hidden_size"], layers=config["num_hidden_layers"] + 1,
         frame_seconds=hop / config["sampling_rate"], sample_rate=config["sampling_rate"],
+        receptive_field=receptive_field(tuple(config["conv_stride"]), tuple(config["conv_kernel"])),
         table=embedding_table(model_id),
     )
 
@@ -105,7 +108,9 @@ class SegmentRef:
 
 def pending_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel,
                      layers: list[int]) -> list[SegmentRef]:
-    """Segments missing any requested layer for this model (new since the last run, usually)."""
+    """Segments missing any requested layer for this model (new since the last run, usually).
+    Segments shorter than one receptive field (a final segment of a few milliseconds) have no
+    frame to embed and are passed over."""
     rows = conn.execute(
         """
         SELECT s.segment_id, s.parquet_path, p.file_row_number, round(s.valid_s * s.sample_rate)::BIGINT
@@ -113,9 +118,10 @@ def pending_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, mode
         JOIN read_parquet(?, file_row_number = true) p ON p.segment_id = s.segment_id
         WHERE (SELECT count(*) FROM embedded_segments e
                WHERE e.model_id = ? AND e.segment_id = s.segment_id AND list_contains(?, e.layer)) < ?
+          AND round(s.valid_s * s.sample_rate) >= ?
         ORDER BY s.parquet_path, p.file_row_number
         """,
-        [workspace.segments_glob, model.model_id, layers, len(layers)],
+        [workspace.segments_glob, model.model_id, layers, len(layers), model.receptive_field],
     ).fetchall()
     return [SegmentRef(sid, str(workspace.root / path), int(row), int(valid)) for sid, path, row, valid in rows]
 

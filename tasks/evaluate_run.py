@@ -26,6 +26,11 @@ class LabelledSet:
     recordings: np.ndarray
     ambiguous: int  # segments left out because two values of the column cover them
 
+    def restricted_to(self, keep: set[str]) -> "LabelledSet":
+        mask = np.array([s in keep for s in self.segment_ids])
+        return LabelledSet([s for s, k in zip(self.segment_ids, mask) if k], self.labels[mask], self.recordings[mask],
+                           self.ambiguous)
+
     def class_counts(self) -> dict[str, dict[str, int]]:
         counts = {}
         for value in np.unique(self.labels):

@@ -36,6 +36,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("embed")
     synthetic_calls(root / "rec", n=4, seconds=5.0)
     write(root / "rec" / "short.wav", tone(700, 0.8, 16000, 0.3), 16000, "PCM_16")
+    # a final segment of 10 ms: shorter than one receptive field (25 ms), so it has no frame to embed
+    write(root / "rec" / "just over.wav", noise(2.01, 16000, 0.1, seed=4), 16000, "PCM_16")
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
     settings = PretrainSettings(workspace=str(ws.root), **TINY)
@@ -64,6 +66,9 @@ def run_embed(ws, **options):
     return embed(EmbedSettings(workspace=str(ws.root), units_k=8, kmeans_sample_frames=500, **options))
 
 
+EMBEDDABLE = "SELECT count(*) FROM segments WHERE valid_s >= 0.025"
+
+
 def rows(ws, sql, params=None):
     with store.reading(ws) as conn:
         return conn.execute(sql, params or []).fetchall()
@@ -86,8 +91,10 @@ def test_batch_independence_with_padding():
 def test_shapes_frame_times_units_and_idempotency(trained, tmp_path):
     ws = copy_of(trained, tmp_path)
     first = run_embed(ws)
-    segments = rows(ws, "SELECT count(*) FROM segments")[0][0]
+    segments = rows(ws, EMBEDDABLE)[0][0]
+    assert rows(ws, "SELECT count(*) FROM segments")[0][0] == segments + 1
     assert first["model_id"] == "emb@1" and first["segments_embedded"] == segments
+    assert rows(ws, "SELECT count(*) FROM segment_embeddings WHERE list_any_value(list_transform(vector, v -> isnan(v)))") == [(0,)]
     layers = rows(ws, "SELECT DISTINCT layer FROM segment_embeddings ORDER BY 1")
     assert [r[0] for r in layers] == [0, 1, 2]  # conv encoder + 2 transformer layers
     dims = rows(ws, "SELECT DISTINCT len(vector) FROM segment_embeddings")
@@ -176,7 +183,7 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
     done = subprocess.run([CLI, "embed", "--workspace", ws.root, "--batch-size", "1", "--units-k", "8"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    segments = rows(ws, "SELECT count(*) FROM segments")[0][0]
+    segments = rows(ws, EMBEDDABLE)[0][0]
     assert rows(ws, "SELECT count(*), count(DISTINCT (segment_id, layer, pooling)) FROM segment_embeddings") == [
         (segments * 3 * 2, segments * 3 * 2)]
     assert rows(ws, "SELECT count(*) FROM embedded_segments") == [(segments * 3,)]
@@ -185,7 +192,7 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
         t = pq.read_table(file, columns=["segment_id", "layer", "frame"])
         keys.extend(zip(*(t.column(c).to_pylist() for c in ("segment_id", "layer", "frame"))))
     assert len(keys) == len(set(keys))
-    assert {k[0] for k in keys} == {r[0] for r in rows(ws, "SELECT segment_id FROM segments")}
+    assert {k[0] for k in keys} == {r[0] for r in rows(ws, "SELECT segment_id FROM segments WHERE valid_s >= 0.025")}
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -197,7 +204,7 @@ def test_optional_hnsw_index_with_measured_recall(trained, tmp_path):
     run_embed(ws, layers=[1], poolings=["mean"], frame_vectors=False)
     with store.writing(ws) as conn:
         info = build_hnsw(conn, ws, "emb@1", 1)
-    assert info.path.exists() and info.rows == rows(ws, "SELECT count(*) FROM segments")[0][0]
+    assert info.path.exists() and info.rows == rows(ws, EMBEDDABLE)[0][0]
     assert 0.9 <= info.recall_at_10 <= 1.0
     assert rows(ws, "SELECT layer, recall_at_10 FROM vector_indexes") == [(1, info.recall_at_10)]
     assert rows(ws, "SELECT count(*) FROM duckdb_indexes()") == [(0,)]  # the workspace DB holds no HNSW index
