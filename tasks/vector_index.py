@@ -106,13 +106,14 @@ def hnsw_neighbours(workspace: Workspace, relative_path: str, dim: int, segment_
     index = duckdb.connect(str(workspace.root / relative_path), read_only=True)
     try:
         load_vss(index)
-        row = index.execute("SELECT vector FROM vectors WHERE segment_id = ?", [segment_id]).fetchone()
-        if row is None:
+        if index.execute("SELECT count(*) FROM vectors WHERE segment_id = ?", [segment_id]).fetchone()[0] == 0:
             raise ValueError(f"segment {segment_id!r} is not in the index {relative_path}; rebuild it with `ceta2vec index`")
+        # the query vector stays inside DuckDB: binding it from Python costs more than the search
+        index.execute("SET VARIABLE query_vector = (SELECT vector FROM vectors WHERE segment_id = ?)", [segment_id])
         return index.execute(
-            f"""SELECT segment_id, array_cosine_distance(vector, ?::FLOAT[{dim}]) AS distance FROM vectors
-                ORDER BY array_cosine_distance(vector, ?::FLOAT[{dim}]) LIMIT ?""",
-            [row[0], row[0], k],
+            """SELECT segment_id, array_cosine_distance(vector, getvariable('query_vector')) AS distance FROM vectors
+               ORDER BY array_cosine_distance(vector, getvariable('query_vector')) LIMIT ?""",
+            [k],
         ).fetchall()
     finally:
         index.close()
