@@ -167,17 +167,21 @@ class StagedBatch:
 
 def embed_segments(
     workspace: Workspace, model: EmbeddingModel, refs: list[SegmentRef], layers: list[int], poolings: list[str],
-    device: torch.device, frame_dtype: str = "float32", write_frames: bool = True,
+    device: torch.device, frame_dtype: str = "float32", write_frames: bool = True, forward_batch: int = 8,
     _cache: dict = {},  # noqa: B006 - one loaded model per process and checkpoint
 ) -> StagedBatch:
-    """Embed one batch of segments into staged Parquet files (nothing visible until committed)."""
+    """Embed a group of segments, `forward_batch` per forward pass, into staged Parquet files
+    (nothing visible until committed)."""
     key = (model.export_dir, str(device))
     if key not in _cache:
         _cache.clear()
         _cache[key] = load_model(Path(model.export_dir), device)
     net = _cache[key]
     audio = read_audio(refs)
-    results = embed_batch(net, [r.segment_id for r in refs], audio, layers, model.frame_seconds, device)
+    results = []
+    for start in range(0, len(refs), forward_batch):
+        results += embed_batch(net, [r.segment_id for r in refs[start : start + forward_batch]],
+                               audio[start : start + forward_batch], layers, model.frame_seconds, device)
     workspace.staging_dir.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
     seg_rows: dict[str, list] = {name: [] for name in SEGMENT_RESULT_SCHEMA.names}
@@ -202,16 +206,21 @@ def embed_segments(
     frames_file = frames_dataset = None
     total_frames = sum(e.frames for e in results)
     if write_frames:
+        # columnar from the start: a Python list per frame vector was most of this task's overhead
+        dtype = np.float16 if frame_dtype == "float16" else np.float32
+        parts = [(emb.segment_id, layer, emb.layers[layer]) for emb in results for layer in layers if emb.frames]
+        counts = np.array([len(p[2]) for p in parts], np.int64)
+        flat = np.concatenate([p[2] for p in parts]).astype(dtype) if parts else np.zeros((0, model.dim), dtype)
+        frame_index = np.concatenate([np.arange(n) for n in counts]) if parts else np.zeros(0, np.int64)
+        offsets = np.arange(0, flat.size + 1, model.dim, dtype=np.int32)
+        columns = {
+            "segment_id": pa.array(np.repeat([p[0] for p in parts], counts).tolist() if parts else [], pa.string()),
+            "layer": pa.array(np.repeat([p[1] for p in parts], counts).astype(np.int16) if parts else [], pa.int16()),
+            "frame": pa.array(frame_index.astype(np.int32), pa.int32()),
+            "time_s": pa.array(frame_index * model.frame_seconds, pa.float64()),
+            "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1))),
+        }
         vector_type = pa.float16() if frame_dtype == "float16" else pa.float32()
-        columns: dict[str, list] = {"segment_id": [], "layer": [], "frame": [], "time_s": [], "vector": []}
-        for emb in results:
-            times = np.arange(emb.frames) * model.frame_seconds
-            for layer in layers:
-                columns["segment_id"].extend([emb.segment_id] * emb.frames)
-                columns["layer"].extend([layer] * emb.frames)
-                columns["frame"].extend(range(emb.frames))
-                columns["time_s"].extend(times.tolist())
-                columns["vector"].extend(list(emb.layers[layer].astype(np.float16 if frame_dtype == "float16" else np.float32)))
         schema = FRAME_SCHEMA.set(FRAME_SCHEMA.get_field_index("vector"), pa.field("vector", pa.list_(vector_type), nullable=False))
         frames_file = workspace.staging_dir / f"embed-{model.slug}-{tag}.frames.parquet"
         pq.write_table(pa.table(columns, schema=schema), frames_file, compression="zstd",

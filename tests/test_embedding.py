@@ -174,7 +174,7 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
     frames_dir = ws.root / "embeddings" / "emb_1" / "frames"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if frames_dir.exists() and len(list(frames_dir.glob("*.parquet"))) >= 3:
+        if frames_dir.exists() and len(list(frames_dir.glob("*.parquet"))) >= 1:
             break
         time.sleep(0.01)
     assert process.poll() is None, "embedding finished before it could be killed"
