@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/ceta2vec ingest $(SAMPLE) --labels $(SAMPLE)/labels.csv --site sample --workspace $(WORKSPACE)
 	$(VENV)/bin/ceta2vec pretrain --preset tiny --chunks 3 --steps-per-chunk 30 --workspace $(WORKSPACE)
+	$(VENV)/bin/ceta2vec embed --workspace $(WORKSPACE)
+	$(VENV)/bin/ceta2vec evaluate --label-column species --workspace $(WORKSPACE)
 	$(VENV)/bin/ceta2vec status --workspace $(WORKSPACE)
+	@seg=$$($(VENV)/bin/ceta2vec sql "SELECT min(segment_id) FROM segments" --format csv --workspace $(WORKSPACE) | tail -1); \
+	echo; echo "figures: $(WORKSPACE)/reports/"; \
+	echo "next:    $(VENV)/bin/ceta2vec similar $$seg -k 5 --workspace $(WORKSPACE)"; \
+	echo "         $(VENV)/bin/ceta2vec sql \"SELECT * FROM unit_stats ORDER BY frames DESC LIMIT 10\" --workspace $(WORKSPACE)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -30,6 +36,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/pretrain.py
+	$(PY) bench/embed.py
+	$(PY) bench/search.py
+	$(PY) bench/evaluate_real.py
 
 clean:
 	rm -rf $(WORKSPACE) .pytest_cache
