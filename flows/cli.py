@@ -111,7 +111,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseMode
         if typing.get_origin(base) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(base))
         elif base is bool:
-            kwargs["action"] = "store_true"
+            kwargs["action"] = argparse.BooleanOptionalAction  # --x / --no-x: a True default can be turned off
         elif base is datetime:
             kwargs["type"] = datetime.fromisoformat
         elif base is dict:

@@ -135,3 +135,17 @@ def test_unreadable_file_is_reported(tmp_path):
         errors = conn.execute("SELECT path, stage, reason FROM ingest_errors").fetchall()
         assert conn.execute("SELECT file_name FROM recordings").fetchall() == [("ok.wav",)]
     assert errors == [(str(secret), "read", "permission denied")]
+
+
+def test_cli_options_map_onto_the_settings_fields():
+    from flows.cli import _settings, build_parser
+    from schemas.settings import EmbedSettings, IngestSettings, PretrainSettings
+
+    embed = _settings(EmbedSettings, build_parser().parse_args(["embed", "--no-frame-vectors", "--layers", "0", "2"]))
+    assert embed.frame_vectors is False and embed.layers == [0, 2]
+    ingest = _settings(IngestSettings, build_parser().parse_args(["ingest", "a.wav", "--strict", "--hop-seconds", "2.5"]))
+    assert ingest.strict and ingest.hop_seconds == 2.5 and ingest.sources == ["a.wav"]
+    pretrain = _settings(PretrainSettings, build_parser().parse_args(
+        ["pretrain", "--model-overrides", "num_hidden_layers=6", "hidden_act=relu"]))
+    assert pretrain.model_overrides == {"num_hidden_layers": 6, "hidden_act": "relu"}
+    assert pretrain.model_fields_set == {"model_overrides"}  # only what was typed counts as asked for
