@@ -53,15 +53,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
 from schemas.settings import PretrainSettings
 from tasks import store
 from tasks.frontend import plan_feature_encoder
 from tasks.model_config import PRESETS, build_config
 from tasks.pretrain_run import MIN_FRAMES_PER_CROP
-from tasks.training import (Schedule, StepMetrics, TrainerState, _accuracy, _codebook_stats, build_trainer,
-                            data_stream, pick_device, seed_everything, step_seed, train_steps)
+from tasks.training import (Schedule, StepInputs, StepMetrics, TrainerState, _accuracy, _codebook_stats,
+                            build_trainer, data_stream, pick_device, prepare_inputs, step_seed, train_steps)
 from tasks.training_data import Batch, SegmentIndex, build_index
 from tasks.workspace import Workspace
 
@@ -167,32 +166,12 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-@dataclass
-class Inputs:
-    """One batch on the device with the mask and distractors a loop step would draw for it."""
-
-    audio: torch.Tensor
-    attention: torch.Tensor
-    frame_mask: torch.Tensor
-    masked: torch.Tensor
-    negatives: torch.Tensor
-    n_masked: int
+Inputs = StepInputs  # what a loop step feeds the model, prepared by the trainer's own code
 
 
 def step_inputs(state: TrainerState, batch: Batch, settings: PretrainSettings, device: torch.device) -> Inputs:
     """Exactly what `train_steps` does to a batch before its forward pass (as at step 0)."""
-    model = state.model
-    seed_everything(step_seed(settings.seed, 0, 0))
-    audio = torch.from_numpy(batch.audio).to(device)
-    attention = torch.from_numpy(batch.attention_mask).to(device)
-    frames = int(model._get_feat_extract_output_lengths(audio.shape[1]))
-    frame_mask = model._get_feature_vector_attention_mask(frames, attention)
-    mask = _compute_mask_indices((audio.shape[0], frames), settings.mask_time_prob, settings.mask_time_length,
-                                 attention_mask=frame_mask.cpu(), min_masks=2)
-    negatives = _sample_negative_indices((audio.shape[0], frames), model.config.num_negatives, mask)
-    masked = torch.from_numpy(mask).to(device)
-    return Inputs(audio, attention, frame_mask, masked, torch.from_numpy(negatives).long().to(device),
-                  int(mask.sum()))
+    return prepare_inputs(state.model, batch, settings, device, step_seed(settings.seed, 0, 0))
 
 
 class PureStep:

@@ -245,7 +245,7 @@ def commit_batch(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: E
             [results],
         )
         conn.execute(
-            f"""INSERT OR REPLACE INTO frame_units
+            """INSERT OR REPLACE INTO frame_units
                 SELECT ?, segment_id, 'codevector', -1, g.code_group, ?, g.units
                 FROM read_parquet(?) r,
                      LATERAL (SELECT unnest(range(len(r.codevectors)))::SMALLINT AS code_group,

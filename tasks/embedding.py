@@ -34,10 +34,6 @@ def load_model(checkpoint_export: Path, device: torch.device) -> Wav2Vec2ForPreT
     return model.to(device).eval()
 
 
-def num_layers(model: Wav2Vec2ForPreTraining) -> int:
-    return model.config.num_hidden_layers + 1
-
-
 @torch.no_grad()
 def embed_batch(
     model: Wav2Vec2ForPreTraining, segment_ids: list[str], audio: list[np.ndarray], layers: list[int],

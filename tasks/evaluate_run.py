@@ -12,7 +12,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 
 from tasks.baseline_features import logmel_stats, mfcc_stats
-from tasks.embed_run import SegmentRef, read_audio
+from tasks.embed_run import SegmentRef
 from tasks.embedding import embed_batch
 from tasks.evaluation import purity_pnmi, scorecard
 from tasks.store import transaction

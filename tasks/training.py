@@ -168,6 +168,33 @@ def _accuracy(out, negatives: torch.Tensor, masked: torch.Tensor) -> float:
     return float(correct[masked].float().mean())
 
 
+@dataclass
+class StepInputs:
+    """One batch on the device, with the masked spans and distractors its step draws."""
+
+    audio: torch.Tensor
+    attention: torch.Tensor
+    frame_mask: torch.Tensor  # valid frames
+    masked: torch.Tensor
+    negatives: torch.Tensor
+    n_masked: int
+
+
+def prepare_inputs(model: Wav2Vec2ForPreTraining, batch: Batch, settings: PretrainSettings, device: torch.device,
+                   seed: int) -> StepInputs:
+    """Seed the step's random draws, then mask spans and sample distractors inside valid frames."""
+    seed_everything(seed)
+    audio = torch.from_numpy(batch.audio).to(device)
+    attention = torch.from_numpy(batch.attention_mask).to(device)
+    frames = int(model._get_feat_extract_output_lengths(audio.shape[1]))
+    frame_mask = model._get_feature_vector_attention_mask(frames, attention)
+    mask = _compute_mask_indices((audio.shape[0], frames), settings.mask_time_prob, settings.mask_time_length,
+                                 attention_mask=frame_mask.cpu(), min_masks=2)
+    negatives = _sample_negative_indices((audio.shape[0], frames), model.config.num_negatives, mask)
+    return StepInputs(audio, attention, frame_mask, torch.from_numpy(mask).to(device),
+                      torch.from_numpy(negatives).long().to(device), int(mask.sum()))
+
+
 def train_steps(
     state: TrainerState, stream: CropStream, settings: PretrainSettings, schedule: Schedule, device: torch.device,
     steps: int, on_step: Callable[[StepMetrics], None] | None = None,
@@ -191,19 +218,12 @@ def train_steps(
             perplexities, unused = [], []
             for micro in range(settings.grad_accum):
                 batch: Batch = next(batches)
-                seed_everything(step_seed(settings.seed, state.step, micro))
-                x = torch.from_numpy(batch.audio).to(device)
-                attention = torch.from_numpy(batch.attention_mask).to(device)
-                frames = int(model._get_feat_extract_output_lengths(x.shape[1]))
-                frame_mask = model._get_feature_vector_attention_mask(frames, attention)
-                mask_np = _compute_mask_indices((x.shape[0], frames), settings.mask_time_prob, settings.mask_time_length,
-                                                attention_mask=frame_mask.cpu(), min_masks=2)
-                negatives_np = _sample_negative_indices((x.shape[0], frames), config.num_negatives, mask_np)
-                masked = torch.from_numpy(mask_np).to(device)
-                negatives = torch.from_numpy(negatives_np).long().to(device)
+                inputs = prepare_inputs(model, batch, settings, device, step_seed(settings.seed, state.step, micro))
+                x, attention, frame_mask = inputs.audio, inputs.attention, inputs.frame_mask
+                masked, negatives = inputs.masked, inputs.negatives
                 with autocast:
                     out = model(x, attention_mask=attention, mask_time_indices=masked, sampled_negative_indices=negatives)
-                n = int(masked.sum())
+                n = inputs.n_masked
                 loss = out.loss / n
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at step {state.step}: chunk stopped, no checkpoint written")

@@ -54,7 +54,7 @@ def build_index(
     """Eligible segments: not silent, no NaN/Inf, not clipped beyond the limit, long enough, and
     not from a held-out recording (split by recording, never by segment)."""
     rows = conn.execute(
-        f"""
+        """
         SELECT s.segment_id, s.parquet_path, p.file_row_number, s.valid_s, s.sample_rate
         FROM segments s
         JOIN recordings r USING (recording_id)

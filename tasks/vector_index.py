@@ -118,11 +118,3 @@ def hnsw_neighbours(workspace: Workspace, relative_path: str, dim: int, segment_
     finally:
         index.close()
 
-
-def uses_hnsw(conn: duckdb.DuckDBPyConnection, dim: int) -> bool:
-    """Whether the planner answers an unfiltered top-k query with the index (EXPLAIN shows it)."""
-    plan = conn.execute(
-        f"EXPLAIN SELECT segment_id FROM vectors ORDER BY array_cosine_distance(vector, ?::FLOAT[{dim}]) LIMIT 10",
-        [[0.0] * dim],
-    ).fetchall()
-    return "HNSW_INDEX_SCAN" in "".join(str(p[1]) for p in plan)

@@ -2,7 +2,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from signals import dominant_frequency, noise, sweep, tone, write
 from tasks.audio import MIX, ChannelPolicy, ReadReport, StreamResampler, probe, stream_audio
