@@ -13,6 +13,10 @@ setup: $(STAMP)
 
 # torch first: the machine's local CPU wheel; a resolver left alone would pull CUDA builds.
 $(STAMP): pyproject.toml constraints.txt
+	@# Debian's Chromium and ChromeDriver: the report's browser tests drive a real browser.
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

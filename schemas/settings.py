@@ -165,3 +165,28 @@ class EvaluateSettings(BaseModel):
     )
     bootstrap: int = Field(200, ge=10, description="Bootstrap resamples (over recordings) for confidence intervals.")
     seed: int = Field(0, description="Seed of folds, probes, k-means and bootstrap.")
+
+
+class ReportSettings(BaseModel):
+    """Figures, a self-contained HTML report and an interactive explorer of what the network learned."""
+
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
+    model: str | None = Field(None, description="Embedding model (run@chunk) to show (default: the latest embedded).")
+    layer: int | None = Field(
+        None, description="Layer of the explorer, atlas and timeline (default: the best evaluated layer, else the middle one)."
+    )
+    layers: list[int] | None = Field(None, description="Layers of the small-multiple maps (default: every embedded layer).")
+    label_column: str | None = Field(
+        None, description="Label column to colour by (default: the first label column the workspace has)."
+    )
+    output: str | None = Field(None, description="Report folder (default: <workspace>/reports/<model>/).")
+    max_points: int = Field(100_000, ge=10, description="Segments drawn in maps and the explorer (a seeded sample beyond).")
+    media_points: int = Field(
+        300, ge=0, description="Segments given a spectrogram thumbnail and an audio clip in the explorer."
+    )
+    atlas_units: int = Field(24, ge=1, description="Units per unit atlas (the most used ones).")
+    exemplars: int = Field(5, ge=1, le=12, description="Exemplar snippets per unit in the atlas.")
+    neighbours: int = Field(8, ge=1, le=50, description="Nearest neighbours listed per segment.")
+    umap_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors.")
+    umap_min_dist: float = Field(0.1, ge=0, description="UMAP min_dist.")
+    seed: int = Field(0, description="Seed of UMAP, samples and exemplar choice.")

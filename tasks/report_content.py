@@ -1,0 +1,66 @@
+"""What a report holds, independent of how it is drawn: the figures' and the HTML writer's shared contract.
+
+Every path is relative to the report folder, so the folder can be moved, zipped or opened from disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FigureRef:
+    key: str                 # stable id, e.g. "umap-layers", "unit-atlas-layer-3"
+    title: str
+    caption: str             # one or two sentences: what to look at
+    png: str                 # relative path
+    svg: str                 # relative path
+
+
+@dataclass
+class AudioClip:
+    title: str               # e.g. "unit 7, exemplar 2: Lpod.wav 12.3 s"
+    wav: str                 # relative path of a short WAV clip
+    caption: str = ""
+
+
+@dataclass
+class ReportSection:
+    key: str
+    title: str
+    intro: str
+    figures: list[FigureRef] = field(default_factory=list)
+    clips: list[AudioClip] = field(default_factory=list)
+    tables: list[list[dict]] = field(default_factory=list)   # rows of plain values, rendered as HTML tables
+
+
+@dataclass
+class ExplorerData:
+    """One row per segment shown in the explorer; columnar so 100k points stay small."""
+
+    segment_id: list[str]
+    recording: list[str]                 # file name
+    site: list[str]
+    start_time: list[str]                # ISO-8601 or "" when unknown
+    start_s: np.ndarray                  # float, offset of the segment in its recording
+    label: list[str]                     # "" when unlabelled
+    cluster: np.ndarray                  # int, k-means cluster of the segment vectors (per the main layer)
+    coords: dict[int, np.ndarray]        # layer -> (n, 2) float32 UMAP coordinates
+    neighbours: dict[int, np.ndarray]    # layer -> (n, k) int32 indices into these rows (-1 = none)
+    distances: dict[int, np.ndarray]     # layer -> (n, k) float32 cosine distances
+    thumbnail: list[str]                 # relative PNG path or ""
+    audio: list[str]                     # relative WAV path or ""
+    label_column: str | None = None
+
+
+@dataclass
+class ReportContent:
+    title: str
+    model_id: str
+    generated_at: str
+    summary: list[dict]                  # workspace and data summary rows {"item":..., "value":...}
+    configuration: dict                  # pretraining settings, model config, report settings
+    sections: list[ReportSection]
+    explorer: ExplorerData | None = None
