@@ -33,6 +33,7 @@ demo: $(STAMP)
 	echo; echo "figures: $(WORKSPACE)/reports/"; \
 	echo "next:    $(VENV)/bin/ceta2vec similar $$seg -k 5 --workspace $(WORKSPACE)"; \
 	echo "         $(VENV)/bin/ceta2vec sql \"SELECT * FROM unit_stats ORDER BY frames DESC LIMIT 10\" --workspace $(WORKSPACE)"
+	$(VENV)/bin/ceta2vec report --workspace $(WORKSPACE)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -1,38 +1,28 @@
-"""Serve ceta2vec's deployments from one local process (no work pool needed).
+"""Serve every ceta2vec deployment from one local process (no work pool, no worker).
 
-    .venv/bin/python deployments/serve.py /data/incoming --site LK --every-minutes 15
+    ceta2vec serve /data/incoming --site LK                   # or: python deployments/serve.py /data/incoming ...
+    ceta2vec serve /data/incoming --ingest-every 60 --nightly-pretraining --more-chunks 2
 
-Each scheduled run ingests only the files that are new or changed in the watch folder; the
-Prefect UI (`prefect server start`) shows the runs and their artifacts.
+Each deployment is created or updated by name on the Prefect server (`PREFECT_API_URL`), so
+stopping and starting again keeps one deployment each, with the same schedules. The Prefect UI
+(`prefect server start`) shows the runs and their artifacts. See deployments/definitions.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 
-from prefect import serve
-
-from flows.ingest import ingest
-from schemas.settings import IngestSettings
+from deployments.definitions import DeploymentDefinition
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("watch_folder")
-    parser.add_argument("--site")
-    parser.add_argument("--workspace")
-    parser.add_argument("--every-minutes", type=int, default=15)
-    args = parser.parse_args()
-    settings = IngestSettings(sources=[args.watch_folder], site=args.site,
-                              **({"workspace": args.workspace} if args.workspace else {}))
-    watch = ingest.to_deployment(
-        name="ingest-watch-folder",
-        interval=args.every_minutes * 60,
-        parameters={"settings": settings.model_dump(mode="json")},
-        description="Incremental ingest of a watch folder: new and changed files only.",
-    )
-    serve(watch)
+def serve_deployments(definitions: list[DeploymentDefinition], limit: int | None = None) -> None:
+    """Blocks, running scheduled and triggered runs, until interrupted (then pauses the deployments)."""
+    from prefect import serve
+
+    serve(*[d.to_runner() for d in definitions], limit=limit)
 
 
 if __name__ == "__main__":
-    main()
+    from flows.cli import main
+
+    sys.exit(main(["serve", *sys.argv[1:]]))

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from schemas.settings import (DEFAULT_WORKSPACE, WORKSPACE_ENV, EmbedSettings, EvaluateSettings, IngestSettings,
-                              PretrainSettings)
+                              PipelineSettings, PretrainSettings, ReportSettings)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
 RUN_COLUMNS = ["run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss", "latest checkpoint"]
@@ -66,6 +66,28 @@ examples:
   ceta2vec evaluate --label-column species
   ceta2vec evaluate --labels calls.csv --label-column call_type --background none --model tiny@3
   ceta2vec evaluate --label-column species --all-checkpoints      # does quality still rise with training?
+"""
+SERVE_EXAMPLES = """\
+examples:
+  ceta2vec serve /data/incoming --site LK                     # ingest every 15 min, refresh after each
+  ceta2vec serve /data/incoming --ingest-every 60 --nightly-pretraining --pretrain-run tiny --more-chunks 2
+  PREFECT_API_URL=http://127.0.0.1:4200/api ceta2vec serve /data/incoming   # runs shown in `prefect server start`'s UI
+Deployments: ingest/watch-folder, continue-pretraining/nightly, refresh/after-new-data, report/weekly.
+Stopping pauses them; serving again resumes the same deployments and schedules.
+"""
+RUN_EXAMPLES = """\
+examples:
+  ceta2vec run data/sample --labels data/sample/labels.csv --label-column species --site sample --preset tiny
+  ceta2vec run /data/hydrophone --site LK --preset small --chunks 20 --steps-per-chunk 500 --workspace /data/ws
+  ceta2vec run /data/hydrophone --site LK --preset small --chunks 30 --workspace /data/ws   # 10 more chunks, then embed and report
+Re-running the same command does (almost) nothing; after a crash or kill it finishes what was left.
+"""
+REPORT_EXAMPLES = """\
+examples:
+  ceta2vec report                                   # latest embedded model -> <workspace>/reports/<model>/
+  ceta2vec report --model tiny@3 --layer 2 --label-column call_type
+  ceta2vec report --max-points 20000 --media-points 500 --output /tmp/tiny-report
+Open index.html (figures) or explorer.html (interactive map) from disk: no server, no network needed.
 """
 SQL_EXAMPLES = """\
 examples:
@@ -147,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = commands.add_parser(
+        "run", help="The whole pipeline: ingest, pretrain, embed, evaluate (with --label-column), report.",
+        description="Ingest recordings, pretrain wav2vec 2.0 on them in checkpointed chunks, embed every segment "
+        "(vectors, frame vectors, units), score the layers against a label column beside baselines, and draw the "
+        "HTML report, as one Prefect flow with a subflow per stage. Each stage skips what is already done. "
+        "Prints the report's path and commands to try next.",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(run, PipelineSettings, positional="sources")
+    _workspace_argument(run)
+
     ingest = commands.add_parser(
         "ingest", help="Ingest recordings into the workspace (Parquet segments + DuckDB).",
         description="Decode, resample and segment recordings (WAV, FLAC, MP3, OGG, AIFF; any rate, any "
@@ -227,12 +260,48 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(evaluate, EvaluateSettings)
     _workspace_argument(evaluate)
 
+    report = commands.add_parser(
+        "report", help="Figures, a self-contained HTML report and an interactive explorer of what the network learned.",
+        description="UMAP maps of every layer, unit atlases with exemplar spectrograms and clips, training health "
+        "and the data summary as one HTML page (index.html), and an interactive map of the segments "
+        "(explorer.html: hover, listen, nearest neighbours, filters). Both open from disk without a server.",
+        epilog=REPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(report, ReportSettings)
+    _workspace_argument(report)
+
     status = commands.add_parser(
         "status", help="What the workspace holds: recordings, hours, segments, errors.",
         epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("--format", choices=["table", "json"], default="table")
     _workspace_argument(status)
+
+    serve = commands.add_parser(
+        "serve", help="Serve the scheduled and triggered deployments from this process (no work pool needed).",
+        description="Creates (or updates, by name) four Prefect deployments and runs them until interrupted: "
+        "an incremental ingest of the watch folder on a cron schedule, continued pretraining at night (off "
+        "unless --nightly-pretraining), a refresh (embed, evaluate, report) whenever one of those completes, "
+        "and a weekly report. The ingest options below are the watch folder's; dataset settings not given are "
+        "taken from the workspace. For a work pool, see deployments/prefect.yaml.",
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(serve, IngestSettings, positional="sources")
+    _workspace_argument(serve)
+    when = serve.add_argument_group("schedules (cron strings in --timezone)")
+    when.add_argument("--ingest-cron", default="*/15 * * * *", help="When to ingest the watch folder. Default: %(default)s.")
+    when.add_argument("--ingest-every", type=float, metavar="SECONDS", help="Ingest on this interval instead of --ingest-cron.")
+    when.add_argument("--pretrain-cron", default="0 2 * * *", help="When to continue pretraining. Default: %(default)s.")
+    when.add_argument("--nightly-pretraining", action="store_true",
+                      help="Switch the pretraining schedule on (it is created off: training takes the machine).")
+    when.add_argument("--report-cron", default="0 6 * * 1", help="When to rebuild the report. Default: %(default)s.")
+    when.add_argument("--timezone", default="UTC", help="Timezone of the cron schedules. Default: %(default)s.")
+    what = serve.add_argument_group("what the scheduled runs do")
+    what.add_argument("--pretrain-run", metavar="NAME", help="Pretraining run to continue (default: the preset's name, tiny).")
+    what.add_argument("--more-chunks", type=int, default=1, help="Chunks each pretraining run adds. Default: %(default)s.")
+    what.add_argument("--label-columns", nargs="*", metavar="COLUMN",
+                      help="Label columns the refresh evaluates (default: every label column the workspace has).")
+    what.add_argument("--limit", type=int, help="Most flow runs at a time (default: no limit).")
 
     sql = commands.add_parser(
         "sql", help="Run a read-only SQL query over the workspace (DuckDB).",
@@ -257,6 +326,23 @@ def _settings(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
 
 def _err(message: str) -> None:
     print(f"ceta2vec: error: {message}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import shutil
+
+    from flows.console import print_pipeline_result
+    from flows.pipeline import pipeline
+    from tasks.training import TrainingDiverged
+
+    try:
+        result = pipeline(_settings(PipelineSettings, args))
+    except TrainingDiverged as exc:
+        _err(f"{exc}. The last complete checkpoint is kept; lower the learning rate or check the data, then re-run.")
+        return EXIT_FAILED
+    program = "ceta2vec" if shutil.which("ceta2vec") else sys.argv[0]
+    print_pipeline_result(result, program)
+    return EXIT_OK
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -292,6 +378,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate import evaluate
 
     print_scorecard(evaluate(_settings(EvaluateSettings, args)))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import report
+
+    result = report(_settings(ReportSettings, args))
+    print(f"report:   {result['report']}\nexplorer: {result['explorer']}\n"
+          f"open:     {Path(result['report']).as_uri()}")
     return EXIT_OK
 
 
@@ -399,6 +494,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.definitions import Schedules, definitions, matching_workspace
+    from deployments.serve import serve_deployments
+    from schemas.settings import RefreshSettings, ReportSettings
+    from tasks.workspace import Workspace
+
+    if args.more_chunks < 1:
+        raise ValueError("--more-chunks must be at least 1")
+    # Absolute paths: the served runs must not depend on the directory they start in.
+    root = str(Workspace.at(getattr(args, "workspace", None)).root)
+    args.workspace = root
+    args.sources = [str(Path(s).expanduser().absolute()) for s in args.sources]
+    watch = matching_workspace(_settings(IngestSettings, args))
+    pretrain = PretrainSettings(workspace=root, **({"run": args.pretrain_run} if args.pretrain_run else {}))
+    refresh = RefreshSettings(workspace=root, **({"label_columns": args.label_columns} if args.label_columns is not None else {}))
+    schedules = Schedules(ingest_cron=args.ingest_cron, ingest_every_s=args.ingest_every, pretrain_cron=args.pretrain_cron,
+                          pretrain_active=args.nightly_pretraining, report_cron=args.report_cron, timezone=args.timezone)
+    serve_deployments(definitions(watch, pretrain, refresh, ReportSettings(workspace=root), args.more_chunks, schedules),
+                      limit=args.limit)
+    return EXIT_OK
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from tasks.queries import run_query
     from tasks.workspace import Workspace
@@ -408,7 +525,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "evaluate": cmd_evaluate,
+COMMANDS = {"run": cmd_run, "serve": cmd_serve, "ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "evaluate": cmd_evaluate, "report": cmd_report,
             "similar": cmd_similar,
             "index": cmd_index, "export": cmd_export, "status": cmd_status, "sql": cmd_sql}
 

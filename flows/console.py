@@ -144,3 +144,23 @@ def print_scorecard(result: dict) -> None:
         print_table(["features"] + [title for _, title in used], table, title=f"{model_id} (95% intervals over recordings)")
         console.print(f"best layer (5-NN macro-F1): {model['best_layer']}; figure: {model['figure'][0]}",
                       markup=False, highlight=False)
+
+
+def print_pipeline_result(result: dict, program: str = "ceta2vec") -> None:
+    """What each stage did, where the report is, and two commands to try next (with a real segment)."""
+    table = Table(title=f"pipeline: {result['workspace']}")
+    for column in ("stage", "outcome", "detail"):
+        table.add_column(column, overflow="fold")
+    for s in result["stages"]:
+        table.add_row(Text(s["stage"]), Text(s["outcome"]), Text(s["detail"]))
+    console.print(table)
+    ws = result["workspace"]
+    lines = [f"report: {result['report']}"] if result.get("report") else []
+    lines.append("next:")
+    if result.get("example_segment"):
+        lines.append(f"  {program} similar {result['example_segment']} -k 5 --workspace {ws}")
+    lines.append(f'  {program} sql "SELECT unit, frames, segments, round(mean_run_s, 3) AS mean_run_s FROM unit_stats '
+                 f"WHERE model_id = '{result['model_id']}' AND source = 'kmeans' AND layer = 1 ORDER BY frames DESC "
+                 f'LIMIT 10" --workspace {ws}')
+    for line in lines:  # never wrapped: the commands must survive copy and paste
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -20,7 +20,9 @@ from tasks.embed_run import (EmbeddingModel, SegmentRef, StagedBatch, all_layers
                              resolve_checkpoint)
 from tasks.training import pick_device
 from tasks.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
+from flows import task_policies as policy
 from flows.run_names import named_by
+from flows.task_runners import fan_out
 from tasks.workspace import Workspace
 
 PROGRESS_EVERY_S = 2.0
@@ -29,7 +31,11 @@ PROGRESS_EVERY_S = 2.0
 BATCHES_PER_TASK = 8
 
 
-@task(name="embed-batch", task_run_name="embed {refs[0].segment_id} (+{n_more} more)", cache_policy=NO_CACHE)
+# Not cached: its result names staged files, which the next run's clean-up removes (the
+# embedded_segments ledger is what skips work done). Retried on storage errors: a retry writes new
+# staged files. No timeout: it runs on the thread pool, where Prefect cannot interrupt a blocking call.
+@task(name="embed-batch", task_run_name="embed {refs[0].segment_id} (+{n_more} more)", cache_policy=NO_CACHE,
+      retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
 def embed_batch_task(ws_root: str, model: EmbeddingModel, refs: list[SegmentRef], layers: list[int],
                      settings: EmbedSettings, n_more: int) -> StagedBatch:
     return embed_segments(Workspace.at(ws_root), model, refs, layers, list(settings.poolings),
@@ -37,7 +43,11 @@ def embed_batch_task(ws_root: str, model: EmbeddingModel, refs: list[SegmentRef]
                           forward_batch=settings.batch_size)
 
 
-@task(name="kmeans-units", task_run_name="k-means units of layer {layer}", cache_policy=NO_CACHE)
+# Not cached: it writes unit_models and frame_units. Retried on lock/storage errors: a saved fit is
+# reused and units are upserted for the frames that still lack them.
+@task(name="kmeans-units", task_run_name="k-means units of layer {layer}", cache_policy=NO_CACHE,
+      retries=policy.DB_RETRIES, retry_delay_seconds=policy.DB_RETRY_DELAYS, retry_condition_fn=policy.retry_transient,
+      timeout_seconds=policy.LONG_READ_TIMEOUT_S)
 def kmeans_task(ws_root: str, model: EmbeddingModel, layer: int, settings: EmbedSettings) -> int:
     ws = Workspace.at(ws_root)
     with store.writing(ws) as conn:
@@ -71,15 +81,17 @@ def embed(settings: EmbedSettings) -> dict:
     progress = create_progress_artifact(progress=0.0, description=f"{model.model_id}: segments embedded (of {len(pending)})")
     bar = tqdm(total=len(pending), unit="segment", desc="embed", disable=None)
     started, last, seconds = time.monotonic(), 0.0, 0.0
-    for refs in batches:
-        staged = embed_batch_task(str(ws.root), model, refs, layers, settings, len(refs) - 1)
-        with store.writing(ws) as conn:
-            commit_batch(conn, ws, model, staged, layers)
-        seconds += staged.audio_seconds
-        bar.update(len(refs))
-        if time.monotonic() - last >= PROGRESS_EVERY_S:
-            update_progress_artifact(progress, progress=100.0 * bar.n / max(1, len(pending)))
-            last = time.monotonic()
+    with fan_out(settings.task_runner, settings.workers, settings.dask_address, settings.dask_workers, log) as pool:
+        submit = lambda refs: pool.submit(embed_batch_task, ws_root=str(ws.root), model=model, refs=refs,  # noqa: E731
+                                          layers=layers, settings=settings, n_more=len(refs) - 1)
+        for refs, staged in pool.windowed(submit, batches):
+            with store.writing(ws) as conn:
+                commit_batch(conn, ws, model, staged, layers)
+            seconds += staged.audio_seconds
+            bar.update(len(refs))
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                update_progress_artifact(progress, progress=100.0 * bar.n / max(1, len(pending)))
+                last = time.monotonic()
     bar.close()
     update_progress_artifact(progress, progress=100.0)
     elapsed = time.monotonic() - started

@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
+from flows import task_policies as policy
 from flows.embed import embed
 from flows.run_names import named_by
 from schemas.settings import EmbedSettings, EvaluateSettings
@@ -26,7 +26,15 @@ from tasks.vector_search import default_model
 from tasks.workspace import Workspace
 
 
-@task(name="score-layer", task_run_name="score {model_id} layer {layer}", cache_policy=NO_CACHE)
+# The scorecard tasks are pure: cached on the content they read (flows/task_policies.py), so an
+# unchanged model, segment set and labels are not scored twice; retried on a lock held past the wait.
+SCORING = dict(cache_expiration=policy.CACHE_EXPIRATION, retries=policy.DB_RETRIES,
+               retry_delay_seconds=policy.DB_RETRY_DELAYS, retry_condition_fn=policy.retry_transient,
+               timeout_seconds=policy.LONG_READ_TIMEOUT_S)
+
+
+@task(name="score-layer", task_run_name="score {model_id} layer {layer}", cache_key_fn=policy.layer_scores_key,
+      **SCORING)
 def score_layer(ws_root: str, model_id: str, layer: int, labelled: LabelledSet, seed: int, n_boot: int) -> dict:
     with store.reading(Workspace.at(ws_root)) as conn:
         x = model_vectors(conn, model_id, layer, labelled.segment_ids)
@@ -34,13 +42,13 @@ def score_layer(ws_root: str, model_id: str, layer: int, labelled: LabelledSet, 
             "metrics": score_features(x, labelled, seed, n_boot)}
 
 
-@task(name="score-units", task_run_name="score units of {model_id}", cache_policy=NO_CACHE)
+@task(name="score-units", task_run_name="score units of {model_id}", cache_key_fn=policy.unit_scores_key, **SCORING)
 def score_units(ws_root: str, model_id: str, labelled: LabelledSet) -> list[dict]:
     with store.reading(Workspace.at(ws_root)) as conn:
         return [{"kind": "model", **row} for row in unit_scores(conn, model_id, labelled)]
 
 
-@task(name="score-baselines", task_run_name="score baselines", cache_policy=NO_CACHE)
+@task(name="score-baselines", task_run_name="score baselines", cache_key_fn=policy.baseline_scores_key, **SCORING)
 def score_baselines(ws_root: str, model_id: str, labelled: LabelledSet, seed: int, n_boot: int) -> list[dict]:
     ws = Workspace.at(ws_root)
     with store.reading(ws) as conn:
@@ -93,15 +101,24 @@ def evaluate(settings: EvaluateSettings) -> dict:
                 embed(EmbedSettings(workspace=str(ws.root), run=run, chunk=other, poolings=["mean"], frame_vectors=False))
         model_ids = [f"{run}@{c}" for c in chunks]
 
+    # Steps: the baselines, then each model's layers and units (bootstrapped probes take minutes on real data).
+    steps = 1 + len(model_ids)
+    progress = create_progress_artifact(progress=0.0, description=f"'{settings.label_column}': baselines, then "
+                                        f"the layers of {', '.join(model_ids)} scored")
     baselines = score_baselines(str(ws.root), model_id, labelled, settings.seed, settings.bootstrap)
+    update_progress_artifact(progress, progress=100.0 / steps)
     evaluation_id = f"eval-{uuid.uuid4().hex[:12]}"
     results = {}
-    for mid in model_ids:
+    for done, mid in enumerate(model_ids, start=1):
         with store.reading(ws) as conn:
             layers = [r[0] for r in conn.execute(
                 "SELECT DISTINCT layer FROM segment_embeddings WHERE model_id = ? ORDER BY layer", [mid]).fetchall()]
-        rows = [score_layer(str(ws.root), mid, layer, labelled, settings.seed, settings.bootstrap) for layer in layers]
+        rows = []
+        for scored, layer in enumerate(layers, start=1):
+            rows.append(score_layer(str(ws.root), mid, layer, labelled, settings.seed, settings.bootstrap))
+            update_progress_artifact(progress, progress=100.0 * (done + scored / (len(layers) + 1)) / steps)
         rows += score_units(str(ws.root), mid, labelled) + baselines
+        update_progress_artifact(progress, progress=100.0 * (done + 1) / steps)
         with store.writing(ws) as conn:
             write_evaluations(conn, evaluation_id, settings.label_column, mid, rows, labelled)
         figure = evaluation_figure(rows, settings.label_column, mid,

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
 from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
@@ -26,7 +24,10 @@ from tasks.discovery import Discovery, SourceFile, content_hash, discover
 from tasks.ingest import StagedRecording, describe_failure, prepare_recording
 from tasks.ingest_plan import IngestCounts, batches, dedupe, plan_files
 from tasks.labels import LabelRow, read_labels
+from tasks.transient_errors import is_transient
+from flows import task_policies as policy
 from flows.run_names import named_by
+from flows.task_runners import FanOut, fan_out
 from tasks.workspace import Workspace
 
 
@@ -48,7 +49,11 @@ INGEST_BATCH = dict(max_bytes=64 << 20, max_files=64)
 COMMIT_EVERY_S = 0.5
 
 
-@task(name="discover", cache_policy=NO_CACHE)
+# Retried (all three only read, or write staged files under fresh names) on transient errors only.
+# No timeout on the two submitted to the thread pool: there Prefect cannot interrupt a blocking
+# read (flows/task_policies.py); discover runs in the flow's own thread.
+@task(name="discover", cache_policy=NO_CACHE, retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS,
+      retry_condition_fn=policy.retry_transient, timeout_seconds=policy.DISCOVER_TIMEOUT_S)
 def discover_sources(sources: list[str]) -> Discovery:
     return discover(sources)
 
@@ -61,46 +66,50 @@ def _batch_run_name(verb: str):
     return name
 
 
+# Not cached: a cached failure would outlive its cure, and unchanged paths are skipped already.
 @task(name="fingerprint", task_run_name=_batch_run_name("fingerprint"), cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=1)
+      retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
 def fingerprint(files: list[SourceFile]) -> list[str | FileOutcome]:
     results: list[str | FileOutcome] = []
     for source in files:
         try:
             results.append(content_hash(source.path))
         except Exception as exc:  # a file that cannot be read is an outcome, not a crash
+            if is_transient(exc) and policy.attempts_left():
+                raise  # the batch again after a pause; on the last attempt it is the file's outcome
             stage, reason = describe_failure(exc)
             results.append(FileOutcome(source, stage=stage, reason=reason))
     return results
 
 
-@task(name="ingest-files", task_run_name=_batch_run_name("ingest"), cache_policy=NO_CACHE)
+# Not cached: its result names staged files, which the next run's clean-up removes.
+@task(name="ingest-files", task_run_name=_batch_run_name("ingest"), cache_policy=NO_CACHE,
+      retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
 def ingest_files(items: list[tuple[SourceFile, str]], settings: IngestSettings, root: str) -> list[FileOutcome]:
     outcomes = []
     for source, digest in items:
         try:
             outcomes.append(FileOutcome(source, staged=prepare_recording(source, digest, settings, Workspace(Path(root)))))
         except Exception as exc:
+            if is_transient(exc) and policy.attempts_left():
+                for done in outcomes:  # this attempt's staged files: the retry writes them again
+                    if done.staged and done.staged.staged_file:
+                        Path(done.staged.staged_file).unlink(missing_ok=True)
+                raise
             stage, reason = describe_failure(exc)
             outcomes.append(FileOutcome(source, stage=stage, reason=reason))
     return outcomes
 
 
-def _windowed(submit, items: list, window: int, stop=lambda: False) -> Iterator:
-    """Results of `submit(item)` as they finish, never more than `window` in flight: both cores
-    busy, memory bounded by the window, and a --strict stop takes effect at once."""
-    pending, in_flight = list(items), []
-    while (pending and not stop()) or in_flight:
-        while pending and not stop() and len(in_flight) < window:
-            in_flight.append(submit(pending.pop(0)))
-        finished = next(as_completed(in_flight))
-        in_flight.remove(finished)
-        yield finished.result()
-
-
 @flow(name="ingest", flow_run_name=named_by("ingest", ("site",), "unsited"), task_runner=ThreadPoolTaskRunner(max_workers=64))
 def ingest(settings: IngestSettings) -> dict:
     """Ingest recordings (files, folders, globs) into the workspace's Parquet dataset and DuckDB."""
+    with fan_out(settings.task_runner, settings.workers, settings.dask_address, settings.dask_workers,
+                 get_run_logger()) as pool:
+        return _ingest(settings, pool)
+
+
+def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
     log = get_run_logger()
     ws = Workspace.at(settings.workspace).create()
     label_rows: list[LabelRow] = read_labels(Path(settings.labels)) if settings.labels else []
@@ -128,7 +137,8 @@ def ingest(settings: IngestSettings) -> dict:
     failures = [FileOutcome(SourceFile(Path(p.path), 0, 0), stage=p.stage, reason=p.reason) for p in found.problems]
     fingerprinted = []
     groups = batches(plan.todo, **FINGERPRINT_BATCH)
-    for group, results in zip(groups, _windowed(fingerprint.submit, groups, settings.workers)):
+    # pairs, not zip(groups, ...): groups finish in any order
+    for group, results in pool.windowed(lambda g: pool.submit(fingerprint, files=g), groups):
         for source, result in zip(group, results):
             if isinstance(result, FileOutcome):
                 failures.append(result)
@@ -149,8 +159,9 @@ def ingest(settings: IngestSettings) -> dict:
     stop = [settings.strict and bool(failures)]
     waiting: list[FileOutcome] = []
     last_commit = time.monotonic()
-    submit = lambda group: ingest_files.submit([by_path[str(s.path)] for s in group], settings, str(ws.root))  # noqa: E731
-    for outcomes in _windowed(submit, groups, settings.workers, stop=lambda: stop[0]):
+    submit = lambda group: pool.submit(ingest_files, items=[by_path[str(s.path)] for s in group],  # noqa: E731
+                                       settings=settings, root=str(ws.root))
+    for _, outcomes in pool.windowed(submit, groups, stop=lambda: stop[0]):
         waiting.extend(outcomes)
         stop[0] = stop[0] or (settings.strict and any(o.staged is None for o in outcomes))
         if time.monotonic() - last_commit >= COMMIT_EVERY_S:

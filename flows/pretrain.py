@@ -8,6 +8,7 @@ continues a finished run.
 
 from __future__ import annotations
 
+import json
 import time
 
 from prefect import flow, get_run_logger, task
@@ -16,16 +17,20 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from schemas.settings import PretrainSettings
-from tasks import store, training_store
+from tasks import checkpoints, store, training_store
 from tasks.pretrain_run import ChunkResult, RunSpec, collapse_warning, resolve_run, stored_settings, train_chunk, training_index
-from tasks.training import StepMetrics
+from tasks.training import StepMetrics, pick_device
+from flows import task_policies as policy
+from flows.concurrency_limits import gpu as gpu_slot
 from flows.run_names import named_by
 from tasks.workspace import Workspace
 
 PROGRESS_EVERY_S = 2.0
 
 
-@task(name="prepare-run", cache_policy=NO_CACHE)
+# Not cached (it writes the models row); retried on a lock held past the wait: its writes are upserts.
+@task(name="prepare-run", cache_policy=NO_CACHE, retries=policy.DB_RETRIES, retry_delay_seconds=policy.DB_RETRY_DELAYS,
+      retry_condition_fn=policy.retry_transient, timeout_seconds=policy.PREPARE_RUN_TIMEOUT_S)
 def prepare_run(settings: PretrainSettings) -> RunSpec:
     ws = Workspace.at(settings.workspace)
     log = get_run_logger()
@@ -57,9 +62,17 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
     return spec
 
 
-@task(name="train-chunk", task_run_name="train {spec.model_id} chunk {chunk}", cache_policy=NO_CACHE)
+# Not cached: the checkpoint folder is the record of a chunk done. Retried on storage errors only
+# (a retry starts again from the latest complete checkpoint: the same steps, the same losses);
+# its timeout is set per run from the chunk's size (policy.chunk_timeout_s).
+@task(name="train-chunk", task_run_name="train {spec.model_id} chunk {chunk}", cache_policy=NO_CACHE,
+      retries=1, retry_delay_seconds=30, retry_condition_fn=policy.retry_transient_not_timeouts)
 def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
     ws = Workspace.at(spec.settings.workspace)
+    written = next((i for i in checkpoints.complete(spec.run_dir) if i.chunk == chunk), None)
+    if written is not None:  # an earlier attempt wrote it and then failed (pruning, say): not trained twice
+        metrics = json.loads((written.path / "metrics.json").read_text())
+        return ChunkResult(written, [StepMetrics(**m) for m in metrics])
     with store.reading(ws) as conn:
         index = training_index(conn, ws, spec)
     log = get_run_logger()
@@ -80,7 +93,8 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
             last[0] = time.monotonic()
 
     try:
-        return train_chunk(spec, index, on_step)
+        with gpu_slot(pick_device(spec.settings.device)):  # CUDA chunks of concurrent runs take turns
+            return train_chunk(spec, index, on_step, on_log=log.info)  # on_log: torchrun's output (nproc > 1)
     finally:
         bar.close()
 
@@ -97,7 +111,9 @@ def pretrain(settings: PretrainSettings) -> dict:
         log.info("run %s already has %d chunk(s); raise --chunks to continue it", spec.model_id, start)
     summaries = []
     for chunk in range(start + 1, spec.settings.chunks + 1):
-        result = run_chunk(spec, chunk)
+        s = spec.settings
+        result = run_chunk.with_options(timeout_seconds=policy.chunk_timeout_s(
+            s.steps_per_chunk, s.grad_accum, s.batch_size, s.crop_seconds))(spec, chunk)
         rows = training_store.metrics_as_rows(result.metrics)
         with store.writing(ws) as conn:
             training_store.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)

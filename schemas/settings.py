@@ -21,6 +21,18 @@ def default_workspace() -> str:
     return os.environ.get(WORKSPACE_ENV, DEFAULT_WORKSPACE)
 
 
+TaskRunnerChoice = Literal["threads", "processes", "dask"]
+
+
+def _imply_dask(settings):
+    """A Dask scheduler address only makes sense with the dask runner: given alone, it picks it."""
+    if settings.dask_address:
+        if "task_runner" in settings.model_fields_set and settings.task_runner != "dask":
+            raise ValueError(f"dask_address is for task_runner 'dask', not {settings.task_runner!r}")
+        settings.task_runner = "dask"
+    return settings
+
+
 class IngestSettings(BaseModel):
     """Recordings in, validated and segmented Parquet out."""
 
@@ -55,7 +67,14 @@ class IngestSettings(BaseModel):
     silence_dbfs: float = Field(
         -90.0, description="Segments quieter than this RMS level (dBFS) are flagged silent."
     )
-    workers: int = Field(2, ge=1, le=64, description="Files processed in parallel.")
+    workers: int = Field(2, ge=1, le=64, description="Files processed in parallel (threads or processes runner).")
+    task_runner: TaskRunnerChoice = Field(
+        "threads", description="Where file tasks run: threads of the flow's process, a local process pool, or a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
+    )
+    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
 
     @field_validator("channels")
     @classmethod
@@ -71,13 +90,20 @@ class IngestSettings(BaseModel):
             self.hop_seconds = self.segment_seconds
         return self
 
+    @model_validator(mode="after")
+    def _check_task_runner(self) -> "IngestSettings":
+        return _imply_dask(self)
+
     @property
     def workspace_path(self) -> Path:
         return Path(self.workspace).expanduser().resolve()
 
 
 # Settings a run may change when it is continued; everything else defines the run.
-PRETRAIN_MUTABLE = frozenset({"workspace", "run", "chunks", "keep_last", "device", "init_from"})
+# `nproc` only splits each global batch of `batch_size` crops between processes: the data order,
+# position and schedule are those of one process, so a run may continue on another count (its
+# numbers then differ as they do on another --device: dropout/Gumbel draws, per-shard perplexity).
+PRETRAIN_MUTABLE = frozenset({"workspace", "run", "chunks", "keep_last", "device", "init_from", "nproc"})
 
 
 class PretrainSettings(BaseModel):
@@ -120,6 +146,11 @@ class PretrainSettings(BaseModel):
     max_clipped_fraction: float = Field(0.01, ge=0, le=1, description="Segments clipped more than this are not used.")
     keep_last: int = Field(3, ge=1, description="Checkpoints kept besides the best one.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train: auto picks a GPU when there is one.")
+    nproc: int = Field(
+        1, ge=0, le=64,
+        description="Training processes (DDP launched by torchrun), each taking its share of every batch: 1 = this "
+                    "process, N > 1 = N processes (one GPU each on CUDA), 0 = one per visible GPU.",
+    )
 
     @property
     def run_name(self) -> str:
@@ -146,6 +177,20 @@ class EmbedSettings(BaseModel):
     frame_dtype: Literal["float32", "float16"] = Field("float32", description="Precision of the frame vectors in Parquet.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
     seed: int = Field(0, description="Seed of the k-means sample and initialisation.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Batch tasks in flight with the threads or processes runner (one batch already uses every core)."
+    )
+    task_runner: TaskRunnerChoice = Field(
+        "threads", description="Where batch tasks run: threads of the flow's process, a local process pool, or a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
+    )
+    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
+
+    @model_validator(mode="after")
+    def _check_task_runner(self) -> "EmbedSettings":
+        return _imply_dask(self)
 
 
 class EvaluateSettings(BaseModel):
@@ -190,3 +235,62 @@ class ReportSettings(BaseModel):
     umap_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors.")
     umap_min_dist: float = Field(0.1, ge=0, description="UMAP min_dist.")
     seed: int = Field(0, description="Seed of UMAP, samples and exemplar choice.")
+
+
+class RefreshSettings(BaseModel):
+    """Bring embeddings, scorecards and the report up to date after new audio or a new checkpoint."""
+
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
+    run: str | None = Field(None, description="Pretraining run to embed with (default: the most recently trained).")
+    label_columns: list[str] | None = Field(
+        None, description="Label columns to evaluate (default: every label column the workspace has; [] for none)."
+    )
+    report: bool = Field(True, description="Rebuild the HTML report after embedding and evaluating.")
+    force: bool = Field(False, description="Evaluate and report even when nothing new was embedded.")
+
+
+class PipelineSettings(BaseModel):
+    """Recordings to an HTML report in one run: ingest → pretrain → embed → evaluate (when a label
+    column is given) → report. Each stage skips what an earlier run already did, so the same
+    settings again do (almost) nothing, and a run killed anywhere finishes when re-run."""
+
+    sources: list[str] = Field(
+        description="Recordings: files, folders (searched recursively) or glob patterns.", min_length=1
+    )
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder (created when missing).")
+    site: str | None = Field(None, description="Site / deployment name of these recordings; also names the run.")
+    labels: str | None = Field(
+        None, description="Labels CSV (a 'file' column, optional start_s/end_s, label columns), stored at ingest."
+    )
+    label_column: str | None = Field(
+        None, description="Label column to score every layer against, e.g. species; without it the evaluate stage is skipped."
+    )
+    background: str | None = Field(
+        None, description="Label for segments of event-labelled recordings that overlap no event (call vs no call)."
+    )
+    sample_rate: int = Field(16000, ge=50, le=384000, description="Target sample rate (Hz) of the stored audio.")
+    segment_seconds: float = Field(10.0, gt=0, le=3600, description="Segment length in seconds.")
+    workers: int = Field(2, ge=1, le=64, description="Files ingested in parallel.")
+    preset: Literal["tiny", "small", "base"] = Field(
+        "tiny", description="Model size: tiny (CPU demo), small, base (the paper's BASE)."
+    )
+    run: str | None = Field(
+        None, description="Name of the pretraining run (the model id; default: the preset). The same name continues it."
+    )
+    chunks: int = Field(3, ge=1, description="Pretraining chunks in total; raise it to continue training.")
+    steps_per_chunk: int = Field(50, ge=1, description="Optimiser steps per chunk (each chunk ends in a checkpoint).")
+    batch_size: int = Field(8, ge=1, description="Crops per optimiser step.")
+    crop_seconds: float = Field(4.0, gt=0, description="Length of the random training crops, in seconds.")
+    model_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Wav2Vec2Config fields to override, e.g. {'num_hidden_layers': 6}."
+    )
+    units_k: int = Field(50, ge=2, le=32767, description="k of the k-means units fitted per layer.")
+    kmeans_sample_frames: int = Field(20000, ge=100, description="Frames sampled to fit each layer's k-means.")
+    bootstrap: int = Field(200, ge=10, description="Bootstrap resamples (over recordings) of the evaluation's intervals.")
+    report: bool = Field(True, description="Build the HTML report and explorer at the end.")
+    seed: int = Field(0, description="Seed of training, k-means, evaluation and report.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: auto picks a GPU when there is one.")
+
+    @property
+    def run_name(self) -> str:
+        return self.run or self.preset

@@ -28,6 +28,7 @@ from tasks import checkpoints
 from tasks.embedding import embed_batch, load_model, pool
 from tasks.frontend import receptive_field
 from tasks.segment_files import publish
+from tasks.staging import owned_path
 from tasks.store import WorkspaceError
 from tasks.store import transaction
 from tasks.workspace import Workspace
@@ -201,7 +202,7 @@ def embed_segments(
         seg_rows["vector"].append(None)
         seg_rows["frames"].append(emb.frames)
         seg_rows["codevectors"].append(emb.codevectors.T.tolist())
-    results_file = workspace.staging_dir / f"embed-{model.slug}-{tag}.results.parquet"
+    results_file = owned_path(workspace.staging_dir, f"embed-{model.slug}-{tag}.results.parquet")
     pq.write_table(pa.table(seg_rows, schema=SEGMENT_RESULT_SCHEMA), results_file)
     frames_file = frames_dataset = None
     total_frames = sum(e.frames for e in results)
@@ -222,7 +223,7 @@ def embed_segments(
         }
         vector_type = pa.float16() if frame_dtype == "float16" else pa.float32()
         schema = FRAME_SCHEMA.set(FRAME_SCHEMA.get_field_index("vector"), pa.field("vector", pa.list_(vector_type), nullable=False))
-        frames_file = workspace.staging_dir / f"embed-{model.slug}-{tag}.frames.parquet"
+        frames_file = owned_path(workspace.staging_dir, f"embed-{model.slug}-{tag}.frames.parquet")
         pq.write_table(pa.table(columns, schema=schema), frames_file, compression="zstd",
                        use_dictionary=["segment_id"], use_byte_stream_split=["vector.list.element"])
         frames_dataset = f"embeddings/{model.slug}/frames/part-{tag}.parquet"

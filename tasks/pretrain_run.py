@@ -16,6 +16,7 @@ from transformers import Wav2Vec2Config
 
 from schemas.settings import PRETRAIN_MUTABLE, PretrainSettings
 from tasks import checkpoints
+from tasks.distributed_training import launch_chunk, processes_for
 from tasks.frontend import FeatureEncoderPlan, plan_feature_encoder
 from tasks.model_config import build_config
 from tasks.store import WorkspaceError
@@ -93,9 +94,16 @@ class ChunkResult:
     metrics: list[StepMetrics]
 
 
-def train_chunk(spec: RunSpec, index: SegmentIndex, on_step: Callable[[StepMetrics], None] | None = None) -> ChunkResult:
-    """Load the latest checkpoint, take `steps_per_chunk` steps, write the next checkpoint."""
+def train_chunk(spec: RunSpec, index: SegmentIndex, on_step: Callable[[StepMetrics], None] | None = None,
+                on_log: Callable[[str], None] | None = None) -> ChunkResult:
+    """Load the latest checkpoint, take `steps_per_chunk` steps, write the next checkpoint: in
+    this process, or on `nproc` processes launched by torchrun (their output lines to `on_log`)."""
     settings = spec.settings
+    nproc = processes_for(settings)
+    if nproc > 1:
+        info, metrics = launch_chunk(spec, index, nproc, on_step, on_log)
+        checkpoints.prune(spec.run_dir, settings.keep_last)
+        return ChunkResult(info, metrics)
     device = pick_device(settings.device)
     schedule = Schedule(settings, spec.horizon)
     done = checkpoints.complete(spec.run_dir)

@@ -53,6 +53,7 @@ class ExplorerData:
     thumbnail: list[str]                 # relative PNG path or ""
     audio: list[str]                     # relative WAV path or ""
     label_column: str | None = None
+    main_layer: int | None = None        # layer the explorer opens on (default: the middle key of coords)
 
 
 @dataclass

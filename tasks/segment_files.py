@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from schemas.arrow import SEGMENT_METADATA_COLUMNS, SEGMENT_SCHEMA
 from tasks.durable import fsync_dir, fsync_file
+from tasks.staging import owned_path
 
 ROW_GROUP_BYTES = 16 << 20
 
@@ -34,7 +35,7 @@ class SegmentFileWriter:
 
     def __init__(self, staging_dir: Path, stem: str):
         staging_dir.mkdir(parents=True, exist_ok=True)
-        self.path = staging_dir / f"{stem}-{uuid.uuid4().hex[:8]}.parquet.partial"
+        self.path = owned_path(staging_dir, f"{stem}-{uuid.uuid4().hex[:8]}.parquet.partial")
         self._writer: pq.ParquetWriter | None = None
         self._rows: list[dict] = []
         self._audio: list[np.ndarray] = []

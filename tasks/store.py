@@ -8,9 +8,11 @@ process holds the lock, so a query run during an ingest waits briefly and then s
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from schemas.tables import SCHEMA_VERSION, TABLES, VIEWS, segment_audio_view
 from tasks.ingest import StagedRecording
 from tasks.labels import LabelRow, assign_labels
 from tasks.segment_files import publish
+from tasks.staging import remove_leftovers
 from tasks.workspace import Workspace
 
 LOCK_WAIT_S = 60.0
@@ -35,11 +38,21 @@ class WorkspaceError(RuntimeError):
 
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc)
-    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+    # the second: another thread of this process (a concurrent flow run) holds a writing
+    # connection while this one asks for a read-only one, or the other way round
+    return ("lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)) or (
+        "different configuration" in text)
 
 
-def connect(workspace: Workspace, read_only: bool = False, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
-    """Open the workspace database, waiting up to `wait_s` while another process writes."""
+def lock_wait_s() -> float:
+    """How long a connection waits for another process's lock (CETA2VEC_LOCK_WAIT_S overrides it)."""
+    return float(os.environ.get("CETA2VEC_LOCK_WAIT_S", LOCK_WAIT_S))
+
+
+def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the workspace database, waiting up to `wait_s` while another process (or another
+    thread of this one, with the other kind of connection) has it open."""
+    wait_s = lock_wait_s() if wait_s is None else wait_s
     if read_only and not workspace.db_path.exists():
         raise WorkspaceError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest` first)")
     if not read_only:
@@ -49,7 +62,7 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = LOCK_
     while True:
         try:
             return duckdb.connect(str(workspace.db_path), read_only=read_only)
-        except duckdb.IOException as exc:
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(delay)
@@ -58,11 +71,22 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = LOCK_
 
 @contextmanager
 def writing(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
-    conn = connect(workspace)
-    try:
-        yield conn
-    finally:
-        conn.close()
+    """The one way to write: inside a Prefect flow run, flow runs take turns through the
+    `ceta2vec-duckdb-writer` global concurrency limit; everywhere, `connect` waits for the file lock."""
+    with _writer_turn():
+        conn = connect(workspace)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def _writer_turn():
+    if "prefect" not in sys.modules:  # plain functions, tests and read-only commands never load Prefect
+        return nullcontext()
+    from flows.concurrency_limits import duckdb_writer
+
+    return duckdb_writer()
 
 
 @contextmanager
@@ -272,13 +296,9 @@ def apply_labels_file(conn: duckdb.DuckDBPyConnection, labels_file: str, rows: l
 
 
 def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[Path]:
-    """Delete files a crash left behind: anything in staging/, and dataset files no recording claims."""
-    removed: list[Path] = []
-    if workspace.staging_dir.exists():
-        for leftover in workspace.staging_dir.iterdir():
-            if leftover.is_file():
-                leftover.unlink()
-                removed.append(leftover)
+    """Delete files a crash left behind: staged files of processes that are gone (a concurrent
+    run's are left alone), and dataset files no recording claims."""
+    removed: list[Path] = remove_leftovers(workspace.staging_dir)
     claimed = {row[0] for row in conn.execute("SELECT parquet_path FROM recordings").fetchall()}
     if workspace.segments_dir.exists():
         for file in workspace.segments_dir.rglob("*.parquet"):

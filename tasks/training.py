@@ -294,11 +294,13 @@ def save_checkpoint(state: TrainerState, run_dir: Path, settings: PretrainSettin
     return info
 
 
-def data_stream(index: SegmentIndex, settings: PretrainSettings, state: TrainerState) -> CropStream:
-    """The crop stream from the state's position; a grown or shrunk dataset starts a new epoch."""
+def data_stream(index: SegmentIndex, settings: PretrainSettings, state: TrainerState,
+                rows: tuple[int, int] | None = None) -> CropStream:
+    """The crop stream from the state's position; a grown or shrunk dataset starts a new epoch.
+    `rows`: the rows of every batch this process trains on (all by default)."""
     position = state.position
     if state.dataset_fingerprint and state.dataset_fingerprint != index.fingerprint:
         position = (position[0] + 1, 0)
     state.dataset_fingerprint = index.fingerprint
     state.position = position
-    return CropStream(index, settings.batch_size, settings.crop_seconds, settings.seed, position)
+    return CropStream(index, settings.batch_size, settings.crop_seconds, settings.seed, position, rows=rows)

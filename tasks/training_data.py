@@ -112,10 +112,11 @@ def epoch_order(index: SegmentIndex, seed: int, epoch: int, window: int) -> np.n
 
 @dataclass
 class Batch:
-    audio: np.ndarray  # (B, crop) float32, normalised per crop, zero padded
-    attention_mask: np.ndarray  # (B, crop) int64
-    audio_seconds: float
+    audio: np.ndarray  # (B, crop) float32, normalised per crop, zero padded; a shard's rows only
+    attention_mask: np.ndarray  # (B, crop) int64; a shard's rows only
+    audio_seconds: float  # of the whole batch
     end_position: tuple[int, int]  # (epoch, offset) after this batch
+    lengths: np.ndarray | None = None  # valid samples of every crop of the whole batch
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -125,11 +126,16 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 
 class CropStream:
-    """Batches of random crops from `index`, starting at `position` = (epoch, offset)."""
+    """Batches of random crops from `index`, starting at `position` = (epoch, offset).
+
+    With `rows` = (first, last), only those rows of each batch are read (one process's shard in
+    distributed training); the position and the crops chosen are those of the whole batch.
+    """
 
     def __init__(self, index: SegmentIndex, batch_size: int, crop_seconds: float, seed: int,
-                 position: tuple[int, int] = (0, 0), window: int = 16):
+                 position: tuple[int, int] = (0, 0), window: int = 16, rows: tuple[int, int] | None = None):
         self.index, self.batch_size, self.seed, self.window = index, batch_size, seed, window
+        self.rows = rows or (0, batch_size)
         self.crop = min(round(crop_seconds * index.sample_rate), index.segment_samples)
         self.epoch, self.offset = position
         self._order = epoch_order(index, seed, self.epoch, window)
@@ -154,20 +160,23 @@ class CropStream:
         return item
 
     def next_batch(self) -> Batch:
-        audio = np.zeros((self.batch_size, self.crop), np.float32)
-        mask = np.zeros((self.batch_size, self.crop), np.int64)
+        first, last = self.rows
+        audio = np.zeros((last - first, self.crop), np.float32)
+        mask = np.zeros((last - first, self.crop), np.int64)
+        lengths = np.zeros(self.batch_size, np.int64)
         seconds = 0.0
         for b in range(self.batch_size):
             i, offset = self._next_item()
             epoch = self.epoch  # after the item: an epoch boundary may have just been crossed
-            samples = self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
             valid = int(self.index.valid_samples[i])
-            length = min(valid, self.crop)
+            length = lengths[b] = min(valid, self.crop)
             start = int(np.random.default_rng([self.seed, epoch, offset]).integers(0, valid - length + 1))
-            audio[b, :length] = normalise(samples[start : start + length])
-            mask[b, :length] = 1
             seconds += length / self.index.sample_rate
-        return Batch(audio, mask, seconds, (self.epoch, self.offset))
+            if first <= b < last:
+                samples = self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
+                audio[b - first, :length] = normalise(samples[start : start + length])
+                mask[b - first, :length] = 1
+        return Batch(audio, mask, seconds, (self.epoch, self.offset), lengths)
 
     def batches(self, count: int, prefetch: int = 2) -> Iterator[Batch]:
         """`count` batches, read ahead on a thread so the model never waits for Parquet."""

@@ -1,0 +1,81 @@
+"""Refresh flow: after new audio or a new checkpoint, bring embeddings, scorecards and the report up to date.
+
+    plan → embed (new segments, or all of a new checkpoint) → evaluate each label column → report
+
+Run by the `refresh/after-new-data` deployment whenever a scheduled ingest or pretraining run
+completes. Each step is skipped when its inputs have not changed, with the pipeline's own checks:
+a scorecard computed on the same segments and classes, a report stamped with the same inputs.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows.embed import embed
+from flows.evaluate import evaluate
+from flows.run_names import named_by
+from schemas.settings import EmbedSettings, EvaluateSettings, RefreshSettings, ReportSettings
+from tasks import store
+from tasks.pipeline_plan import current_report, evaluation_is_current, inputs_digest, report_inputs, report_stamp, stamp_report
+from tasks.refresh_plan import plan_refresh
+from tasks.workspace import Workspace
+
+
+@flow(name="refresh", flow_run_name=named_by("refresh", ("run",), "latest"))
+def refresh(settings: RefreshSettings) -> dict:
+    """Embed what is new, score every label column, redraw the report (subflows embed → evaluate → report)."""
+    log = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    with store.writing(ws) as conn:
+        store.apply_schema(conn, ws)
+        plan = plan_refresh(conn, settings.run, settings.label_columns)
+    if plan.run is None:
+        log.info("no trained checkpoint in %s yet: nothing to embed (run pretraining first)", ws.root)
+        return _publish([("plan", "stopped", f"no trained checkpoint in {ws.root} yet")])
+
+    embedded = embed(EmbedSettings(workspace=str(ws.root), run=plan.run))
+    model_id, added = embedded["model_id"], embedded["segments_embedded"]
+    steps = [("embed", "ran" if added else "nothing new", f"{model_id}: {added} segment(s) embedded")]
+
+    scored = []
+    for column in plan.label_columns:
+        evaluation = EvaluateSettings(workspace=str(ws.root), label_column=column, model=model_id)
+        with store.reading(ws) as conn:
+            current = not settings.force and evaluation_is_current(conn, evaluation)
+        if current:
+            steps.append((f"evaluate {column}", "up to date", "same segments and classes as the stored scorecard"))
+            scored.append(column)
+            continue
+        # One column that cannot be scored (a single class, say) must not stop the others or the report.
+        state = evaluate(evaluation, return_state=True)
+        if state.is_completed():
+            scored.append(column)
+            steps.append((f"evaluate {column}", "ran", model_id))
+        else:
+            log.warning("evaluate '%s' of %s ended %s: %s", column, model_id, state.name, state.message)
+            steps.append((f"evaluate {column}", state.name.lower(), str(state.message)))
+
+    if settings.report:
+        reporting = ReportSettings(workspace=str(ws.root), model=model_id,
+                                   label_column=(scored or plan.label_columns or [None])[0])
+        with store.reading(ws) as conn:
+            inputs = report_inputs(conn, reporting)
+        digest, stamp = inputs_digest(inputs), report_stamp(ws, plan.run)
+        drawn = None if settings.force else current_report(stamp, digest)
+        if drawn:
+            steps.append(("report", "up to date", drawn))
+        else:
+            from flows.report import report  # UMAP and figures: imported only when drawing
+
+            drawn = str(report(reporting)["report"])
+            stamp_report(stamp, digest, drawn, inputs)
+            steps.append(("report", "ran", drawn))
+    return _publish(steps, model_id)
+
+
+def _publish(steps: list[tuple[str, str, str]], model_id: str | None = None) -> dict:
+    rows = [{"step": s, "outcome": o, "detail": d} for s, o, d in steps]
+    create_table_artifact(key="refresh-summary", table=rows,
+                          description=f"What this refresh did{' for ' + model_id if model_id else ''}")
+    return {"model_id": model_id, "steps": rows}

@@ -1,0 +1,126 @@
+"""Report flow: see what the network learned.
+
+    model → maps, unit atlas, exemplars (figures, thumbnails, clips) → index.html + explorer.html → artifacts
+
+The folder it writes opens from disk (file://) with no server and no network: every link is relative.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm import tqdm
+
+from flows.run_names import named_by
+from schemas.settings import ReportSettings
+from tasks import store
+from tasks.explorer_page import write_explorer
+from tasks.report_content import ReportContent
+from tasks.report_data import resolve_model
+from tasks.report_html import write_report
+from tasks.workspace import Workspace
+
+PROGRESS_EVERY_S = 1.0
+
+
+def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Path:
+    """--output, else <workspace>/reports/<model id with anything but letters, digits, . _ - as '-'>/."""
+    if settings.output:
+        return Path(settings.output).expanduser().resolve()
+    return ws.reports_dir / (re.sub(r"[^A-Za-z0-9._-]+", "-", model_id).strip("-.") or "model")
+
+
+@task(name="build-report-content", task_run_name="figures and media of {settings.model}", cache_policy=NO_CACHE)
+def build_content(settings: ReportSettings, out_dir: str) -> ReportContent:
+    from tasks.report_build import build_report_content
+
+    log = get_run_logger()
+    artifact = create_progress_artifact(progress=0.0, description=f"report of {settings.model}: figures and media")
+    bar = tqdm(total=100, unit="%", desc="report", disable=None, bar_format="{l_bar}{bar}| {n:.0f}/{total}%")
+    last = {"at": 0.0, "step": None}
+
+    def progress(step: str, fraction: float) -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        bar.update(100 * fraction - bar.n)
+        if step != last["step"]:
+            log.info("%s (%.0f%%)", step, 100 * fraction)
+            last["step"] = step
+        if time.monotonic() - last["at"] >= PROGRESS_EVERY_S or fraction >= 1.0:
+            update_progress_artifact(artifact, progress=100.0 * fraction)
+            last["at"] = time.monotonic()
+
+    try:
+        content = build_report_content(Workspace.at(settings.workspace), settings, Path(out_dir), progress)
+    finally:
+        bar.close()
+    update_progress_artifact(artifact, progress=100.0)
+    return content
+
+
+@task(name="write-report-pages", task_run_name="write index.html and explorer.html", cache_policy=NO_CACHE)
+def write_pages(content: ReportContent, out_dir: str) -> tuple[str, str]:
+    return str(write_report(content, Path(out_dir))), str(write_explorer(content, Path(out_dir)))
+
+
+def _md(value: object) -> str:
+    """Text for a markdown table cell: no markup from the data, no broken rows."""
+    return html.escape(str(value)).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(content: ReportContent, index_html: Path, explorer_html: Path) -> str:
+    explorer = content.explorer
+    lines = [f"# {_md(content.title)}", "",
+             f"Model `{_md(content.model_id)}`, generated {_md(content.generated_at)}.", "",
+             f"- **Report**: [{_md(index_html)}]({index_html.as_uri()})",
+             f"- **Explorer**: [{_md(explorer_html)}]({explorer_html.as_uri()})"
+             + (f" ({len(explorer.segment_id):,} segments, layers {', '.join(map(str, sorted(explorer.coords)))})"
+                if explorer is not None else ""),
+             "", "Open the files in a browser from this machine: they need no server and no network.", "",
+             "| item | value |", "| --- | --- |"]
+    lines += [f"| {_md(row.get('item'))} | {_md(row.get('value'))} |" for row in content.summary]
+    lines += ["", "## Sections", ""]
+    lines += [f"- **{_md(s.title)}**: {len(s.figures)} figure(s), {len(s.clips)} clip(s)" for s in content.sections]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="report", flow_run_name=named_by("report", ("model",), "latest"))
+def report(settings: ReportSettings) -> dict:
+    """Figures, a self-contained HTML report and an interactive explorer of a model's embeddings and units."""
+    log = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    if not ws.exists():
+        raise store.WorkspaceError(f"no workspace at {ws.root}: run `ceta2vec ingest` first")
+    with store.reading(ws) as conn:
+        model_id = resolve_model(conn, settings.model).model_id
+    settings = settings.model_copy(update={"model": model_id})  # the folder and its content name the same model
+    out_dir = report_folder(ws, settings, model_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("report of %s into %s", model_id, out_dir)
+
+    content = build_content(settings, str(out_dir))
+    index_html, explorer_html = map(Path, write_pages(content, str(out_dir)))
+    figures = sum(len(s.figures) for s in content.sections)
+    clips = sum(len(s.clips) for s in content.sections)
+    segments = len(content.explorer.segment_id) if content.explorer is not None else 0
+
+    create_markdown_artifact(key="report", markdown=summary_markdown(content, index_html, explorer_html),
+                             description=f"Report of {model_id}: {index_html.as_uri()}")
+    create_table_artifact(
+        key="report-sections",
+        table=[{"section": s.title, "figures": len(s.figures), "clips": len(s.clips), "tables": len(s.tables)}
+               for s in content.sections],
+        description=f"What the report of {model_id} holds ({index_html})",
+    )
+    log.info("report: %s (%d figures, %d clips); explorer: %s (%d segments)", index_html.as_uri(), figures, clips,
+             explorer_html.as_uri(), segments)
+    return {"report": str(index_html), "explorer": str(explorer_html), "out_dir": str(out_dir), "model_id": model_id,
+            "figures": figures, "clips": clips, "segments": segments,
+            "sections": [s.title for s in content.sections], "flow_run_id": str(flow_run.id)}

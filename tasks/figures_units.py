@@ -1,0 +1,283 @@
+"""Figures of the discrete units: the unit atlas, a recording's unit timeline, sequence statistics
+(bigram transitions, rank-frequency) and units against labels. Each returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.gridspec import GridSpec  # noqa: E402
+
+from tasks.figures import PALETTE  # noqa: E402
+from tasks.sequence_stats import zipf_slope  # noqa: E402
+from tasks.spectrograms import SPECTROGRAM_CMAP, MelConfig, display_range, mel_ticks  # noqa: E402
+from tasks.unit_atlas import UnitAtlas  # noqa: E402
+
+GREY_EDGE = "#D0D0D0"  # windows reaching beyond a segment's edge
+UNIT_CMAP = "viridis"  # units coloured by their place in the similarity order: similar units, similar colours
+
+
+def unit_colours(order: list[int], n_units: int) -> np.ndarray:
+    """(n_units + 1, 4) RGBA: row u is unit u's colour, the last row (index -1) white for no unit."""
+    cmap = plt.get_cmap(UNIT_CMAP)
+    colours = np.tile(np.array([[0.85, 0.85, 0.85, 1.0]]), (n_units + 1, 1))
+    for position, unit in enumerate(order):
+        if unit < n_units:
+            colours[unit] = cmap(position / max(1, len(order) - 1))
+    colours[-1] = (1, 1, 1, 1)
+    return colours
+
+
+def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str] | None = None) -> plt.Figure:
+    """Per unit: its mean log-mel window (dashed line: the assigned frame), exemplars beside it, and
+    its usage, mean run and co-occurring labels. Similar units are next to each other."""
+    units = atlas.units
+    n_ex = max((len(u.exemplars) for u in units), default=0)
+    blocks = 2 if len(units) > 12 else 1
+    per_block = int(np.ceil(len(units) / blocks)) or 1
+    cols = 1 + n_ex
+    cell, row_h, top_in, bottom_in = 0.8, 0.86, 0.75, 0.75
+    ratios = [1.15] + [1] * n_ex + [2.3]
+    width = blocks * cell * sum(ratios) + 0.6
+    height = per_block * row_h + top_in + bottom_in
+    fig = plt.figure(figsize=(width, height))
+    outer = GridSpec(1, blocks, figure=fig, wspace=0.06, left=0.45 / width, right=0.995, top=1 - top_in / height,
+                     bottom=bottom_in / height)
+    vmin, vmax = display_range([u.mean_window for u in units] + [e.window for u in units for e in u.exemplars])
+    ticks, tick_labels = mel_ticks(atlas.mel, 3)
+    half_s = atlas.half_width * atlas.mel.frame_seconds
+    extent = (-half_s * 1000, half_s * 1000, -0.5, atlas.mel.n_mels - 0.5)
+    image = None
+    for b in range(blocks):
+        inner = outer[b].subgridspec(per_block, cols + 1, width_ratios=ratios, wspace=0.07, hspace=0.38)
+        for r in range(per_block):
+            i = b * per_block + r
+            if i >= len(units):
+                break
+            unit = units[i]
+            last = r == per_block - 1 or i == len(units) - 1
+            ax = fig.add_subplot(inner[r, 0])
+            ax.set_facecolor(GREY_EDGE)
+            image = ax.imshow(unit.mean_window, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin,
+                              vmax=vmax, extent=extent, interpolation="nearest")
+            ax.axvline(0, color="white", linestyle="--", linewidth=0.7)
+            ax.set_yticks(ticks)
+            ax.set_yticklabels(tick_labels, fontsize=5.5)
+            ax.tick_params(axis="y", pad=1, length=2)
+            ax.set_title(f"unit {unit.unit} (mean of {unit.occurrences:,})", fontsize=6.5, pad=2, loc="left")
+            _time_axis(ax, last)
+            if b == 0 and r == per_block // 2:
+                ax.set_ylabel("frequency (kHz)", fontsize=7)
+            for e in range(n_ex):
+                ax = fig.add_subplot(inner[r, 1 + e])
+                ax.set_yticks([])
+                ax.set_facecolor(GREY_EDGE)
+                if e < len(unit.exemplars):
+                    ex = unit.exemplars[e]
+                    ax.imshow(ex.window, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin, vmax=vmax,
+                              extent=extent, interpolation="nearest")
+                    where = (recordings or {}).get(ex.segment_id, ex.segment_id)
+                    ax.set_title(where[:13], fontsize=5.5, pad=2)
+                else:
+                    ax.set_facecolor("#F2F2F2")
+                _time_axis(ax, last)
+            ax = fig.add_subplot(inner[r, cols])
+            ax.axis("off")
+            text = [f"{unit.frames:,} frames ({100 * unit.share:.1f}%)", f"mean run {1000 * unit.mean_run_s:.0f} ms"]
+            if unit.labels:
+                text.append(", ".join(f"{name[:12]} {100 * share:.0f}%" for name, share in unit.labels[:2]))
+            ax.text(0.04, 0.5, "\n".join(text), fontsize=6.5, va="center", ha="left", transform=ax.transAxes)
+    if image is not None:
+        cax = fig.add_axes([0.3, 0.18 / height, 0.4, 0.1 / height])
+        bar = fig.colorbar(image, cax=cax, orientation="horizontal")
+        bar.set_label("log-mel power (dB re segment mean power); grey: beyond the segment's edge", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    fig.suptitle(f"{model_id}: unit atlas of {atlas.inventory.name}, the {len(units)} most used units (similar units "
+                 f"adjacent)\n{atlas.window_seconds * 1000:.0f} ms log-mel windows centred on the assigned frame; "
+                 f"left: mean over a sample of {atlas.sample_segments:,} segments; right: exemplars {atlas.centre}, "
+                 "one per segment", fontsize=8.5, y=1 - 0.1 / height, va="top")
+    return fig
+
+
+def _time_axis(ax: plt.Axes, show: bool) -> None:
+    if show:
+        ax.tick_params(axis="x", labelsize=5.5, pad=1, length=2)
+        ax.set_xlabel("time from frame (ms)", fontsize=6, labelpad=1)
+    else:
+        ax.set_xticks([])
+
+
+def unit_timeline_figure(spec: np.ndarray, mel: MelConfig, strips: list[tuple[str, np.ndarray, np.ndarray]],
+                         spans: list[dict], recording: str, start_s: float, label_column: str | None,
+                         model_id: str, zoom: tuple[int, int] | None = None) -> plt.Figure:
+    """A recording's spectrogram with its frame-level unit sequences as colour strips beneath, and a
+    zoom (frames [a, b)) where single frames are visible. strips: (name, units per frame with -1 for
+    none, colours from `unit_colours`); spans: event labels with start_s/end_s in the recording."""
+    seconds = spec.shape[1] * mel.frame_seconds
+    block = [3.2] + [0.5] * len(strips) + ([0.42] if spans else [])
+    zoomed = [2.4] + [0.5] * len(strips) if zoom else []
+    heights = block + ([0.55] if zoom else []) + zoomed
+    fig = plt.figure(figsize=(15, 1.1 + 0.62 * sum(heights)))
+    grid = GridSpec(len(heights), 2, figure=fig, height_ratios=heights, width_ratios=[60, 1], hspace=0.14,
+                    wspace=0.02, left=0.08, right=0.94, top=1 - 0.75 / (1.1 + 0.62 * sum(heights)), bottom=0.06)
+    vmin, vmax = display_range([spec])
+    axes = _timeline_block(fig, grid, 0, spec, mel, strips, spans, start_s, (0, spec.shape[1]), vmin, vmax,
+                           label_column, max(3, int(0.012 * spec.shape[1])))
+    axes[-1].set_xlabel("time in the recording (s)")
+    if zoom:
+        a, b = zoom
+        axes[0].add_patch(plt.Rectangle((start_s + a * mel.frame_seconds, -0.5), (b - a) * mel.frame_seconds,
+                                        mel.n_mels, fill=False, edgecolor="white", linewidth=1.5, linestyle="--"))
+        lower = _timeline_block(fig, grid, len(block) + 1, spec, mel, strips, [], start_s, zoom, vmin, vmax,
+                                label_column, 1 if b - a <= 120 else 2)
+        lower[0].set_title(f"zoom: {(b - a) * mel.frame_seconds:.1f} s (dashed box above), one column per "
+                           f"{1000 * mel.frame_seconds:.0f} ms frame; numbers name the units", fontsize=9, loc="left")
+        lower[-1].set_xlabel("time in the recording (s)")
+    image = axes[0].get_images()[0]
+    bar = fig.colorbar(image, cax=fig.add_subplot(grid[0, 1]))
+    bar.set_label("log-mel power\n(dB re mean power)", fontsize=8)
+    fig.suptitle(f"{model_id}: unit timeline of {recording} ({seconds:.1f} s from {start_s:.1f} s). Strip colours "
+                 "follow each inventory's similarity order (similar units, similar colours); white: no frame",
+                 fontsize=10)
+    return fig
+
+
+def _timeline_block(fig: plt.Figure, grid: GridSpec, row0: int, spec: np.ndarray, mel: MelConfig,
+                    strips: list[tuple[str, np.ndarray, np.ndarray]], spans: list[dict], start_s: float,
+                    frames: tuple[int, int], vmin: float, vmax: float, label_column: str | None,
+                    min_run: int) -> list[plt.Axes]:
+    a, b = frames
+    t_a, t_b = start_s + a * mel.frame_seconds, start_s + b * mel.frame_seconds
+    ax = fig.add_subplot(grid[row0, 0])
+    ax.imshow(spec[:, a:b], origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin, vmax=vmax,
+              extent=(t_a, t_b, -0.5, mel.n_mels - 0.5), interpolation="nearest")
+    ticks, tick_labels = mel_ticks(mel, 5)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(tick_labels)
+    ax.set_ylabel("frequency (kHz)")
+    axes = [ax]
+    for i, (name, seq, colours) in enumerate(strips):
+        strip = fig.add_subplot(grid[row0 + 1 + i, 0], sharex=ax)
+        part = seq[a:b]
+        row = np.where(part >= 0, part, len(colours) - 1)
+        strip.imshow(colours[row][None, :, :], aspect="auto", extent=(t_a, t_a + len(part) * mel.frame_seconds, 0, 1),
+                     interpolation="nearest")
+        strip.set_yticks([0.5])
+        strip.set_yticklabels([name], fontsize=8)
+        _annotate_runs(strip, part, t_a, mel.frame_seconds, min_run, colours)
+        axes.append(strip)
+    if spans:
+        lane = fig.add_subplot(grid[row0 + 1 + len(strips), 0], sharex=ax)
+        lane.set_ylim(0, 1)
+        lane.set_yticks([0.5])
+        lane.set_yticklabels([f"labels: {label_column}"], fontsize=8)
+        for i, span in enumerate(spans):
+            lo, hi = max(t_a, span["start_s"]), min(t_b, span["end_s"])
+            if hi > lo:
+                lane.axvspan(lo, hi, 0.1, 0.9, color=PALETTE[i % (len(PALETTE) - 1)], alpha=0.6)
+                lane.text((lo + hi) / 2, 0.5, span["label"], ha="center", va="center", fontsize=7)
+        axes.append(lane)
+    for upper in axes[:-1]:
+        upper.tick_params(axis="x", labelbottom=False)
+    ax.set_xlim(t_a, t_b)
+    return axes
+
+
+def _annotate_runs(ax: plt.Axes, seq: np.ndarray, start_s: float, frame_s: float, min_frames: int,
+                   colours: np.ndarray) -> None:
+    """Name the units of runs at least `min_frames` long (wide enough to hold a number), in black on
+    light colours and white on dark ones."""
+    if len(seq) == 0:
+        return
+    edges = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1], True])
+    for a, b in zip(edges[:-1], edges[1:]):
+        if seq[a] >= 0 and b - a >= min_frames:
+            r, g, b_, _ = colours[int(seq[a])]
+            ax.text(start_s + (a + b) / 2 * frame_s, 0.5, str(int(seq[a])), ha="center", va="center", fontsize=6,
+                    color="black" if 0.299 * r + 0.587 * g + 0.114 * b_ > 0.5 else "white", fontweight="bold")
+
+
+def sequence_figure(bigrams: np.ndarray, shown: list[int], rank_freqs: dict[str, np.ndarray],
+                    bigram_freqs: np.ndarray | None, main_name: str, model_id: str) -> plt.Figure:
+    """Left: P(next unit | unit) between runs of the shown units (similarity order). Right: rank-frequency
+    of every inventory's units (and of the main inventory's bigrams) on log-log axes."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    sub = bigrams[np.ix_(shown, shown)].astype(np.float64)
+    rows = bigrams[shown].sum(1, keepdims=True).astype(np.float64)  # every next unit, shown or not
+    prob = np.where(rows > 0, sub / np.maximum(rows, 1), np.nan)
+    image = left.imshow(prob, cmap="cividis", vmin=0, vmax=max(0.05, float(np.nanmax(prob)) if np.isfinite(prob).any() else 1),
+                        interpolation="nearest")
+    left.set_xticks(range(len(shown)))
+    left.set_xticklabels(shown, fontsize=6, rotation=90)
+    left.set_yticks(range(len(shown)))
+    left.set_yticklabels(shown, fontsize=6)
+    left.set_xlabel("next unit (runs merged: no self-transitions)")
+    left.set_ylabel("unit")
+    left.set_title(f"transitions between the most used {main_name}", fontsize=10)
+    bar = fig.colorbar(image, ax=left, fraction=0.046, pad=0.02)
+    bar.set_label("P(next unit | unit)")
+    styles = ["-", "--", "-.", ":"]
+    for i, (name, freqs) in enumerate(rank_freqs.items()):
+        if len(freqs):
+            share = freqs / freqs.sum()
+            right.loglog(np.arange(1, len(freqs) + 1), share, color=PALETTE[i % (len(PALETTE) - 1)],
+                         linestyle=styles[(i // (len(PALETTE) - 1)) % 4], marker=".", markersize=3,
+                         label=f"{name} (slope {zipf_slope(freqs):.2f})")
+    if bigram_freqs is not None and len(bigram_freqs):
+        share = bigram_freqs / bigram_freqs.sum()
+        right.loglog(np.arange(1, len(share) + 1), share, color="black", linestyle=":",
+                     label=f"bigrams of {main_name} (slope {zipf_slope(bigram_freqs):.2f})")
+    all_shares = [f / f.sum() for f in rank_freqs.values() if len(f)]
+    if all_shares:
+        top = max(s[0] for s in all_shares)
+        ranks = np.arange(1, max(len(s) for s in all_shares) + 1)
+        right.loglog(ranks, top / ranks, color="grey", linewidth=0.8, linestyle=(0, (1, 3)), label="Zipf's law (slope -1)")
+    right.set_xlabel("rank")
+    right.set_ylabel("share of frames (bigrams: of transitions)")
+    right.set_title("rank-frequency of units (Zipf plot)", fontsize=10)
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{model_id}: unit sequence statistics", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def unit_label_figure(counts: np.ndarray, units: list[int], labels: list[str], per_unit_purity: np.ndarray,
+                      overall_purity: float, inventory_name: str, label_column: str, model_id: str) -> plt.Figure:
+    """P(label | unit) for the shown units (rows), with each unit's labelled frames and purity."""
+    sub = counts[units].astype(np.float64)
+    totals = sub.sum(1, keepdims=True)
+    prior = counts.sum(0) / max(1, counts.sum())  # every labelled frame of the sample, all units
+    prob = np.where(totals > 0, sub / np.maximum(totals, 1), np.nan)
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(2.2 + 0.55 * len(labels) + 3.2, 1.2 + 0.24 * len(units)),
+                                   gridspec_kw={"width_ratios": [max(1, len(labels)), 3.5], "wspace": 0.05},
+                                   sharey=True)
+    image = ax.imshow(prob, cmap="cividis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    for (r, c), p in np.ndenumerate(prob):
+        if np.isfinite(p) and p >= 0.005:
+            ax.text(c, r, f"{100 * p:.0f}", ha="center", va="center", fontsize=6,
+                    color="black" if p > 0.6 else "white")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([f"{name[:18]} ({100 * p:.0f}%)" for name, p in zip(labels, prior)], rotation=45, ha="right",
+                       fontsize=8)
+    ax.set_yticks(range(len(units)))
+    ax.set_yticklabels([f"unit {u}" for u in units], fontsize=7)
+    ax.set_xlabel(f"label ({label_column}; % of all labelled frames)")
+    ax.set_title("P(label | unit), % of the unit's labelled frames", fontsize=9)
+    heights = totals[:, 0]
+    side.barh(range(len(units)), per_unit_purity[units], color=PALETTE[0], height=0.7)
+    side.axvline(prior.max() if len(prior) else 0, color=PALETTE[3], linestyle="--", linewidth=1,
+                 label=f"majority label's share ({prior.max() if len(prior) else 0:.2f}): no better than guessing")
+    side.set_xlim(0, 1)
+    side.set_xlabel("purity (share of its top label)")
+    for r, n in enumerate(heights):
+        side.text(1.02, r, f"{int(n):,}", va="center", ha="left", fontsize=6, color="black", clip_on=False)
+    side.text(1.02, -0.9, "frames", fontsize=6, ha="left", va="bottom", clip_on=False)
+    side.set_title(f"purity (frame-weighted overall {overall_purity:.2f})", fontsize=9)
+    side.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
+    side.grid(axis="x", alpha=0.3)
+    fig.colorbar(image, ax=[ax, side], fraction=0.02, pad=0.06).set_label("P(label | unit)")
+    fig.suptitle(f"{model_id}: {inventory_name} against '{label_column}' labels", fontsize=11)
+    return fig

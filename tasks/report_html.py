@@ -1,0 +1,228 @@
+"""The report as one HTML page that opens from disk: figures, captions, clips, tables, configuration.
+
+Nothing is fetched from the network and every link is relative, so the report folder can be moved,
+zipped or opened with file://. Every value shown comes from the data (file names, labels, sites) and
+is escaped: a recording called `<img src=x onerror=...>.wav` is shown as text, never run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+from tasks.report_content import AudioClip, FigureRef, ReportContent, ReportSection
+
+ASSETS = Path(__file__).parent / "report_assets"
+ASSET_FILES = ("report.css", "explorer.css", "explorer.js")
+EXPLORER_PAGE = "explorer.html"
+LONG_TABLE_ROWS = 18  # key/value tables longer than this are split into side-by-side columns
+
+
+def esc(value: object) -> str:
+    """Text for element content and quoted attribute values."""
+    return html.escape(_text(value), quote=True)
+
+
+def href(path: str) -> str:
+    """A relative path as an attribute value: percent-encoded (spaces, '#', '?', ':' in file names), then escaped.
+
+    Encoding ':' also keeps a hostile 'javascript:...' path a harmless relative file name."""
+    return html.escape(quote(path.replace(os.sep, "/"), safe="/"), quote=True)
+
+
+def anchor(key: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", key.lower()).strip("-") or "x"
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a" if math.isnan(value) else str(value)
+        return f"{value:.4g}" if value != int(value) or abs(value) >= 1e6 else str(int(value))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays
+        return _text(value.tolist())
+    return str(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or (
+        hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf")
+
+
+def install_assets(out_dir: Path) -> None:
+    """Copy the vendored CSS and JavaScript beside the pages (no CDN, no fonts to fetch)."""
+    target = out_dir / "assets"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ASSET_FILES:
+        shutil.copyfile(ASSETS / name, target / name)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside, then rename: a reader (or a browser reload) never sees half a page."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def table_html(rows: list[dict], caption: str | None = None, css_class: str = "data") -> str:
+    if not rows:
+        return ""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    numeric = {c for c in columns if all(_is_number(r.get(c)) for r in rows if r.get(c) is not None)
+               and any(r.get(c) is not None for r in rows)}
+    head = "".join(f'<th scope="col"{" class=num" if c in numeric else ""}>{esc(c)}</th>' for c in columns)
+    body = "\n".join(
+        "<tr>" + "".join(f'<td{" class=num" if c in numeric else ""}>{esc(r.get(c))}</td>' for c in columns) + "</tr>"
+        for r in rows)
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    return (f'<div class="table-wrap"><table class="{css_class}">{cap}<thead><tr>{head}</tr></thead>'
+            f"<tbody>\n{body}\n</tbody></table></div>")
+
+
+def key_value_html(pairs: list[tuple[str, object]], caption: str | None = None) -> str:
+    """Settings as two-column tables; long lists split into side-by-side tables that print well."""
+    if not pairs:
+        return ""
+    parts = max(1, min(3, math.ceil(len(pairs) / LONG_TABLE_ROWS)))
+    per = math.ceil(len(pairs) / parts)
+    tables = []
+    for i in range(parts):
+        chunk = pairs[i * per:(i + 1) * per]
+        body = "\n".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in chunk)
+        tables.append(f'<table class="kv"><tbody>\n{body}\n</tbody></table>')
+    cap = f"<h3>{esc(caption)}</h3>" if caption else ""
+    return f'{cap}<div class="kv-grid kv-{parts}">{"".join(tables)}</div>'
+
+
+def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    pairs: list[tuple[str, object]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs += flatten(value, name + ".")
+        else:
+            pairs.append((name, value))
+    return pairs
+
+
+def paragraphs(text: str) -> str:
+    return "".join(f"<p>{esc(p.strip())}</p>" for p in re.split(r"\n\s*\n", text or "") if p.strip())
+
+
+def figure_html(figure: FigureRef, number: int) -> str:
+    return (
+        f'<figure id="fig-{anchor(figure.key)}" class="figure">'
+        f'<a href="{href(figure.svg)}" title="Open the vector (SVG) version">'
+        f'<img src="{href(figure.png)}" alt="{esc(figure.title)}"></a>'
+        f'<figcaption><span class="fig-no">Figure {number}.</span> <strong>{esc(figure.title)}.</strong> '
+        f'{esc(figure.caption)} <span class="fig-links"><a href="{href(figure.svg)}">SVG</a> · '
+        f'<a href="{href(figure.png)}">PNG</a></span></figcaption></figure>'
+    )
+
+
+def clip_html(clip: AudioClip) -> str:
+    caption = f'<p class="clip-caption">{esc(clip.caption)}</p>' if clip.caption else ""
+    return (f'<div class="clip"><p class="clip-title">{esc(clip.title)}</p>'
+            f'<audio controls preload="metadata" src="{href(clip.wav)}"></audio>{caption}</div>')
+
+
+def section_html(section: ReportSection, first_figure: int) -> tuple[str, int]:
+    parts = [f'<section id="sec-{anchor(section.key)}"><h2>{esc(section.title)}</h2>', paragraphs(section.intro)]
+    number = first_figure
+    for figure in section.figures:
+        parts.append(figure_html(figure, number))
+        number += 1
+    if section.clips:
+        parts.append('<div class="clips">' + "".join(clip_html(c) for c in section.clips) + "</div>")
+    parts += [table_html(rows) for rows in section.tables]
+    parts.append("</section>")
+    return "\n".join(p for p in parts if p), number
+
+
+def configuration_html(configuration: dict) -> str:
+    plain = [(k, v) for k, v in configuration.items() if not isinstance(v, dict)]
+    parts = [key_value_html(plain)] if plain else []
+    parts += [key_value_html(flatten(v), caption=k) for k, v in configuration.items() if isinstance(v, dict)]
+    return "\n".join(parts)
+
+
+def explorer_blurb(content: ReportContent) -> str:
+    data = content.explorer
+    if data is None:
+        return ""
+    layers = ", ".join(str(layer) for layer in sorted(data.coords))
+    return (f'<p class="explorer-link"><a class="button" href="{EXPLORER_PAGE}">Open the interactive explorer</a> '
+            f'<span>{len(data.segment_id):,} segments on a UMAP map (layers {esc(layers)}): hover for the '
+            "spectrogram, click to listen and list the nearest neighbours.</span></p>")
+
+
+def render_report(content: ReportContent) -> str:
+    toc = ['<li><a href="#summary">Data summary</a></li>']
+    toc += [f'<li><a href="#sec-{anchor(s.key)}">{esc(s.title)}</a></li>' for s in content.sections]
+    toc.append('<li><a href="#configuration">Configuration</a></li>')
+    if content.explorer is not None:
+        toc.append(f'<li><a href="{EXPLORER_PAGE}">Interactive explorer</a></li>')
+    sections, number = [], 1
+    for section in content.sections:
+        text, number = section_html(section, number)
+        sections.append(text)
+    summary = key_value_html([(row.get("item"), row.get("value")) for row in content.summary])
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="ceta2vec">
+<title>{esc(content.title)}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="assets/report.css">
+</head>
+<body>
+<header class="masthead">
+<p class="kicker">ceta2vec report</p>
+<h1>{esc(content.title)}</h1>
+<p class="meta">Model <code>{esc(content.model_id)}</code> · generated {esc(content.generated_at)}</p>
+{explorer_blurb(content)}
+</header>
+<nav class="toc" aria-label="Contents"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>
+<main>
+<section id="summary"><h2>Data summary</h2>
+{summary}
+</section>
+{chr(10).join(sections)}
+<section id="configuration"><h2>Configuration</h2>
+<p>The settings this report and the model it shows were made with.</p>
+{configuration_html(content.configuration)}
+</section>
+</main>
+<footer><p>Written by ceta2vec. Every file this page shows lies in its folder; it opens from disk without a
+network connection. Figures link to their vector (SVG) versions.</p></footer>
+</body>
+</html>
+"""
+
+
+def write_report(content: ReportContent, out_dir: Path) -> Path:
+    """out_dir/index.html (and out_dir/assets/) for content whose media already lie under out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    install_assets(out_dir)
+    page = out_dir / "index.html"
+    write_text_atomic(page, render_report(content))
+    return page

@@ -1,0 +1,100 @@
+"""Files in `staging/` carry the tag of the process writing them, so one run's clean-up removes
+what a dead process left and never what a live one (another flow run, a Dask worker) is writing.
+
+Each writing process holds an exclusive `flock` on `<workspace>/.writers/<tag>.lock` for its
+lifetime; the kernel releases it however the process ends (kill -9 included), which is how a
+clean-up tells a live owner from a dead one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import threading
+import uuid
+from pathlib import Path
+
+SEPARATOR = "--"
+OWNERS = ".writers"  # beside staging/, which stays empty between runs
+
+_lock = threading.Lock()
+_tag: tuple[int, str] | None = None  # (pid, tag): a forked child gets a tag of its own
+_handles: dict[str, object] = {}  # owners folder -> open, locked lock file, kept for the process's life
+
+
+def _process_tag() -> str:
+    global _tag
+    if _tag is None or _tag[0] != os.getpid():
+        _tag = (os.getpid(), uuid.uuid4().hex[:12])
+        _handles.clear()  # a child's inherited locks belong to its parent's tag
+    return _tag[1]
+
+
+def owned_path(staging_dir: Path, name: str) -> Path:
+    """`staging_dir/<tag>--<name>`, with this process registered as the tag's live owner."""
+    with _lock:
+        tag = _process_tag()
+        owners = staging_dir.parent / OWNERS
+        while str(owners) not in _handles:
+            owners.mkdir(parents=True, exist_ok=True)
+            lock = owners / f"{tag}.lock"
+            handle = open(lock, "a+b")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                same = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                _handles[str(owners)] = handle
+                atexit.register(_release, lock, handle)
+            else:  # a clean-up took the fresh, not yet locked file for a dead owner's: lock a new one
+                handle.close()
+    return staging_dir / f"{tag}{SEPARATOR}{name}"
+
+
+def _release(lock: Path, handle) -> None:
+    """On a normal exit; after a kill the next clean-up removes the lock file."""
+    if _tag is not None and _tag[0] == os.getpid():
+        lock.unlink(missing_ok=True)
+        handle.close()
+
+
+def _alive(owners: Path, tag: str) -> bool:
+    if _tag is not None and _tag == (os.getpid(), tag):
+        return True
+    lock = owners / f"{tag}.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+def remove_leftovers(staging_dir: Path) -> list[Path]:
+    """Delete staged files whose writer is gone (or that carry no tag), and dead owners' lock files."""
+    removed: list[Path] = []
+    if not staging_dir.exists():
+        return removed
+    owners = staging_dir.parent / OWNERS
+    alive: dict[str, bool] = {}
+    for leftover in staging_dir.iterdir():
+        if not leftover.is_file():
+            continue
+        tag = leftover.name.split(SEPARATOR, 1)[0] if SEPARATOR in leftover.name else None
+        if tag is not None:
+            if tag not in alive:
+                alive[tag] = _alive(owners, tag)
+            if alive[tag]:
+                continue
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    if owners.exists():
+        for lock in owners.glob("*.lock"):
+            if not alive.get(lock.stem, _alive(owners, lock.stem)):
+                lock.unlink(missing_ok=True)
+    return removed

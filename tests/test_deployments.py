@@ -1,0 +1,270 @@
+"""Deployments on a real Prefect server: prefect.yaml deployed with `prefect deploy`, and every
+deployment served by `ceta2vec serve` (a subprocess), with runs started through the API, by the
+server's scheduler and by an event trigger."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from deployments.definitions import REFRESH_TAG, TAG, yaml_definitions
+from signals import tone, write
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NAMES = {"ingest/watch-folder", "continue-pretraining/nightly", "refresh/after-new-data", "report/weekly"}
+WAIT_S = 240  # generous: on a busy 2-core machine each served run imports torch in a fresh process
+
+
+def test_prefect_yaml_says_what_the_definitions_say():
+    entries = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]
+    expected = [d.yaml_entry() for d in yaml_definitions()]
+    assert [e["name"] for e in entries] == [e["name"] for e in expected]
+    for entry, wanted in zip(entries, expected):
+        assert entry == wanted, entry["name"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """The whole process group: SIGINT first (serve pauses its deployments), then harder."""
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # children of the group that outlived its leader (flow runs the runner started)
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _until(condition, what: str, timeout: float = WAIT_S, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `prefect server start` on a free port, its scheduler looping every 2 s."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "3", "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")
+    process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"prefect server exited: {(home / 'server.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        _until(healthy, "the Prefect server", timeout=180)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: url}):  # this process's client (the checks) talks to it too
+            yield {"url": url, "env": {**env, "PREFECT_API_URL": url}, "home": home}
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _deployments(client) -> dict:
+    return {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
+
+
+def _automations_of(client, deployment_id) -> list:
+    return [a for a in client.read_automations()
+            if any(getattr(action, "deployment_id", None) == deployment_id for action in a.actions)]
+
+
+@pytest.mark.slow
+def test_prefect_deploy_creates_the_deployments_schedules_and_trigger(server, tmp_path):
+    env = {**server["env"], "CETA2VEC_WATCH_FOLDER": str(tmp_path / "incoming"),
+           "CETA2VEC_WORKSPACE": str(tmp_path / "ws")}
+    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "ceta2vec", "--type", "process"],
+                   env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    done = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
+                           "--all"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with _client() as client:
+        found = _deployments(client)
+        assert set(found) == NAMES
+        watch = found["ingest/watch-folder"]
+        assert watch.parameters == {"settings": {"sources": [str(tmp_path / "incoming")], "workspace": str(tmp_path / "ws")}}
+        assert watch.work_pool_name == "ceta2vec" and set(watch.tags) == {TAG, REFRESH_TAG}
+        schedules = {d: [(s.slug, s.active, getattr(s.schedule, "cron", None)) for s in found[d].schedules] for d in found}
+        assert schedules == {"ingest/watch-folder": [("watch-folder", True, "*/15 * * * *")],
+                             "continue-pretraining/nightly": [("nightly", False, "0 2 * * *")],
+                             "refresh/after-new-data": [], "report/weekly": [("weekly", True, "0 6 * * 1")]}
+        assert found["continue-pretraining/nightly"].parameters["more_chunks"] == 1
+        automations = _automations_of(client, found["refresh/after-new-data"].id)
+        assert len(automations) == 1
+        trigger = automations[0].trigger
+        assert trigger.expect == {"prefect.flow-run.Completed"}
+        assert trigger.model_dump(mode="json")["match_related"] == [
+            {"prefect.resource.role": "flow", "prefect.resource.name": ["ingest", "continue-pretraining"]},
+            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{REFRESH_TAG}"}]
+        # Leave the server to the serve test: the same names, served instead of pooled.
+        for deployment in found.values():
+            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+            client.delete_deployment(deployment.id)
+
+
+def _serve(server, log: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "ceta2vec"), "serve", *args], env=server["env"], cwd=ROOT,
+                            stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _query(workspace: Path, sql: str) -> list[tuple]:
+    """Short read-only look at the served workspace (a served ingest may be writing: retry the lock)."""
+    for _ in range(120):
+        try:
+            with duckdb.connect(str(workspace / "ceta2vec.duckdb"), read_only=True) as conn:
+                return conn.execute(sql).fetchall()
+        except duckdb.IOException:
+            time.sleep(0.5)
+    raise AssertionError("the workspace stayed locked")
+
+
+def _artifacts(client, flow_run_id) -> list:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
+def _table(artifact) -> list[dict]:
+    data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return data if isinstance(data, list) else [dict(zip(data["columns"], row)) for row in data["data"]]
+
+
+def _runs_of(client, deployment_id) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def _final(client, run_id):
+    run = client.read_flow_run(run_id)
+    return run if run.state and run.state.is_final() else None
+
+
+@pytest.mark.slow
+def test_served_deployments_run_on_demand_on_schedule_and_on_trigger(server, tmp_path):
+    from prefect.deployments import run_deployment
+
+    rate = 16000
+    incoming, workspace, logs = tmp_path / "incoming", tmp_path / "ws", tmp_path / "serve.log"
+    write(incoming / "first.wav", tone(440, 12.0, rate), rate)
+    serving = _serve(server, logs, str(incoming), "--workspace", str(workspace), "--site", "T",
+                     "--ingest-cron", "0 0 1 1 *")
+    try:
+        with _client() as client:
+            # (a) on demand, through the API
+            found = _until(lambda: (d := _deployments(client)) if set(d) >= NAMES else None, "served deployments")
+            assert set(found) == NAMES
+            run = run_deployment("ingest/watch-folder", timeout=WAIT_S)
+            assert run.state.is_completed(), run.state
+            assert run.name == f"ingest-T-{run.expected_start_time:%Y-%m-%d}"
+            assert _query(workspace, "SELECT file_name, site FROM recordings") == [("first.wav", "T")]
+            assert _query(workspace, "SELECT count(*) FROM segments") == [(2,)]
+            artifacts = _artifacts(client, run.id)
+            summary = [a for a in artifacts if a.key == "ingest-summary"]
+            assert [a.type for a in summary] == ["table"]
+            table = {row["metric"]: row["value"] for row in _table(summary[0])}
+            assert table["ingested"] == 1 and table["failed"] == 0
+            assert [float(a.data) for a in artifacts if a.type == "progress"] == [100.0]  # files ingested
+
+            # (c) its completion starts the refresh deployment (nothing to embed yet: it says so)
+            refresh_id = found["refresh/after-new-data"].id
+            refresh_run = _until(lambda: _runs_of(client, refresh_id), "a triggered refresh run")[0]
+            refresh_run = _until(lambda: _final(client, refresh_run.id), "the refresh run to finish")
+            assert refresh_run.state.is_completed(), refresh_run.state
+            steps = [_table(a) for a in _artifacts(client, refresh_run.id) if a.key == "refresh-summary"]
+            assert steps == [[{"step": "plan", "outcome": "stopped",
+                               "detail": f"no trained checkpoint in {workspace} yet"}]]
+
+            before = {name: (d.id, {s.slug: (s.id, s.active, s.schedule) for s in d.schedules}) for name, d in found.items()}
+        _stop(serving)
+
+        # Restart with the watch folder on a 6 s interval: the same deployments, updated in place.
+        serving = _serve(server, logs, str(incoming), "--workspace", str(workspace), "--site", "T", "--ingest-every", "6")
+        with _client() as client:
+            def restarted():
+                deployments = _deployments(client)
+                watch = deployments.get("ingest/watch-folder")
+                ok = watch and not watch.paused and watch.schedules and watch.schedules[0].schedule.interval
+                return deployments if ok else None
+
+            after = _until(restarted, "the restarted serve to update the schedule")
+            assert set(after) == NAMES and len(client.read_deployments()) == 4
+            for name, deployment in after.items():
+                assert deployment.id == before[name][0]
+                schedules = {s.slug: (s.id, s.active, s.schedule) for s in deployment.schedules}
+                if name == "ingest/watch-folder":
+                    assert schedules["watch-folder"][0] == before[name][1]["watch-folder"][0]  # same schedule, new interval
+                    assert schedules["watch-folder"][2].interval.total_seconds() == 6
+                else:
+                    assert schedules == before[name][1]
+            assert len(_automations_of(client, after["refresh/after-new-data"].id)) == 1
+
+            # (b) a file dropped into the watch folder is ingested by the next scheduled run, alone
+            staged = tmp_path / "second.wav"
+            write(staged, tone(880, 5.0, rate), rate)
+            shutil.move(staged, incoming / "second.wav")  # whole, at once: a scheduled run never sees half a file
+            _until(lambda: _query(workspace, "SELECT 1 FROM source_files WHERE path LIKE '%second.wav'"),
+                   "the scheduled ingest of the new file")
+            runs = _query(workspace, "SELECT flow_run_id, ingested, skipped, failed FROM ingest_runs "
+                                     "WHERE finished_at IS NOT NULL ORDER BY started_at")
+            assert [r[1] for r in runs if r[1]] == [1, 1], runs        # each file ingested once, by one run
+            assert all(r[3] == 0 for r in runs)
+            assert all(r[2] == 1 for r in runs[1:] if r[1]), runs      # the run that took the new file skipped the old
+            assert _query(workspace, "SELECT file_name FROM recordings ORDER BY 1") == [("first.wav",), ("second.wav",)]
+            took_it = client.read_flow_run([r[0] for r in runs if r[1]][-1])
+            assert took_it.deployment_id == after["ingest/watch-folder"].id and took_it.auto_scheduled
+    finally:
+        _stop(serving)
+        print((logs.read_text() if logs.exists() else "")[-4000:])
