@@ -4,9 +4,15 @@
   reporting to the same Prefect server, whatever process or machine it runs in. DuckDB itself
   allows one writing process per file; across threads of one process it would let two flow runs
   write at once and fail one of them on a conflict. Outside a flow run (the CLI's `sql`, `index`,
-  tests) and across processes with their own ephemeral servers, the file-lock retry in
-  `tasks.store.connect` stays the fallback.
+  tests) the file-lock retry in `tasks.store.connect` stays the only guard.
 - `ceta2vec-gpu` (one slot per visible GPU): pretraining chunks on CUDA take turns.
+
+Only against a server of its own (PREFECT_API_URL set): there a slot held by a process that was
+killed is given back when its lease (LEASE_S) runs out. The ephemeral server each CLI process
+starts keeps leases in its memory while the slot counts live in the SQLite database the next
+process's server reuses, so a `kill -9` would strand the slot for good; without PREFECT_API_URL a
+lock of the process stands in (flow runs of one process take turns; processes take turns on
+DuckDB's file lock).
 
 Limits are created when missing (an existing limit keeps the size an operator gave it), and a
 slot is held per thread re-entrantly, so a write block opened inside another never waits on itself.
@@ -23,10 +29,13 @@ DUCKDB_WRITER = "ceta2vec-duckdb-writer"
 GPU = "ceta2vec-gpu"
 # Waiting longer than this for another run's write block means something is stuck: fail loudly.
 WRITER_WAIT_S = 3600.0
+# A killed holder's slot comes back this long after its last renewal (renewed while held).
+LEASE_S = 60.0
 
 _created: set[tuple[str, str]] = set()
 _created_lock = threading.Lock()
 _held = threading.local()
+_local_turns: dict[str, threading.BoundedSemaphore] = {}
 log = logging.getLogger(__name__)
 
 
@@ -59,25 +68,51 @@ def ensure_limit(name: str, slots: int) -> None:
         _created.add(key)
 
 
+def shared_server() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def _local(name: str, slots: int) -> threading.BoundedSemaphore:
+    with _created_lock:
+        return _local_turns.setdefault(name, threading.BoundedSemaphore(slots))
+
+
 @contextmanager
 def _slot(name: str, slots: int, timeout_s: float | None) -> Iterator[None]:
-    depth = getattr(_held, name.replace("-", "_"), 0)
+    attr = name.replace("-", "_")
+    depth = getattr(_held, attr, 0)
     if depth:
-        setattr(_held, name.replace("-", "_"), depth + 1)
+        setattr(_held, attr, depth + 1)
         try:
             yield
         finally:
-            setattr(_held, name.replace("-", "_"), depth)
+            setattr(_held, attr, depth)
         return
-    from prefect.concurrency.sync import concurrency
+    if shared_server():
+        from prefect.concurrency.sync import concurrency
 
-    ensure_limit(name, slots)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=False):
-        setattr(_held, name.replace("-", "_"), 1)
+        ensure_limit(name, slots)
+        turn = concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S, strict=False)
+    else:
+        turn = _local_turn(_local(name, slots), name, timeout_s)
+    with turn:
+        setattr(_held, attr, 1)
         try:
             yield
         finally:
-            setattr(_held, name.replace("-", "_"), 0)
+            setattr(_held, attr, 0)
+
+
+@contextmanager
+def _local_turn(semaphore: threading.BoundedSemaphore, name: str, timeout_s: float | None) -> Iterator[None]:
+    if not semaphore.acquire(timeout=timeout_s if timeout_s is not None else -1):
+        raise TimeoutError(f"waited {timeout_s:.0f} s for {name} in this process")
+    try:
+        yield
+    finally:
+        semaphore.release()
 
 
 def duckdb_writer():

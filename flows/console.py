@@ -63,7 +63,7 @@ def print_ingest_result(result: dict) -> None:
     root = Workspace.at(result["workspace"])
     console.print(f"workspace: {root.root}", markup=False, highlight=False)
     console.print(f"  DuckDB:   {root.db_path}", markup=False, highlight=False)
-    console.print(f"  Parquet:  {root.segments_dir}/site=*/date=*/rec-*.parquet", markup=False, highlight=False)
+    console.print(f"  Parquet:  {root.storage.root}/site=*/date=*/rec-*.parquet", markup=False, highlight=False)
     console.print(
         f'next: ceta2vec status --workspace {root.root}\n'
         f'      ceta2vec sql "SELECT site, count(*), sum(duration_s)/3600 AS hours FROM recordings GROUP BY site" '

@@ -28,6 +28,7 @@ from tasks.transient_errors import is_transient
 from flows import task_policies as policy
 from flows.run_names import named_by
 from flows.task_runners import FanOut, fan_out
+from tasks.storage import configure_storage
 from tasks.workspace import Workspace
 
 
@@ -112,6 +113,7 @@ def ingest(settings: IngestSettings) -> dict:
 def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
     log = get_run_logger()
     ws = Workspace.at(settings.workspace).create()
+    configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
     label_rows: list[LabelRow] = read_labels(Path(settings.labels)) if settings.labels else []
     run_id = f"ingest-{uuid.uuid4().hex[:12]}"
     counts = IngestCounts()

@@ -75,6 +75,10 @@ class IngestSettings(BaseModel):
         None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
     )
     dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
+    storage: str | None = Field(
+        None, description="fsspec URL where the Parquet segments live (s3://bucket/prefix, gs://..., file:///mnt/...), "
+                          "fixed by a workspace's first ingest; the DuckDB file stays in the workspace folder.",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -288,6 +292,11 @@ class PipelineSettings(BaseModel):
     kmeans_sample_frames: int = Field(20000, ge=100, description="Frames sampled to fit each layer's k-means.")
     bootstrap: int = Field(200, ge=10, description="Bootstrap resamples (over recordings) of the evaluation's intervals.")
     report: bool = Field(True, description="Build the HTML report and explorer at the end.")
+    atlas_units: int = Field(24, ge=1, description="Report: units per unit atlas (the most used ones).")
+    exemplars: int = Field(5, ge=1, le=12, description="Report: exemplar snippets per unit in the atlas.")
+    media_points: int = Field(
+        300, ge=0, description="Report: segments given a spectrogram thumbnail and an audio clip in the explorer."
+    )
     seed: int = Field(0, description="Seed of training, k-means, evaluation and report.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: auto picks a GPU when there is one.")
 

@@ -29,6 +29,7 @@ from tasks.embedding import embed_batch, load_model, pool
 from tasks.frontend import receptive_field
 from tasks.segment_files import publish
 from tasks.staging import owned_path
+from tasks.storage import open_parquet
 from tasks.store import WorkspaceError
 from tasks.store import transaction
 from tasks.workspace import Workspace
@@ -102,7 +103,7 @@ def refresh_views(conn: duckdb.DuckDBPyConnection, workspace: Workspace | None =
 @dataclass(frozen=True)
 class SegmentRef:
     segment_id: str
-    file: str  # absolute Parquet path
+    file: str  # Parquet path or URL (Workspace.segment_file)
     row: int  # row number in the file
     valid_samples: int
 
@@ -124,7 +125,7 @@ def pending_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, mode
         """,
         [workspace.segments_glob, model.model_id, layers, len(layers), model.receptive_field],
     ).fetchall()
-    return [SegmentRef(sid, str(workspace.root / path), int(row), int(valid)) for sid, path, row, valid in rows]
+    return [SegmentRef(sid, workspace.segment_file(path), int(row), int(valid)) for sid, path, row, valid in rows]
 
 
 def plan_batches(refs: list[SegmentRef], batch_size: int) -> list[list[SegmentRef]]:
@@ -142,7 +143,7 @@ def read_audio(refs: list[SegmentRef]) -> list[np.ndarray]:
         by_file.setdefault(ref.file, []).append(ref)
     audio: dict[str, np.ndarray] = {}
     for file, wanted in by_file.items():
-        parquet = pq.ParquetFile(file)
+        parquet = open_parquet(file)
         starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
         groups = sorted({int(np.searchsorted(starts, r.row, side="right") - 1) for r in wanted})
         for group in groups:

@@ -69,7 +69,7 @@ def segment_refs(conn: duckdb.DuckDBPyConnection, workspace: Workspace, segment_
         """SELECT s.segment_id, s.parquet_path, p.file_row_number, round(s.valid_s * s.sample_rate)::BIGINT
            FROM segments s JOIN read_parquet(?, file_row_number = true) p USING (segment_id)
            WHERE s.segment_id IN (SELECT unnest(?))""", [workspace.segments_glob, segment_ids]).fetchall()
-    by_id = {sid: SegmentRef(sid, str(workspace.root / path), int(row), int(valid)) for sid, path, row, valid in rows}
+    by_id = {sid: SegmentRef(sid, workspace.segment_file(path), int(row), int(valid)) for sid, path, row, valid in rows}
     return [by_id[s] for s in segment_ids]
 
 

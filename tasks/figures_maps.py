@@ -18,7 +18,7 @@ from tasks.spectrograms import SPECTROGRAM_CMAP, MelConfig, display_range, mel_t
 
 OTHER = "#BBBBBB"  # categories beyond the palette, drawn underneath in grey
 MISSING = "#DDDDDD"
-TOP_CATEGORIES = len(PALETTE) - 1  # the palette's black is kept for text and reference lines
+TOP_CATEGORIES = len(PALETTE)  # the eight Okabe-Ito colours, black included; the rest grey
 
 
 def _short(text: str, width: int = 26) -> str:
@@ -40,7 +40,8 @@ def categorical_colours(values: list[str], top: int = TOP_CATEGORIES,
     legend = [(v, colour_of[v], counts[v]) for v in named]
     others = sum(c for v, c in counts.items() if v not in colour_of)
     if others:
-        legend.append((f"{len(counts) - len(named)} others", OTHER, others))
+        rest = len(counts) - len(named)
+        legend.append((f"{rest} other{'s' if rest > 1 else ''}", OTHER, others))
     missing = sum(1 for v in values if v == "")
     if missing:
         legend.append((missing_name, MISSING, missing))

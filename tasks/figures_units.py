@@ -66,8 +66,8 @@ def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str
             ax.set_yticks(ticks)
             ax.set_yticklabels(tick_labels, fontsize=5.5)
             ax.tick_params(axis="y", pad=1, length=2)
-            ax.set_title(f"unit {unit.unit} (mean of {unit.occurrences:,})", fontsize=6.5, pad=2, loc="left")
-            _time_axis(ax, last)
+            ax.set_title(f"unit {unit.unit}", fontsize=7, pad=2, fontweight="bold")
+            _time_axis(ax, last, "ms from frame")
             if b == 0 and r == per_block // 2:
                 ax.set_ylabel("frequency (kHz)", fontsize=7)
             for e in range(n_ex):
@@ -79,13 +79,14 @@ def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str
                     ax.imshow(ex.window, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin, vmax=vmax,
                               extent=extent, interpolation="nearest")
                     where = (recordings or {}).get(ex.segment_id, ex.segment_id)
-                    ax.set_title(where[:13], fontsize=5.5, pad=2)
+                    ax.set_title(where[:12], fontsize=5.5, pad=2)
                 else:
                     ax.set_facecolor("#F2F2F2")
-                _time_axis(ax, last)
+                _time_axis(ax, last, "")
             ax = fig.add_subplot(inner[r, cols])
             ax.axis("off")
-            text = [f"{unit.frames:,} frames ({100 * unit.share:.1f}%)", f"mean run {1000 * unit.mean_run_s:.0f} ms"]
+            text = [f"{unit.frames:,} frames ({100 * unit.share:.1f}%)", f"mean run {1000 * unit.mean_run_s:.0f} ms",
+                    f"mean of {unit.occurrences:,} sampled"]
             if unit.labels:
                 text.append(", ".join(f"{name[:12]} {100 * share:.0f}%" for name, share in unit.labels[:2]))
             ax.text(0.04, 0.5, "\n".join(text), fontsize=6.5, va="center", ha="left", transform=ax.transAxes)
@@ -101,10 +102,10 @@ def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str
     return fig
 
 
-def _time_axis(ax: plt.Axes, show: bool) -> None:
+def _time_axis(ax: plt.Axes, show: bool, label: str) -> None:
     if show:
         ax.tick_params(axis="x", labelsize=5.5, pad=1, length=2)
-        ax.set_xlabel("time from frame (ms)", fontsize=6, labelpad=1)
+        ax.set_xlabel(label, fontsize=6, labelpad=1)
     else:
         ax.set_xticks([])
 
@@ -118,20 +119,20 @@ def unit_timeline_figure(spec: np.ndarray, mel: MelConfig, strips: list[tuple[st
     seconds = spec.shape[1] * mel.frame_seconds
     block = [3.2] + [0.5] * len(strips) + ([0.42] if spans else [])
     zoomed = [2.4] + [0.5] * len(strips) if zoom else []
-    heights = block + ([0.55] if zoom else []) + zoomed
+    heights = block + ([1.0] if zoom else []) + zoomed
     fig = plt.figure(figsize=(15, 1.1 + 0.62 * sum(heights)))
     grid = GridSpec(len(heights), 2, figure=fig, height_ratios=heights, width_ratios=[60, 1], hspace=0.14,
                     wspace=0.02, left=0.08, right=0.94, top=1 - 0.75 / (1.1 + 0.62 * sum(heights)), bottom=0.06)
     vmin, vmax = display_range([spec])
     axes = _timeline_block(fig, grid, 0, spec, mel, strips, spans, start_s, (0, spec.shape[1]), vmin, vmax,
-                           label_column, max(3, int(0.012 * spec.shape[1])))
+                           label_column)
     axes[-1].set_xlabel("time in the recording (s)")
     if zoom:
         a, b = zoom
         axes[0].add_patch(plt.Rectangle((start_s + a * mel.frame_seconds, -0.5), (b - a) * mel.frame_seconds,
                                         mel.n_mels, fill=False, edgecolor="white", linewidth=1.5, linestyle="--"))
         lower = _timeline_block(fig, grid, len(block) + 1, spec, mel, strips, [], start_s, zoom, vmin, vmax,
-                                label_column, 1 if b - a <= 120 else 2)
+                                label_column)
         lower[0].set_title(f"zoom: {(b - a) * mel.frame_seconds:.1f} s (dashed box above), one column per "
                            f"{1000 * mel.frame_seconds:.0f} ms frame; numbers name the units", fontsize=9, loc="left")
         lower[-1].set_xlabel("time in the recording (s)")
@@ -146,8 +147,7 @@ def unit_timeline_figure(spec: np.ndarray, mel: MelConfig, strips: list[tuple[st
 
 def _timeline_block(fig: plt.Figure, grid: GridSpec, row0: int, spec: np.ndarray, mel: MelConfig,
                     strips: list[tuple[str, np.ndarray, np.ndarray]], spans: list[dict], start_s: float,
-                    frames: tuple[int, int], vmin: float, vmax: float, label_column: str | None,
-                    min_run: int) -> list[plt.Axes]:
+                    frames: tuple[int, int], vmin: float, vmax: float, label_column: str | None) -> list[plt.Axes]:
     a, b = frames
     t_a, t_b = start_s + a * mel.frame_seconds, start_s + b * mel.frame_seconds
     ax = fig.add_subplot(grid[row0, 0])
@@ -166,7 +166,7 @@ def _timeline_block(fig: plt.Figure, grid: GridSpec, row0: int, spec: np.ndarray
                      interpolation="nearest")
         strip.set_yticks([0.5])
         strip.set_yticklabels([name], fontsize=8)
-        _annotate_runs(strip, part, t_a, mel.frame_seconds, min_run, colours)
+        _annotate_runs(strip, part, t_a, mel.frame_seconds, colours)
         axes.append(strip)
     if spans:
         lane = fig.add_subplot(grid[row0 + 1 + len(strips), 0], sharex=ax)
@@ -185,18 +185,23 @@ def _timeline_block(fig: plt.Figure, grid: GridSpec, row0: int, spec: np.ndarray
     return axes
 
 
-def _annotate_runs(ax: plt.Axes, seq: np.ndarray, start_s: float, frame_s: float, min_frames: int,
-                   colours: np.ndarray) -> None:
-    """Name the units of runs at least `min_frames` long (wide enough to hold a number), in black on
-    light colours and white on dark ones."""
+def _annotate_runs(ax: plt.Axes, seq: np.ndarray, start_s: float, frame_s: float, colours: np.ndarray,
+                   fontsize: float = 5.5) -> None:
+    """Name the units of runs wide enough on the page to hold their number, in black on light colours
+    and white on dark ones."""
     if len(seq) == 0:
         return
+    fig = ax.figure
+    width_pt = ax.get_position().width * fig.get_figwidth() * 72
+    per_frame = width_pt / len(seq)
     edges = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1], True])
     for a, b in zip(edges[:-1], edges[1:]):
-        if seq[a] >= 0 and b - a >= min_frames:
-            r, g, b_, _ = colours[int(seq[a])]
-            ax.text(start_s + (a + b) / 2 * frame_s, 0.5, str(int(seq[a])), ha="center", va="center", fontsize=6,
-                    color="black" if 0.299 * r + 0.587 * g + 0.114 * b_ > 0.5 else "white", fontweight="bold")
+        unit = int(seq[a])
+        if unit < 0 or (b - a) * per_frame < len(str(unit)) * 0.62 * fontsize + 3:
+            continue
+        r, g, blue, _ = colours[unit]
+        ax.text(start_s + (a + b) / 2 * frame_s, 0.5, str(unit), ha="center", va="center", fontsize=fontsize,
+                color="black" if 0.299 * r + 0.587 * g + 0.114 * blue > 0.5 else "white", fontweight="bold")
 
 
 def sequence_figure(bigrams: np.ndarray, shown: list[int], rank_freqs: dict[str, np.ndarray],
@@ -274,8 +279,7 @@ def unit_label_figure(counts: np.ndarray, units: list[int], labels: list[str], p
     side.set_xlabel("purity (share of its top label)")
     for r, n in enumerate(heights):
         side.text(1.02, r, f"{int(n):,}", va="center", ha="left", fontsize=6, color="black", clip_on=False)
-    side.text(1.02, -0.9, "frames", fontsize=6, ha="left", va="bottom", clip_on=False)
-    side.set_title(f"purity (frame-weighted overall {overall_purity:.2f})", fontsize=9)
+    side.set_title(f"purity (overall {overall_purity:.2f}); right: labelled frames", fontsize=9)
     side.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     side.grid(axis="x", alpha=0.3)
     fig.colorbar(image, ax=[ax, side], fraction=0.02, pad=0.06).set_label("P(label | unit)")

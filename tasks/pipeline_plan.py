@@ -50,7 +50,8 @@ def report_settings(settings: PipelineSettings, model_id: str) -> ReportSettings
     if not settings.report:
         return None
     return ReportSettings(workspace=workspace_root(settings), model=model_id, label_column=settings.label_column,
-                          seed=settings.seed)
+                          atlas_units=settings.atlas_units, exemplars=settings.exemplars,
+                          media_points=settings.media_points, seed=settings.seed)
 
 
 def evaluation_is_current(conn: duckdb.DuckDBPyConnection, settings: EvaluateSettings) -> bool:

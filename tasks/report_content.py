@@ -24,6 +24,7 @@ class AudioClip:
     title: str               # e.g. "unit 7, exemplar 2: Lpod.wav 12.3 s"
     wav: str                 # relative path of a short WAV clip
     caption: str = ""
+    group: str = ""          # clips that belong together, e.g. "k-means units of layer 3, unit 7" ("" = none)
 
 
 @dataclass

@@ -22,6 +22,7 @@ ASSETS = Path(__file__).parent / "report_assets"
 ASSET_FILES = ("report.css", "explorer.css", "explorer.js")
 EXPLORER_PAGE = "explorer.html"
 LONG_TABLE_ROWS = 18  # key/value tables longer than this are split into side-by-side columns
+FOLD_CLIPS = 24  # more clips than this start folded (and load only when played)
 
 
 def esc(value: object) -> str:
@@ -99,7 +100,7 @@ def key_value_html(pairs: list[tuple[str, object]], caption: str | None = None) 
     """Settings as two-column tables; long lists split into side-by-side tables that print well."""
     if not pairs:
         return ""
-    parts = max(1, min(3, math.ceil(len(pairs) / LONG_TABLE_ROWS)))
+    parts = max(1, min(2, math.ceil(len(pairs) / LONG_TABLE_ROWS)))
     per = math.ceil(len(pairs) / parts)
     tables = []
     for i in range(parts):
@@ -136,10 +137,35 @@ def figure_html(figure: FigureRef, number: int) -> str:
     )
 
 
-def clip_html(clip: AudioClip) -> str:
-    caption = f'<p class="clip-caption">{esc(clip.caption)}</p>' if clip.caption else ""
-    return (f'<div class="clip"><p class="clip-title">{esc(clip.title)}</p>'
-            f'<audio controls preload="metadata" src="{href(clip.wav)}"></audio>{caption}</div>')
+def clip_html(clip: AudioClip, show_caption: bool = True, preload: str = "metadata") -> str:
+    title = clip.title
+    if clip.group and title.startswith(clip.group) and len(title) > len(clip.group):
+        title = title[len(clip.group):].lstrip(" ,;:-")  # the group heading says it already
+    caption = f'<p class="clip-caption">{esc(clip.caption)}</p>' if clip.caption and show_caption else ""
+    return (f'<div class="clip"><p class="clip-title" title="{esc(clip.title)}">{esc(title)}</p>'
+            f'<audio controls preload="{preload}" src="{href(clip.wav)}"></audio>{caption}</div>')
+
+
+def clips_html(clips: list[AudioClip]) -> str:
+    """Players in a grid, one row block per group (e.g. per unit); a caption every clip shares is said once;
+    a long list starts folded and loads each clip only when played."""
+    if not clips:
+        return ""
+    shared = clips[0].caption if len(clips) > 1 and all(c.caption == clips[0].caption for c in clips) else ""
+    many = len(clips) > FOLD_CLIPS
+    preload = "none" if many else "metadata"
+    groups: dict[str, list[AudioClip]] = {}
+    for clip in clips:
+        groups.setdefault(clip.group, []).append(clip)
+    blocks = []
+    for group, members in groups.items():
+        grid = '<div class="clips">' + "".join(clip_html(c, not shared, preload) for c in members) + "</div>"
+        blocks.append(f'<div class="clip-group"><h4>{esc(group)}</h4>{grid}</div>' if group else grid)
+    note = f'<p class="clips-note">{esc(shared)}</p>' if shared else ""
+    if many:
+        return (f'<details class="clips-fold"><summary>Listen: {len(clips)} audio clips'
+                f'{f" in {len(groups)} groups" if len(groups) > 1 else ""}</summary>{note}{"".join(blocks)}</details>')
+    return note + "".join(blocks)
 
 
 def section_html(section: ReportSection, first_figure: int) -> tuple[str, int]:
@@ -148,8 +174,7 @@ def section_html(section: ReportSection, first_figure: int) -> tuple[str, int]:
     for figure in section.figures:
         parts.append(figure_html(figure, number))
         number += 1
-    if section.clips:
-        parts.append('<div class="clips">' + "".join(clip_html(c) for c in section.clips) + "</div>")
+    parts.append(clips_html(section.clips))
     parts += [table_html(rows) for rows in section.tables]
     parts.append("</section>")
     return "\n".join(p for p in parts if p), number

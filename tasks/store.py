@@ -22,7 +22,6 @@ from schemas.arrow import SEGMENT_METADATA_COLUMNS
 from schemas.tables import SCHEMA_VERSION, TABLES, VIEWS, segment_audio_view
 from tasks.ingest import StagedRecording
 from tasks.labels import LabelRow, assign_labels
-from tasks.segment_files import publish
 from tasks.staging import remove_leftovers
 from tasks.workspace import Workspace
 
@@ -61,7 +60,10 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None 
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(workspace.db_path), read_only=read_only)
+            conn = duckdb.connect(str(workspace.db_path), read_only=read_only)
+            if workspace.storage.remote:  # read_parquet over a segment dataset kept at an fsspec URL
+                conn.register_filesystem(workspace.storage.filesystem)
+            return conn
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
                 raise
@@ -131,7 +133,7 @@ def apply_schema(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
 
 def refresh_segment_audio_view(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
     # read_parquet binds its glob when the view is created, so the view only exists once a file does.
-    if any(workspace.segments_dir.rglob("*.parquet")):
+    if workspace.storage.files():
         conn.execute(segment_audio_view(workspace.segments_glob))
 
 
@@ -220,11 +222,10 @@ def commit_recording(conn: duckdb.DuckDBPyConnection, workspace: Workspace, stag
     A crash after the rename but before COMMIT leaves a file no recording points at: the
     `segment_audio` view ignores it, `remove_orphans` deletes it, and the re-run rewrites it.
     """
-    final = workspace.root / staged.dataset_file
+    final = workspace.segment_file(staged.dataset_file)
     stored_bytes = 0
     if staged.staged_file:
-        publish(Path(staged.staged_file), final)
-        stored_bytes = final.stat().st_size
+        stored_bytes = workspace.storage.publish(Path(staged.staged_file), staged.dataset_file)
     columns = ", ".join(SEGMENT_METADATA_COLUMNS)
     # A recording committed under another path in this same run (a duplicate that raced).
     if conn.execute("SELECT 1 FROM recordings WHERE recording_id = ?", [staged.recording_id]).fetchone():
@@ -295,16 +296,15 @@ def apply_labels_file(conn: duckdb.DuckDBPyConnection, labels_file: str, rows: l
     return stored, len({r for r, _ in paired}), unmatched
 
 
-def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[Path]:
+def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[Path | str]:
     """Delete files a crash left behind: staged files of processes that are gone (a concurrent
     run's are left alone), and dataset files no recording claims."""
-    removed: list[Path] = remove_leftovers(workspace.staging_dir)
+    removed: list[Path | str] = list(remove_leftovers(workspace.staging_dir))
     claimed = {row[0] for row in conn.execute("SELECT parquet_path FROM recordings").fetchall()}
-    if workspace.segments_dir.exists():
-        for file in workspace.segments_dir.rglob("*.parquet"):
-            if workspace.relative(file) not in claimed:
-                file.unlink()
-                removed.append(file)
+    for relative in workspace.storage.files():
+        if relative not in claimed:
+            workspace.storage.remove(relative)
+            removed.append(workspace.segment_file(relative))
     return removed
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
-import pyarrow.parquet as pq
 
+from tasks.storage import open_parquet
 from tasks.workspace import Workspace
 
 
@@ -27,7 +27,7 @@ class SegmentIndex:
     """The segments a run trains on, and where their samples are."""
 
     segment_ids: list[str]
-    files: list[str]  # absolute Parquet paths
+    files: list[str]  # Parquet paths or URLs (Workspace.segment_file)
     file_of: np.ndarray  # index into files, per segment
     row_group: np.ndarray
     row_in_group: np.ndarray
@@ -77,9 +77,8 @@ def build_index(
     file_index = {f: i for i, f in enumerate(files)}
     group_starts = {}
     for f in files:
-        sizes = [pq.ParquetFile(workspace.root / f).metadata.row_group(i).num_rows
-                 for i in range(pq.ParquetFile(workspace.root / f).metadata.num_row_groups)]
-        group_starts[f] = np.cumsum([0] + sizes)
+        metadata = open_parquet(workspace.segment_file(f)).metadata
+        group_starts[f] = np.cumsum([0] + [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
     file_of = np.array([file_index[r[1]] for r in rows], np.int32)
     row_group = np.empty(len(rows), np.int32)
     row_in_group = np.empty(len(rows), np.int32)
@@ -89,7 +88,7 @@ def build_index(
         row_group[i], row_in_group[i] = g, row - starts[g]
     return SegmentIndex(
         segment_ids=[r[0] for r in rows],
-        files=[str(workspace.root / f) for f in files],
+        files=[workspace.segment_file(f) for f in files],
         file_of=file_of, row_group=row_group, row_in_group=row_in_group,
         valid_samples=np.array([round(r[3] * sample_rate) for r in rows], np.int64),
         sample_rate=sample_rate, segment_samples=segment_samples,
@@ -144,7 +143,7 @@ class CropStream:
     def _row_group(self, file: int, group: int) -> np.ndarray:
         key = (file, group)
         if key not in self._groups:
-            table = pq.ParquetFile(self.index.files[file]).read_row_group(group, columns=["audio"])
+            table = open_parquet(self.index.files[file]).read_row_group(group, columns=["audio"])
             flat = table.column("audio").combine_chunks().values.to_numpy(zero_copy_only=False)
             self._groups[key] = flat.reshape(table.num_rows, -1)
             while len(self._groups) > self.window + 1:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from schemas.settings import default_workspace
+from tasks.storage import SegmentStorage, read_storage
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,7 @@ class Workspace:
     <root>/
       ceta2vec.duckdb        tables and views (recordings, segments, ingest_errors, ...)
       segments/              Parquet dataset, site=<slug>/date=<YYYY-MM-DD|unknown>/rec-<id>.parquet
+                             (or at the fsspec URL in storage.json: see tasks/storage.py)
       staging/               files being written; never read, cleared on the next run
       checkpoints/           pretraining runs
       reports/               figures and HTML reports
@@ -48,9 +51,18 @@ class Workspace:
     def reports_dir(self) -> Path:
         return self.root / "reports"
 
+    @cached_property
+    def storage(self) -> SegmentStorage:
+        """Where the segment dataset lives (this folder unless the first ingest gave --storage)."""
+        return read_storage(self.root)
+
     @property
     def segments_glob(self) -> str:
-        return str(self.segments_dir / "**" / "*.parquet")
+        return self.storage.glob
+
+    def segment_file(self, relative: str) -> str:
+        """Path or URL of a dataset file given relative to the workspace (`segments/…`)."""
+        return self.storage.location(relative)
 
     def exists(self) -> bool:
         return self.db_path.exists()

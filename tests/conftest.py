@@ -45,3 +45,12 @@ def shared_data() -> Path:
     if not (SHARED / "MANIFEST.csv").exists():
         pytest.fail(f"the shared recordings are missing: {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def pipeline_reference(prefect_server, tmp_path_factory):
+    """One uninterrupted pipeline run on a tiny synthetic corpus (tests/pipeline_corpus.py), shared by
+    the pipeline tests: (corpus root, result, flow run id); its workspace is root / 'ws'."""
+    from pipeline_corpus import reference_run
+
+    return reference_run(tmp_path_factory.mktemp("pipeline"))

@@ -21,7 +21,9 @@ from test_training import synthetic_calls
 pytestmark = pytest.mark.slow
 
 STEPS = 3
-OPTIONS = dict(run="d", batch_size=4, crop_seconds=1.0, steps_per_chunk=STEPS, model_overrides={"num_hidden_layers": 2})
+# chunks=2 throughout: the schedule's horizon is fixed when a run is created, from chunks x steps
+OPTIONS = dict(run="d", batch_size=4, crop_seconds=1.0, steps_per_chunk=STEPS, chunks=2,
+               model_overrides={"num_hidden_layers": 2})
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,9 @@ def copy(source, target) -> Workspace:
     return Workspace.at(target)
 
 
-def chunk(ws: Workspace, nproc: int, chunks: int = 1, log: list | None = None):
-    settings = PretrainSettings(workspace=str(ws.root), nproc=nproc, chunks=chunks, **OPTIONS)
+def chunk(ws: Workspace, nproc: int, log: list | None = None):
+    """The run's next chunk, as the flow's task trains it."""
+    settings = PretrainSettings(workspace=str(ws.root), nproc=nproc, **OPTIONS)
     with store.reading(ws) as conn:
         spec = resolve_run(conn, ws, settings)
         index = training_index(conn, ws, spec)
@@ -79,30 +82,36 @@ def test_two_processes_write_a_checkpoint_that_loads_with_the_global_batch_of_on
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_resumed_chunk_equals_the_flow_running_both_chunks(ingested, first_chunks, tmp_path):
+def test_the_flow_resumes_a_two_process_run_reproducibly(first_chunks, tmp_path):
     from flows.pretrain import pretrain
 
-    two, ddp, _, _ = first_chunks
-    resumed = copy(two.root, tmp_path / "resumed")
-    second = chunk(resumed, 2, chunks=2)  # continues from the two-process checkpoint of chunk 1
-    assert [m.step for m in second.metrics] == list(range(STEPS, 2 * STEPS))
+    two, ddp, one, _ = first_chunks
+    # the flow records chunk 1 (written outside it, as if interrupted) and trains chunk 2 on two processes
+    flowed = copy(two.root, tmp_path / "flowed")
+    assert pretrain(PretrainSettings(workspace=str(flowed.root), nproc=2, **OPTIONS))["chunks_trained"] == 1
+    with store.reading(flowed) as conn:
+        rows = conn.execute("SELECT step, chunk, loss, accuracy, learning_rate, temperature, masked_frames "
+                            "FROM train_metrics WHERE model_id = 'd' ORDER BY step").fetchall()
+    assert [r[:2] for r in rows] == [(s, 1 + s // STEPS) for s in range(2 * STEPS)]
+    assert [r[2] for r in rows[:STEPS]] == pytest.approx([m.loss for m in ddp.metrics], rel=1e-6)
 
-    straight = copy(ingested, tmp_path / "straight")
-    result = pretrain(PretrainSettings(workspace=str(straight.root), nproc=2, chunks=2, **OPTIONS))
-    assert result["chunks_trained"] == 2
-    with store.reading(straight) as conn:
-        losses = conn.execute("SELECT step, loss, accuracy FROM train_metrics WHERE model_id = 'd' ORDER BY step").fetchall()
-    expected = [(m.step, m.loss, m.accuracy) for m in ddp.metrics + second.metrics]
-    assert [r[0] for r in losses] == [e[0] for e in expected]
-    for got, want in zip(losses, expected):
-        assert got[1] == pytest.approx(want[1], rel=1e-5, abs=1e-6)
-        assert got[2] == pytest.approx(want[2], abs=1e-6)
-    assert saved_state(straight, 2)["data_position"] == saved_state(resumed, 2)["data_position"]
+    # the same chunk again from the same checkpoint, outside the flow: the same numbers
+    again = chunk(copy(two.root, tmp_path / "again"), 2)
+    for m, r in zip(again.metrics, rows[STEPS:]):
+        assert (m.step, m.masked_frames) == (r[0], r[6])
+        assert m.loss == pytest.approx(r[2], rel=1e-5, abs=1e-6) and m.accuracy == pytest.approx(r[3], abs=1e-6)
+
+    # against one process training both chunks: the same schedule, data and masks after the resume
+    single = chunk(one, 1)
+    for m, r in zip(single.metrics, rows[STEPS:]):
+        assert (m.step, m.masked_frames) == (r[0], r[6])
+        assert (m.learning_rate, m.temperature) == pytest.approx((r[4], r[5]), rel=1e-6)
+        assert m.loss == pytest.approx(r[2], rel=0.1)
+    assert saved_state(flowed, 2)["data_position"] == saved_state(one, 2)["data_position"]
 
     # the process count may change between chunks: one process continues the two-process run
-    single = copy(two.root, tmp_path / "single")
-    third = chunk(single, 1, chunks=2)
-    assert [m.masked_frames for m in third.metrics] == [m.masked_frames for m in second.metrics]
+    third = chunk(copy(two.root, tmp_path / "single"), 1)
+    assert [m.masked_frames for m in third.metrics] == [r[6] for r in rows[STEPS:]]
 
 
 def test_a_failing_rank_fails_the_chunk_and_names_it(first_chunks, tmp_path):
@@ -113,9 +122,9 @@ def test_a_failing_rank_fails_the_chunk_and_names_it(first_chunks, tmp_path):
         handle.write(b"\x00" * 16)
     log: list[str] = []
     with pytest.raises(DistributedTrainingFailed, match=r"rank \d of 2 failed: ValueError: .*state.pt does not match"):
-        chunk(damaged, 2, chunks=2, log=log)
+        chunk(damaged, 2, log=log)
     assert not (damaged.checkpoints_dir / "d" / "chunk-0002").exists()
     assert any("Traceback" in line for line in log)  # the ranks' output reached the caller's log
 
     with pytest.raises(ValueError, match="more than the batch size"):
-        chunk(damaged, 5, chunks=2)
+        chunk(damaged, 5)

@@ -204,7 +204,7 @@ def test_served_deployments_run_on_demand_on_schedule_and_on_trigger(server, tmp
     try:
         with _client() as client:
             # (a) on demand, through the API
-            found = _until(lambda: (d := _deployments(client)) if set(d) >= NAMES else None, "served deployments")
+            found = _until(lambda: (lambda d: d if set(d) >= NAMES else None)(_deployments(client)), "served deployments")
             assert set(found) == NAMES
             run = run_deployment("ingest/watch-folder", timeout=WAIT_S)
             assert run.state.is_completed(), run.state

@@ -12,41 +12,19 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 
-from schemas.settings import EvaluateSettings, IngestSettings, PipelineSettings, PretrainSettings
-from signals import click_train, noise, tone, write
+from pipeline_corpus import settings_for
+from schemas.settings import IngestSettings, PipelineSettings, PretrainSettings
+from signals import noise, write
 from tasks import store
 from tasks.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-TINY = dict(segment_seconds=2.0, preset="tiny", chunks=2, steps_per_chunk=3, batch_size=4, crop_seconds=1.0,
-            model_overrides={"num_hidden_layers": 2}, units_k=8, kmeans_sample_frames=500, bootstrap=10)
 DATA_TABLES = ("recordings", "segments", "source_files", "labels", "models", "checkpoints", "train_metrics",
                "embedding_models", "embedded_segments", "frame_units", "unit_models", "unit_stats", "evaluations")
-
-
-def tones_and_clicks(root: Path, n: int = 6) -> Path:
-    """`n` recordings of 4 s (two 2-s segments each), tones and click trains, with a labels CSV."""
-    rows = []
-    for i in range(n):
-        kind = "tone" if i % 2 == 0 else "clicks"
-        x = tone(600 + 50 * i, 4.0, 16000, 0.3) if kind == "tone" else click_train(4.0, 16000, 0.05, 0.5)
-        write(root / "rec" / f"r{i}.wav", x + noise(4.0, 16000, 0.01, seed=i), 16000, "PCM_16")
-        rows.append([f"r{i}.wav", kind])
-    with open(root / "labels.csv", "w", newline="") as handle:
-        w = csv.writer(handle)
-        w.writerow(["file", "sound"])
-        w.writerows(rows)
-    return root
-
-
-def settings_for(root: Path, ws: Path, **extra) -> PipelineSettings:
-    return PipelineSettings(sources=[str(root / "rec")], workspace=str(ws), site="syn", labels=str(root / "labels.csv"),
-                            label_column="sound", **{**TINY, **extra})
 
 
 def counts(ws: Path) -> dict[str, int]:
@@ -59,14 +37,9 @@ def rows(ws: Path, sql: str, params=None) -> list[tuple]:
         return conn.execute(sql, params or []).fetchall()
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    from flows.pipeline import pipeline
-
-    root = tones_and_clicks(tmp_path_factory.mktemp("pipeline"))
-    state = pipeline(settings_for(root, root / "ws"), return_state=True)
-    assert state.is_completed(), state.message
-    return root, state.result(), state.state_details.flow_run_id
+@pytest.fixture
+def first_run(pipeline_reference):
+    return pipeline_reference
 
 
 def test_pipeline_runs_every_stage_and_publishes_its_summary(first_run):

@@ -5,7 +5,6 @@ Synthetic content with real PNG/SVG/WAV files; names shaped like markup must be 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -224,3 +223,44 @@ def test_explorer_rejects_columns_of_different_lengths(tmp_path):
     data.site = data.site[:-1]
     with pytest.raises(ValueError, match="column 'site' has 29 rows"):
         write_explorer(ReportContent("t", "m@1", "now", [], {}, [], data), tmp_path)
+
+
+def test_report_source_escapes_text_and_encodes_paths(tmp_path):
+    content = report_content(tmp_path, n=30)
+    source = write_report(content, tmp_path).read_text()
+    assert HOSTILE not in source and "<b>Haro</b>" not in source
+    assert "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;.wav" in source
+    assert 'src="figures/umap%20layers%20%231.png"' in source  # space and '#' encoded, '/' kept
+    assert 'src="media/%3Cimg%20src%3Dx%20onerror%3D%22window.__pwned%3D1%22%3E.wav"' in source
+    assert "http://" not in source and "https://" not in source  # nothing fetched from the network
+    for asset in ("report.css", "explorer.css", "explorer.js"):
+        assert (tmp_path / "assets" / asset).is_file()
+
+
+def test_many_clips_start_folded_and_a_shared_caption_is_said_once(tmp_path):
+    from tasks.report_content import AudioClip, ReportSection
+    from tasks.report_html import FOLD_CLIPS, render_report
+
+    content = report_content(tmp_path, n=10)
+    content.sections.append(ReportSection("atlas", "Atlas", "", clips=[
+        AudioClip(f"unit {i // 5}, exemplar {i % 5}: r{i}.wav", f"media/u{i}.wav", "1 s centred on the frame",
+                  group=f"unit {i // 5}") for i in range(FOLD_CLIPS + 1)]))
+    source = render_report(content)
+    fold = source[source.index('<details class="clips-fold">'):]
+    groups = (FOLD_CLIPS + 1 + 4) // 5
+    assert f"{FOLD_CLIPS + 1} audio clips in {groups} groups" in fold
+    assert fold.count('preload="none"') == FOLD_CLIPS + 1 and fold.count("<h4>") == groups
+    assert fold.count("1 s centred on the frame") == 1
+    assert "<h4>unit 1</h4>" in fold and ">exemplar 2: r7.wav</p>" in fold  # the heading says the unit once
+
+
+def test_pages_without_explorer_data(driver, tmp_path):
+    """A report whose content has no explorer data: no link to it; the explorer page says so without errors."""
+    content = report_content(tmp_path, n=10)
+    content.explorer = None
+    index, explorer = write_report(content, tmp_path), write_explorer(content, tmp_path)
+    assert 'href="explorer.html"' not in index.read_text()
+    driver.get(explorer.as_uri())
+    wait_for(driver, "window.ceta2vecExplorer && window.ceta2vecExplorer.ready")
+    assert "no embedded segments" in driver.find_element("id", "status").text
+    assert headless_chromium.severe(driver) == []

@@ -70,7 +70,7 @@ def files_under(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path):
+def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path, capsys):
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
@@ -99,9 +99,15 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     assert by_key["report-sections"].type == "table"
     assert any(a.type == "progress" and a.data == 100.0 for a in artifacts)
 
+    # re-run through the CLI with the same settings: same folder, same files, nothing piles up
+    from flows.cli import EXIT_OK, main
+
     first = files_under(out)
-    again = report(small(ws))
-    assert again["report"] == result["report"] and files_under(out) == first  # same files, nothing piles up
+    assert main(["report", "--workspace", str(ws.root), "--media-points", "6", "--atlas-units", "3", "--exemplars", "2",
+                 "--neighbours", "3", "--umap-neighbors", "5"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert result["report"] in printed and result["explorer"] in printed
+    assert files_under(out) == first
 
     # the real report in a real browser: every figure loads, nothing errs, the markup-like names stay text
     driver = headless_chromium.start(tmp_path / "profile")
@@ -136,18 +142,23 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
         driver.quit()
 
 
-def test_cli_report_prints_the_pages_and_refuses_an_unknown_model(embedded, tmp_path, capsys):
-    from flows.cli import EXIT_OK, EXIT_USAGE, main
+def test_cli_report_refuses_an_unknown_model(embedded, capsys):
+    from flows.cli import EXIT_USAGE, main
 
     root, ws = embedded
-    out = tmp_path / "my report"
-    assert main(["report", "--workspace", str(ws.root), "--output", str(out), "--media-points", "2",
-                 "--atlas-units", "2", "--exemplars", "1", "--umap-neighbors", "5"]) == EXIT_OK
-    printed = capsys.readouterr().out
-    assert str(out / "index.html") in printed and str(out / "explorer.html") in printed
-    assert (out / "index.html").is_file() and (out / "explorer.html").is_file()
     assert main(["report", "--workspace", str(ws.root), "--model", "nope@9"]) == EXIT_USAGE
-    assert "nope@9" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "nope@9" in error and "rp@1" in error  # names what is there
+
+
+def test_report_folder_default_and_output(tmp_path):
+    from flows.report import report_folder
+
+    ws = Workspace.at(tmp_path / "ws")
+    assert report_folder(ws, ReportSettings(workspace=str(ws.root)), "tiny@3") == ws.reports_dir / "tiny-3"
+    assert report_folder(ws, ReportSettings(workspace=str(ws.root)), "../run a/b@3") == ws.reports_dir / "run-a-b-3"
+    chosen = ReportSettings(workspace=str(ws.root), output=str(tmp_path / "my report"))
+    assert report_folder(ws, chosen, "tiny@3") == tmp_path / "my report"
 
 
 def test_explorer_draws_100k_points_in_chromium(tmp_path):

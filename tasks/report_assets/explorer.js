@@ -11,6 +11,7 @@
   var OTHER = "#8d949a", NONE = "#c9ced3";
   var MAX_OPTIONS = 300;    // filter checkboxes per field; the rest share one "other values" box
   var HOVER_RADIUS = 7;     // CSS px
+  var NOTE_PX = 22;         // the axes note under the map
 
   var api = window.ceta2vecExplorer = {ready: false, error: null, n: 0, visibleCount: 0, drawnCount: 0,
                                        firstDrawMs: null, lastDrawMs: null, decodeMs: null, draws: 0,
@@ -134,11 +135,11 @@
   function sx(i) { return view.ox + L.xy[2 * i] * view.a; }
   function sy(i) { return view.oy - L.xy[2 * i + 1] * view.a; }
   function updateTransform() {
-    var b = L.bounds, pad = 16;
-    view.base = Math.min((view.W - 2 * pad) / b.spanX, (view.H - 2 * pad) / b.spanY);
+    var b = L.bounds, pad = 20, note = NOTE_PX;  // keep points off the edges and clear of the axes note
+    view.base = Math.min((view.W - 2 * pad) / b.spanX, (view.H - 2 * pad - note) / b.spanY);
     view.a = view.base * view.k;
     view.ox = view.W / 2 + view.tx - b.cx * view.a;
-    view.oy = view.H / 2 + view.ty + b.cy * view.a;
+    view.oy = (view.H - note) / 2 + view.ty + b.cy * view.a;
   }
 
   // ---- colours ------------------------------------------------------------------------------
@@ -528,7 +529,8 @@
     e.preventDefault();
     var p = local(e), k = Math.max(0.5, Math.min(400, view.k * Math.exp(-e.deltaY * 0.0015))), f = k / view.k;
     view.tx = p[0] - view.W / 2 - (p[0] - view.W / 2 - view.tx) * f;
-    view.ty = p[1] - view.H / 2 - (p[1] - view.H / 2 - view.ty) * f;
+    var cy = (view.H - NOTE_PX) / 2;
+    view.ty = p[1] - cy - (p[1] - cy - view.ty) * f;
     view.k = k;
     hideTooltip();
     draw();

@@ -1,0 +1,339 @@
+"""Report figures and data: unit atlas on tones with a known answer, kNN and UMAP maps, the figures'
+panels, sequence statistics, and build_report_content on a tiny real workspace."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from quick_ingest import ingest_quick
+from schemas.settings import PretrainSettings, ReportSettings
+from signals import click_train, noise, tone, write
+from tasks import store
+from tasks.figures import save
+from tasks.figures_maps import layer_multiples, map_panels, neighbour_gallery
+from tasks.figures_training import codebook_health_figure, training_curves_figure
+from tasks.figures_units import sequence_figure, unit_atlas_figure, unit_colours, unit_label_figure, unit_timeline_figure
+from tasks.report_data import SegmentInfo, UnitInventory
+from tasks.sequence_stats import bigram_counts, collapse_runs, purity, rank_frequency, unit_label_counts, zipf_slope
+from tasks.spectrograms import frame_windows, log_mel, mel_config
+from tasks.umap_maps import exact_cosine_knn, layer_map, neighbour_agreement
+from tasks.unit_atlas import build_unit_atlas
+from tasks.workspace import Workspace
+
+RATE, HOP, FIELD = 16000, 320, 400
+
+
+def tone_segments(n: int = 4, seconds: float = 4.0):
+    """Segments with a 1 kHz tone in [0.5, 1.5) s and a 3 kHz tone in [2.5, 3.5) s over quiet noise;
+    frames whose audio lies inside a tone are units 1 and 2, every other frame unit 0."""
+    mel = mel_config(RATE, HOP, FIELD)
+    specs, units, labels = {}, {}, {}
+    for i in range(n):
+        x = noise(seconds, RATE, 0.005, seed=i)
+        for f, (a, b) in ((1000, (0.5, 1.5)), (3000, (2.5, 3.5))):
+            x[int(a * RATE):int(b * RATE)] += tone(f, b - a, RATE, 0.3)
+        frames = (len(x) - FIELD) // HOP + 1
+        centre_s = (np.arange(frames) * HOP + FIELD / 2) / RATE
+        seq = np.zeros(frames, np.int16)
+        seq[(centre_s >= 0.55) & (centre_s < 1.45)] = 1
+        seq[(centre_s >= 2.55) & (centre_s < 3.45)] = 2
+        sid = f"seg{i}"
+        specs[sid], units[sid], labels[sid] = log_mel(x, mel), seq, "tonal" if i % 2 == 0 else "also tonal"
+    return mel, specs, units, labels
+
+
+def test_mel_columns_align_with_model_frames():
+    mel, specs, units, _ = tone_segments(1)
+    spec, seq = specs["seg0"], units["seg0"]
+    assert spec.shape[0] == 64 and spec.shape[1] >= len(seq)
+    centres = mel.centres_hz()
+    loud_band = spec[:, : len(seq)].argmax(0)
+    # frames assigned to the 1 kHz unit are loudest near 1 kHz; the 3 kHz unit's near 3 kHz
+    assert np.all(np.abs(centres[loud_band[seq == 1]] - 1000) < 150)
+    assert np.all(np.abs(centres[loud_band[seq == 2]] - 3000) < 300)
+    windows = frame_windows(spec, np.array([0, 5]), 3)
+    assert windows.shape == (2, 64, 7) and np.isnan(windows[0, :, :3]).all() and np.isfinite(windows[1]).all()
+
+
+def test_unit_atlas_average_peaks_at_the_tone_frequency(tmp_path):
+    mel, specs, units, labels = tone_segments()
+    inventory = UnitInventory("kmeans", 1, 0, 3)
+    atlas = build_unit_atlas(inventory, specs, units, mel, labels=labels, top=3, n_exemplars=3, half_width=10)
+    by_unit = {u.unit: u for u in atlas.units}
+    assert set(by_unit) == {0, 1, 2} and sorted(atlas.order) == [0, 1, 2]
+    centres = mel.centres_hz()
+    for unit, freq, tolerance in ((1, 1000, 100), (2, 3000, 250)):
+        window = by_unit[unit].mean_window
+        assert window.shape == (64, 21)
+        peak = int(np.nanargmax(window[:, 10]))  # the assigned frame's column
+        assert abs(centres[peak] - freq) < tolerance, (unit, centres[peak])
+        assert by_unit[unit].occurrences == int(sum((u == unit).sum() for u in units.values()))
+        # exemplars: one per segment, nearest the mean window, and tonal themselves
+        assert len({e.segment_id for e in by_unit[unit].exemplars}) == 3
+        for e in by_unit[unit].exemplars:
+            assert units[e.segment_id][e.frame] == unit
+            assert abs(centres[int(np.nanargmax(e.window[:, 10]))] - freq) < tolerance
+    # the background unit's average has no tonal peak at the assigned frame
+    background = by_unit[0].mean_window[:, 10]
+    assert np.nanmax(background) < np.nanmax(by_unit[1].mean_window[:, 10]) - 20
+    assert {name for name, _ in by_unit[1].labels} == {"tonal", "also tonal"}
+    assert abs(sum(share for _, share in by_unit[1].labels) - 1) < 1e-9
+
+    fig = unit_atlas_figure(atlas, "test@1")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert sum(t.startswith("unit ") for t in titles) == 3
+    assert len(fig.axes) == 3 * (1 + 3 + 1) + 1  # mean, exemplars, text per unit, and the colour bar
+    png, svg = save(fig, tmp_path / "atlas")
+    assert png.stat().st_size > 10_000 and svg.stat().st_size > 10_000
+
+
+def test_exact_knn_umap_and_neighbours_without_self():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 32)) * 3
+    n = 300
+    truth = np.repeat(np.arange(3), n // 3)
+    x = (centres[truth] + rng.standard_normal((n, 32))).astype(np.float32)
+    x[1] = x[0]  # an exact duplicate
+    idx, dist = exact_cosine_knn(x, 9, block=128)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    reference = 1 - u @ u.T
+    np.fill_diagonal(reference, -1)
+    ref_order = np.argsort(reference, axis=1, kind="stable")[:, :9]
+    assert np.all(idx[:, 0] == np.arange(n))
+    assert np.allclose(np.sort(dist, 1), np.sort(np.take_along_axis(np.maximum(reference, 0), ref_order, 1), 1),
+                       atol=1e-5)
+
+    m = layer_map(x, 2, neighbours=8, umap_neighbors=10, seed=0)
+    assert m.coords.shape == (n, 2) and np.isfinite(m.coords).all() and m.exact_knn and m.method == "umap"
+    assert m.neighbours.shape == (n, 8) and not np.any(m.neighbours == np.arange(n)[:, None])
+    assert m.neighbours[0, 0] == 1 and m.distances[0, 0] < 1e-5  # the duplicate comes first, self never
+    assert np.all(np.diff(m.distances, axis=1) >= -1e-6)
+    assert neighbour_agreement(m.neighbours, [str(t) for t in truth]) > 0.97
+    # the map keeps the clusters apart: each point's 10 nearest on the map share its cluster
+    on_map = ((m.coords[:, None, :] - m.coords[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(on_map, np.inf)
+    map_idx = np.argsort(on_map, axis=1)[:, :10]
+    assert np.mean(truth[map_idx] == truth[:, None]) > 0.95
+    again = layer_map(x, 2, neighbours=8, umap_neighbors=10, seed=0)
+    assert np.array_equal(again.coords, m.coords)  # seeded
+    # the approximate graph (n > EXACT_MAX) is measured in bench/report.py: pynndescent's JIT compile
+    # alone takes most of a minute on 2 cores
+
+
+def test_sequence_statistics():
+    assert collapse_runs(np.array([3, 3, 1, 1, 1, 3])).tolist() == [3, 1, 3]
+    counts = bigram_counts([np.array([0, 0, 1, 1, 2]), np.array([2, 1])], 3)
+    assert counts.tolist() == [[0, 1, 0], [0, 0, 1], [0, 1, 0]]
+    assert bigram_counts([np.array([0, 0, 1])], 2, collapse=False).tolist() == [[1, 1], [0, 0]]
+    freqs = 1000 / np.arange(1, 40)
+    assert abs(zipf_slope(freqs) + 1) < 1e-9 and rank_frequency([0, 5, 9, 1]).tolist() == [9, 5, 1]
+    table, names = unit_label_counts({"a": np.array([0, 0, 1]), "b": np.array([1, 1]), "c": np.array([0])},
+                                     {"a": "x", "b": "y"}, 2)
+    assert names == ["x", "y"] and table.tolist() == [[2, 0], [1, 2]]
+    per_unit, overall = purity(table)
+    assert per_unit.tolist() == [1.0, 2 / 3] and overall == 4 / 5
+
+
+def synthetic_info(n: int, rng) -> SegmentInfo:
+    labels = rng.choice(["orca", "humpback", "", "sperm whale"], n).tolist()
+    hours = rng.uniform(0, 24, n)
+    hours[:5] = np.nan
+    return SegmentInfo(
+        segment_id=[f"s{i}" for i in range(n)], recording_id=[f"r{i % 9}" for i in range(n)],
+        recording=[f"rec_{i % 9}.wav" for i in range(n)], site=rng.choice(["A", "B"], n).tolist(),
+        start_time=["" if np.isnan(h) else "2024-01-01T00:00:00Z" for h in hours], hour_utc=hours,
+        start_s=rng.uniform(0, 100, n), valid_s=np.full(n, 10.0), rms_dbfs=rng.uniform(-60, -10, n).astype(np.float32),
+        label=labels)
+
+
+def test_figures_have_their_panels(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 300
+    info = synthetic_info(n, rng)
+    coords = rng.standard_normal((n, 2)).astype(np.float32)
+    fig = map_panels(coords, info, rng.integers(0, 5, n), "species", 3, "m@1")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:6] == ["label: species", "site", "recording (file)", "time of day (5 without a start time: hollow)",
+                          "k-means cluster of layer-3 vectors (cosine)", "level: does the map just sort loudness?"]
+    assert len(fig.axes) == 8  # six maps and two colour bars
+    legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    assert len(legend) == 9 and legend[-1] == "1 other (33)"  # 8 named recordings, the rest pooled
+    paths = save(fig, tmp_path / "map")
+    assert all(p.stat().st_size > 10_000 for p in paths)
+
+    fig = layer_multiples({0: coords, 1: coords, 2: coords}, info.label, "label (species)", {0: 0.4, 1: 0.5, 2: 0.9},
+                          "m@1", 2)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titled) == 3 and "[main]" in titled[2] and "agreement 0.90" in titled[2]
+
+    steps = np.arange(50.0)
+    metrics = {"step": steps, "chunk": steps // 10, "loss": 3 - steps / 50, "contrastive_loss": 2.9 - steps / 50,
+               "diversity_loss": np.full(50, 0.5), "accuracy": steps / 100, "grad_norm": np.full(50, 2.0),
+               "learning_rate": np.full(50, 1e-4), "temperature": np.linspace(2, 0.5, 50),
+               "perplexity": np.c_[np.linspace(5, 40, 50), np.linspace(4, 30, 50)], "unused_code_share": np.full(50, 0.2)}
+    fig = training_curves_figure(metrics, 50, "run", 0.1, 20)
+    assert len(fig.axes) == 5  # four panels and the temperature's twin axis
+    assert any("chance" in t.get_text() for t in fig.axes[1].get_legend().get_texts())
+    fig = codebook_health_figure(metrics, 64, {0: np.arange(1, 60.0), 1: np.arange(1, 64.0)}, 50, "m@1")
+    assert len(fig.axes) == 3
+    assert "5 of 64 codes never used" in fig.axes[2].get_legend().get_texts()[0].get_text()
+
+    bigrams = rng.integers(0, 5, (10, 10))
+    fig = sequence_figure(bigrams, [3, 1, 2], {"a": np.array([10.0, 5, 2])}, np.array([4.0, 2, 1]), "units", "m@1")
+    assert len(fig.axes) == 3 and fig.axes[0].get_xlabel().startswith("next unit")
+    fig = unit_label_figure(rng.integers(0, 20, (10, 3)), [0, 4, 2], ["x", "y", "z"], np.full(10, 0.5), 0.5,
+                            "units", "species", "m@1")
+    assert len(fig.axes) == 3
+
+    mel = mel_config(RATE, HOP, FIELD)
+    specs = {f"s{i}": rng.normal(-40, 5, (64, 100 + 10 * i)).astype(np.float32) for i in range(4)}
+    cell = lambda i: {"segment_id": f"s{i}", "recording": "rec.wav", "start_s": 0.0, "label": "x"}  # noqa: E731
+    rows = [{"query": cell(0), "neighbours": [dict(cell(j), distance=0.1 * j, same_recording=j == 1) for j in (1, 2, 3)]}]
+    fig = neighbour_gallery(rows, specs, mel, "m@1", 2)
+    assert len(fig.axes) == 4 and "same rec." in fig.axes[1].get_title()
+
+    spec = rng.normal(-40, 5, (64, 500)).astype(np.float32)
+    seq = np.repeat(np.arange(10), 50)
+    fig = unit_timeline_figure(spec, mel, [("k-means L1", seq, unit_colours(list(range(10)), 10))],
+                               [{"label": "call", "start_s": 2.0, "end_s": 4.0}], "rec.wav", 0.0, "sound", "m@1",
+                               zoom=(100, 180))
+    names = [ax.get_yticklabels()[0].get_text() for ax in fig.axes if len(ax.get_yticklabels()) == 1]
+    assert names.count("k-means L1") == 2 and "labels: sound" in names  # strip in the full view and the zoom
+    paths = save(fig, tmp_path / "timeline")
+    assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+# --- build_report_content on a tiny real workspace -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_workspace(tmp_path_factory):
+    """Ingested tones and clicks with labels, a tiny model trained 2 steps, embedded with k-means units
+    (plain functions, no Prefect: the flows are tested elsewhere)."""
+    from tasks.embed_run import (all_layers, commit_batch, embed_segments, pending_segments, refresh_views, register,
+                                 resolve_checkpoint)
+    from tasks.labels import read_labels
+    from tasks.pretrain_run import resolve_run, train_chunk, training_index
+    from tasks.training_store import commit_chunk, metrics_as_rows, upsert_model
+    from tasks.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
+
+    root = tmp_path_factory.mktemp("report")
+    rows = []
+    for i in range(6):
+        kind = "tone" if i % 2 == 0 else "clicks"
+        x = tone(500 + 300 * i, 4.0, RATE, 0.3) if kind == "tone" else click_train(4.0, RATE, 0.05, 0.5)
+        write(root / "rec" / f"r{i}.wav", x + noise(4.0, RATE, 0.01, seed=i), RATE, "PCM_16")
+        rows.append([f"r{i}.wav", "", "", kind])
+    rows.append(["r1.wav", "2.0", "4.0", "whistle"])
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "start_s", "end_s", "sound"])
+        writer.writerows(rows)
+    ws = Workspace.at(root / "ws")
+    ingest_quick(ws, root / "rec", segment_seconds=2.0)
+    settings = PretrainSettings(workspace=str(ws.root), run="rep", steps_per_chunk=2, chunks=1, batch_size=4,
+                                crop_seconds=1.0, model_overrides={"num_hidden_layers": 2})
+    with store.writing(ws) as conn:
+        spec = resolve_run(conn, ws, settings)
+        index = training_index(conn, ws, spec)
+    result = train_chunk(spec, index)
+    with store.writing(ws) as conn:
+        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        upsert_model(conn, {"model_id": "rep", "preset": "tiny", "settings": settings.model_dump(),
+                            "model_config": spec.config, "feature_encoder": spec.plan.describe(), "sample_rate": RATE,
+                            "frame_rate_hz": 50.0, "receptive_field_ms": 25.0, "parameters": 1,
+                            "segments_used": len(index), "hours_used": index.hours, "excluded_recordings": [],
+                            "init_from": None, "chunks_done": 1, "steps_done": 2, "latest_checkpoint": None,
+                            "best_checkpoint": None})
+        commit_chunk(conn, ws, "rep", result.checkpoint, metrics_as_rows(result.metrics))
+        model = resolve_checkpoint(conn, ws, "rep", None)
+        register(conn, ws, model)
+        layers = all_layers(model)
+        pending = pending_segments(conn, ws, model, layers)
+    staged = embed_segments(ws, model, pending, layers, ["mean"], torch.device("cpu"))
+    with store.writing(ws) as conn:
+        commit_batch(conn, ws, model, staged, layers)
+        for layer in layers:
+            centroids, inertia, frames = fit_kmeans(conn, ws, model, layer, 6, 400, 0)
+            save_unit_model(conn, ws, model, layer, centroids, inertia, frames)
+            assign_units(conn, ws, model, layer, centroids)
+        refresh_unit_stats(conn, model)
+        refresh_views(conn, ws)
+    return ws
+
+
+def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
+    from tasks.report_build import build_report_content
+
+    ws = tiny_workspace
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "stale.png").write_bytes(b"old")
+    (out / "index.html").write_text("kept")  # not ours: the HTML writer's
+    settings = ReportSettings(workspace=str(ws.root), media_points=5, atlas_units=4, exemplars=2, neighbours=3,
+                              umap_neighbors=5)
+    seen = []
+    content = build_report_content(ws, settings, out, lambda message, fraction: seen.append(fraction))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    assert not (out / "figures" / "stale.png").exists() and (out / "index.html").read_text() == "kept"
+    assert content.model_id == "rep@1"
+    keys = [s.key for s in content.sections]
+    assert keys == ["maps", "units", "timeline", "training", "neighbours", "sequences", "labels"]
+    figures = [f for s in content.sections for f in s.figures]
+    assert {"umap-layer1", "umap-layers", "unit-atlas-kmeans-layer1", "unit-atlas-codevector-g0",
+            "unit-atlas-codevector-g1", "unit-timeline", "training-curves", "codebook-health", "neighbour-gallery",
+            "unit-sequences", "unit-labels-kmeans-layer1"} <= {f.key for f in figures}
+    for f in figures:
+        assert (out / f.png).stat().st_size > 5_000 and (out / f.svg).stat().st_size > 5_000, f.key
+    clips = [c for s in content.sections for c in s.clips]
+    assert clips and all((out / c.wav).stat().st_size > 1_000 for c in clips)
+    labels_section = content.sections[-1]
+    assert labels_section.tables and {"unit", "purity", "top label"} <= set(labels_section.tables[0][0])
+
+    e = content.explorer
+    n = len(e.segment_id)
+    assert n == 12 and e.label_column == "sound"
+    for column in (e.recording, e.site, e.start_time, e.start_s, e.label, e.cluster, e.thumbnail, e.audio):
+        assert len(column) == n
+    assert set(e.label) <= {"tone", "clicks", "clicks + whistle"} and "clicks + whistle" in e.label
+    assert sorted(e.coords) == [0, 1, 2] and sorted(e.neighbours) == [0, 1, 2]
+    for layer in e.coords:
+        assert e.coords[layer].shape == (n, 2) and np.isfinite(e.coords[layer]).all()
+        nbr, dist = e.neighbours[layer], e.distances[layer]
+        assert nbr.shape == (n, 3) and dist.shape == (n, 3) and nbr.dtype == np.int32
+        assert np.all((nbr >= 0) & (nbr < n)) and not np.any(nbr == np.arange(n)[:, None])
+        assert np.all(np.diff(dist, axis=1) >= -1e-6) and np.all(dist >= 0)
+    media = [i for i, t in enumerate(e.thumbnail) if t]
+    assert len(media) == 5 and all(e.audio[i] for i in media)
+    assert all((out / e.thumbnail[i]).stat().st_size > 100 and (out / e.audio[i]).stat().st_size > 1_000 for i in media)
+    assert all(e.thumbnail[i] == "" and e.audio[i] == "" for i in range(n) if i not in media)
+    assert content.configuration["report"]["resolved"]["layer"] == 1  # middle layer: no evaluation yet
+    assert content.configuration["model_config"]["num_hidden_layers"] == 2
+
+    # idempotent: the same call again writes the same files, nothing more
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    again = build_report_content(ws, settings, out)
+    after = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert before == after and again.explorer.segment_id == e.segment_id
+    assert np.array_equal(again.explorer.coords[1], e.coords[1])
+
+
+def test_clear_errors_for_a_missing_model_layer_or_embeddings(tiny_workspace, tmp_path, workspace):
+    from tasks.report_build import build_report_content
+
+    ws = tiny_workspace
+    with pytest.raises(store.WorkspaceError, match="no embedding model 'nope@1'.*rep@1"):
+        build_report_content(ws, ReportSettings(workspace=str(ws.root), model="nope@1"), tmp_path / "a")
+    with pytest.raises(store.WorkspaceError, match="layers 0, 1, 2, not layer 7"):
+        build_report_content(ws, ReportSettings(workspace=str(ws.root), layer=7), tmp_path / "b")
+    with pytest.raises(store.WorkspaceError, match="no segment has a 'mood' label"):
+        build_report_content(ws, ReportSettings(workspace=str(ws.root), label_column="mood"), tmp_path / "c")
+    workspace.create()
+    with store.writing(workspace) as conn:
+        store.apply_schema(conn, workspace)
+    with pytest.raises(store.WorkspaceError, match="no embeddings"):
+        build_report_content(workspace, ReportSettings(workspace=str(workspace.root)), tmp_path / "d")
