@@ -23,17 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# The whole pipeline in one command: ingest, pretrain, embed, evaluate, HTML report; it prints
+# the report's path and commands to try next.
 demo: $(STAMP)
-	$(VENV)/bin/ceta2vec ingest $(SAMPLE) --labels $(SAMPLE)/labels.csv --site sample --workspace $(WORKSPACE)
-	$(VENV)/bin/ceta2vec pretrain --preset tiny --chunks 3 --steps-per-chunk 30 --workspace $(WORKSPACE)
-	$(VENV)/bin/ceta2vec embed --workspace $(WORKSPACE)
-	$(VENV)/bin/ceta2vec evaluate --label-column species --workspace $(WORKSPACE)
-	$(VENV)/bin/ceta2vec status --workspace $(WORKSPACE)
-	@seg=$$($(VENV)/bin/ceta2vec sql "SELECT min(segment_id) FROM segments" --format csv --workspace $(WORKSPACE) | tail -1); \
-	echo; echo "figures: $(WORKSPACE)/reports/"; \
-	echo "next:    $(VENV)/bin/ceta2vec similar $$seg -k 5 --workspace $(WORKSPACE)"; \
-	echo "         $(VENV)/bin/ceta2vec sql \"SELECT * FROM unit_stats ORDER BY frames DESC LIMIT 10\" --workspace $(WORKSPACE)"
-	$(VENV)/bin/ceta2vec report --workspace $(WORKSPACE)
+	$(VENV)/bin/ceta2vec run $(SAMPLE) --labels $(SAMPLE)/labels.csv --label-column species --site sample \
+	  --preset tiny --chunks 3 --steps-per-chunk 30 --workspace $(WORKSPACE)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -60,7 +60,8 @@ def synthetic_workspace(root: Path, n: int, dim: int, layers: int, seed: int) ->
             SELECT printf('rec%07d', i), printf('hash%07d', i), printf('/data/site%d/rec%07d.wav', i % 3, i),
                    printf('rec%07d.wav', i), 1000, 'WAV', 'PCM_16', 16000, 1, 1600000, 100.0,
                    TIMESTAMPTZ '2024-06-01 00:00:00+00' + to_seconds(i * 997 % 2592000), 'file name',
-                   printf('site%d', i % 3), '2024-06-01', 16000, 'mix', 10, 1000, 'segments/x.parquet', []::VARCHAR[], 'bench', now()
+                   printf('site%d', i % 3), '2024-06-01', 16000, 'mix', 10, 1000, 'segments/x.parquet',
+                   []::VARCHAR[], 'bench', now()
             FROM range({n_rec}) t(i)""")
         conn.execute(f"""
             INSERT INTO segments

@@ -77,9 +77,16 @@ def shoot(driver, url: str, must_show: list[str], out: Path, settle_s: float = 4
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import TimeoutException
+
     driver.get(url)
-    WebDriverWait(driver, 90).until(
-        lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in must_show))
+    try:
+        WebDriverWait(driver, 90).until(
+            lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in must_show))
+    except TimeoutException:
+        driver.save_screenshot(str(out.with_suffix(".failed.png")))
+        raise SystemExit(f"{url} never showed {must_show}; the page says: "
+                         f"{driver.find_element(By.TAG_NAME, 'body').text[:2000]!r} (see {out.with_suffix('.failed.png')})")
     time.sleep(settle_s)  # charts and the run graph draw after the text
     out.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(out))
@@ -103,7 +110,8 @@ def main() -> int:
             home = tempfile.mkdtemp(prefix="ceta2vec-prefect-home-")
             port = free_port()
             api_url = f"http://127.0.0.1:{port}/api"
-            env.update(PREFECT_HOME=home)
+            # The UI asks the API at this address; left alone it would assume port 4200.
+            env.update(PREFECT_HOME=home, PREFECT_SERVER_UI_API_URL=api_url)
             server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_healthy(api_url)

@@ -155,7 +155,7 @@ def print_pipeline_result(result: dict, program: str = "ceta2vec") -> None:
         table.add_row(Text(s["stage"]), Text(s["outcome"]), Text(s["detail"]))
     console.print(table)
     ws = result["workspace"]
-    lines = [f"report: {result['report']}"] if result.get("report") else []
+    lines = [f"report:   {result['report']}", f"explorer: {result['explorer']}"] if result.get("report") else []
     lines.append("next:")
     if result.get("example_segment"):
         lines.append(f"  {program} similar {result['example_segment']} -k 5 --workspace {ws}")

@@ -75,7 +75,7 @@ def pipeline(settings: PipelineSettings) -> dict:
             f"'{evaluation.label_column}': no layer could be scored"
         stages.append(StageRow("evaluate", "up to date" if current else "ran", detail))
 
-    report_path = None
+    pages: dict | None = None
     reporting = report_settings(settings, model_id)
     if reporting is None:
         stages.append(StageRow("report", "skipped", "--no-report"))
@@ -83,26 +83,28 @@ def pipeline(settings: PipelineSettings) -> dict:
         with store.reading(ws) as conn:
             inputs = report_inputs(conn, reporting)
         digest, stamp = inputs_digest(inputs), report_stamp(ws, settings.run_name)
-        report_path = current_report(stamp, digest)
-        if report_path:
-            log.info("the report of %s is up to date: %s", model_id, report_path)
-            stages.append(StageRow("report", "up to date", report_path, link=report_path))
+        pages = current_report(stamp, digest)
+        if pages:
+            log.info("the report of %s is up to date: %s", model_id, pages["report"])
+            stages.append(StageRow("report", "up to date", pages["report"], link=pages["report"]))
         else:
             from flows.report import report  # the report flow pulls in UMAP and figures: only when drawing
 
             drawn = report(reporting)
-            report_path = str(drawn["report"])
-            stamp_report(stamp, digest, report_path, inputs)
-            stages.append(StageRow("report", "ran", report_path, link=report_path))
+            pages = {"report": str(drawn["report"]), "explorer": str(drawn["explorer"])}
+            stamp_report(stamp, digest, pages, inputs)
+            stages.append(StageRow("report", "ran", pages["report"], link=pages["report"]))
 
     with store.reading(ws) as conn:
         segment = example_segment(conn, model_id)
-    summary = {"workspace": str(ws.root), "model_id": model_id, "report": report_path, "scorecard": scorecard,
+    summary = {"workspace": str(ws.root), "model_id": model_id, "report": pages and pages["report"],
+               "explorer": pages and pages["explorer"], "scorecard": scorecard,
                "example_segment": segment, "stages": [s.as_row() for s in stages],
                "ingest": {k: v for k, v in ingested.items() if k != "workspace_summary"},
                "chunks_trained": trained["chunks_trained"], "segments_embedded": embedded["segments_embedded"]}
     create_markdown_artifact(key="pipeline", markdown=pipeline_markdown(summary, stages),
-                             description=f"Pipeline over {', '.join(settings.sources)} into {ws.root}")
+                             description=f"Pipeline over {', '.join(settings.sources[:3])}"
+                                         f"{' …' if len(settings.sources) > 3 else ''} into {ws.root}")
     create_table_artifact(key="pipeline-stages", table=[s.as_row() for s in stages],
                           description="What each stage of the pipeline did")
     log.info("pipeline done: %s", "; ".join(f"{s.stage} {s.outcome}" for s in stages))

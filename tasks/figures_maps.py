@@ -53,12 +53,14 @@ def _scatter_categorical(ax: plt.Axes, coords: np.ndarray, values: list[str], ti
     colours, entries = categorical_colours(values, missing_name=missing_name)
     colours = np.asarray(colours)
     size = point_size(len(coords))
-    # grey first, then the named categories from rare to frequent, so small classes are not buried
-    for colour in [MISSING, OTHER] + [c for _, c, _ in reversed(entries) if c not in (OTHER, MISSING)]:
-        keep = colours == colour
-        if keep.any():
-            ax.scatter(coords[keep, 0], coords[keep, 1], s=size, c=colour, linewidths=0,
-                       alpha=0.6 if colour in (OTHER, MISSING) else 0.85, rasterized=True)
+    grey = np.isin(colours, [OTHER, MISSING])
+    if grey.any():
+        ax.scatter(coords[grey, 0], coords[grey, 1], s=size, c=colours[grey], linewidths=0, alpha=0.6, rasterized=True)
+    # named categories in a seeded random order: drawn class by class, the last would hide the others
+    named = np.random.default_rng(0).permutation(np.flatnonzero(~grey))
+    if len(named):
+        ax.scatter(coords[named, 0], coords[named, 1], s=size, c=colours[named], linewidths=0, alpha=0.85,
+                   rasterized=True)
     _map_axes(ax, title)
     if legend and entries:
         _legend(ax, entries)
@@ -168,9 +170,11 @@ def neighbour_gallery(rows: list[dict], specs: dict[str, np.ndarray], mel: MelCo
             seconds = spec.shape[1] * mel.frame_seconds
             ax.imshow(spec, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin, vmax=vmax,
                       extent=(0, seconds, -0.5, mel.n_mels - 0.5), interpolation="nearest")
-            head = "QUERY" if c == 0 else f"#{c}  d = {cell['distance']:.3f}" + ("  (same rec.)" if cell.get("same_recording") else "")
-            ax.set_title(f"{head}\n{_short(cell['recording'], 24)} @{cell['start_s']:.0f} s\n{_short(cell.get('label') or '—', 24)}",
-                         fontsize=7.5, color="black" if c else PALETTE[3], fontweight="bold" if c == 0 else "normal")
+            head = ("QUERY" if c == 0 else f"#{c}  d = {cell['distance']:.3f}"
+                    + ("  (same rec.)" if cell.get("same_recording") else ""))
+            where = f"{_short(cell['recording'], 24)} @{cell['start_s']:.0f} s"
+            ax.set_title(f"{head}\n{where}\n{_short(cell.get('label') or '—', 24)}", fontsize=7.5,
+                         color="black" if c else PALETTE[3], fontweight="bold" if c == 0 else "normal")
             ax.set_yticks(ticks if c == 0 else [])
             if c == 0:
                 ax.set_yticklabels(tick_labels, fontsize=7)

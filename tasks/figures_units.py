@@ -212,8 +212,8 @@ def sequence_figure(bigrams: np.ndarray, shown: list[int], rank_freqs: dict[str,
     sub = bigrams[np.ix_(shown, shown)].astype(np.float64)
     rows = bigrams[shown].sum(1, keepdims=True).astype(np.float64)  # every next unit, shown or not
     prob = np.where(rows > 0, sub / np.maximum(rows, 1), np.nan)
-    image = left.imshow(prob, cmap="cividis", vmin=0, vmax=max(0.05, float(np.nanmax(prob)) if np.isfinite(prob).any() else 1),
-                        interpolation="nearest")
+    highest = float(np.nanmax(prob)) if np.isfinite(prob).any() else 1.0
+    image = left.imshow(prob, cmap="cividis", vmin=0, vmax=max(0.05, highest), interpolation="nearest")
     left.set_xticks(range(len(shown)))
     left.set_xticklabels(shown, fontsize=6, rotation=90)
     left.set_yticks(range(len(shown)))

@@ -123,19 +123,22 @@ def report_stamp(workspace: Workspace, run: str) -> Path:
     return workspace.reports_dir / f".pipeline-{run}.json"
 
 
-def current_report(stamp: Path, digest: str) -> str | None:
-    """The report drawn from these very inputs by an earlier run, if it is still there."""
+def current_report(stamp: Path, digest: str) -> dict | None:
+    """{"report": index.html, "explorer": explorer.html} drawn from these very inputs by an earlier
+    run, if both are still there."""
     try:
         record = json.loads(stamp.read_text())
     except (OSError, ValueError):
         return None
-    report = record.get("report")
-    return report if record.get("digest") == digest and report and Path(report).exists() else None
+    pages = {k: record.get(k) for k in ("report", "explorer")}
+    if record.get("digest") != digest or not all(v and Path(v).exists() for v in pages.values()):
+        return None
+    return pages
 
 
-def stamp_report(stamp: Path, digest: str, report: str, inputs: dict) -> None:
+def stamp_report(stamp: Path, digest: str, pages: dict, inputs: dict) -> None:
     """Written after the report flow returned: a report killed half-way has no stamp and is redrawn."""
     stamp.parent.mkdir(parents=True, exist_ok=True)
     tmp = stamp.with_name(stamp.name + ".partial")
-    tmp.write_text(json.dumps({"digest": digest, "report": report, "inputs": inputs}, indent=2, default=str))
+    tmp.write_text(json.dumps({"digest": digest, **pages, "inputs": inputs}, indent=2, default=str))
     tmp.replace(stamp)

@@ -42,8 +42,9 @@ def pipeline_markdown(summary: dict, stages: list[StageRow]) -> str:
     if card:
         lines += ["", f"**Best layer**: {card['best_layer']} ({card['metric']} {card['score']}; best baseline "
                       f"{card['best_baseline']}: {card['baseline_score']})."]
-    if summary.get("report"):
-        lines += ["", f"**Report**: [{summary['report']}]({Path(summary['report']).resolve().as_uri()})"]
+    for page in ("report", "explorer"):
+        if summary.get(page):
+            lines += ["", f"**{page.title()}**: [{summary[page]}]({Path(summary[page]).resolve().as_uri()})"]
     if summary.get("example_segment"):
         lines += ["", "Try next:", "", "```",
                   f"ceta2vec similar {summary['example_segment']} -k 5 --workspace {summary['workspace']}",

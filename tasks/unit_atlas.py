@@ -79,7 +79,8 @@ def leaf_order(vectors: np.ndarray, metric: str = "cosine") -> list[int]:
 
     if len(vectors) < 3:
         return list(range(len(vectors)))
-    x = np.nan_to_num(np.asarray(vectors, np.float64), nan=float(np.nanmean(vectors)) if np.isfinite(vectors).any() else 0.0)
+    x = np.asarray(vectors, np.float64)
+    x = np.nan_to_num(x, nan=float(np.nanmean(x)) if np.isfinite(x).any() else 0.0)
     x = x + 1e-9 * np.arange(x.shape[1])  # constant rows have no cosine/correlation distance otherwise
     tree = linkage(x, method="average", metric=metric, optimal_ordering=len(x) <= 400)
     return [int(i) for i in leaves_list(tree)]
