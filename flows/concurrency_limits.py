@@ -12,7 +12,8 @@ killed is given back when its lease (LEASE_S) runs out. The ephemeral server eac
 starts keeps leases in its memory while the slot counts live in the SQLite database the next
 process's server reuses, so a `kill -9` would strand the slot for good; without PREFECT_API_URL a
 lock of the process stands in (flow runs of one process take turns; processes take turns on
-DuckDB's file lock).
+DuckDB's file lock). With a server, threads of one process still queue on that lock first and
+only one of them at a time asks the server.
 
 Limits are created when missing (an existing limit keeps the size an operator gave it), and a
 slot is held per thread re-entrantly, so a write block opened inside another never waits on itself.
@@ -90,19 +91,23 @@ def _slot(name: str, slots: int, timeout_s: float | None) -> Iterator[None]:
         finally:
             setattr(_held, attr, depth)
         return
-    if shared_server():
-        from prefect.concurrency.sync import concurrency
+    # Threads of this process queue on a local semaphore first, so the server only arbitrates between
+    # processes: its 423 answers carry a Retry-After of up to 30 s, far too long a wait for a turn
+    # another thread of the same run is about to give back.
+    with _local_turn(_local(name, slots), name, timeout_s):
+        if shared_server():
+            from prefect.concurrency.sync import concurrency
 
-        ensure_limit(name, slots)
-        turn = concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S, strict=False)
-    else:
-        turn = _local_turn(_local(name, slots), name, timeout_s)
-    with turn:
-        setattr(_held, attr, 1)
-        try:
-            yield
-        finally:
-            setattr(_held, attr, 0)
+            ensure_limit(name, slots)
+            turn = concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S, strict=False)
+        else:
+            turn = nullcontext()
+        with turn:
+            setattr(_held, attr, 1)
+            try:
+                yield
+            finally:
+                setattr(_held, attr, 0)
 
 
 @contextmanager

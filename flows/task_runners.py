@@ -81,6 +81,21 @@ def _check_dask_workers(runner: TaskRunner, address: str, api_url: str) -> int:
     return threads
 
 
+@contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Give this process its environment back when the block ends. Dask's nanny writes its
+    pre-spawn variables (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, ...) into the *parent's* os.environ,
+    so without this every later subprocess of the run (torchrun's trainers, a CLI) would train on
+    one thread, and float results would drift from a run that never started a cluster."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
 class FanOut:
     """Submits tasks to the runner a run's settings ask for, started at the first task (a run with
     nothing to do starts no cluster) and stopped when the `fan_out` block ends."""
@@ -106,6 +121,7 @@ class FanOut:
             where = f"a pool of {self.workers} process(es)"
         else:
             runner = _dask_runner(self.dask_address, self.dask_workers, api_url)
+            self._stack.enter_context(_environment_kept())
         self._stack.enter_context(runner)
         self._runner = runner
         if self.choice == "dask" and self.dask_address:

@@ -3,6 +3,7 @@ threads: a LocalCluster started by the flow (ingest), and a running cluster give
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -47,7 +48,11 @@ def rows(ws: Workspace, sql: str) -> list[tuple]:
 def ingested(corpus):
     threads, dask = Workspace.at(corpus / "threads"), Workspace.at(corpus / "dask")
     local = ingest(threads, corpus)
+    environment = dict(os.environ)
     distributed = ingest(dask, corpus, task_runner="dask", dask_workers=2)
+    # Dask's nanny sets OMP_NUM_THREADS=1 & co in the parent: the flow must give them back, or later
+    # subprocesses of the run (torchrun trainers) would run on one thread
+    assert dict(os.environ) == environment
     return threads, dask, local, distributed
 
 
@@ -77,9 +82,12 @@ def cluster():
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL
 
+    environment = dict(os.environ)  # the nanny leaks OMP_NUM_THREADS=1 & co into this process
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
                       env={"PREFECT_API_URL": PREFECT_API_URL.value()}) as running:
         yield running.scheduler_address
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def test_embed_on_a_running_dask_cluster_matches_threads(ingested, cluster, tmp_path):

@@ -249,7 +249,10 @@ def test_served_deployments_run_on_demand_on_schedule_and_on_trigger(server, tmp
                     assert schedules["watch-folder"][2].interval.total_seconds() == 6
                 else:
                     assert schedules == before[name][1]
-            assert len(_automations_of(client, after["refresh/after-new-data"].id)) == 1
+            # serve replaces the trigger's automation after updating the schedules: wait for it
+            automations = _until(lambda: _automations_of(client, after["refresh/after-new-data"].id),
+                                 "the restarted serve to recreate the refresh trigger")
+            assert len(automations) == 1
 
             # (b) a file dropped into the watch folder is ingested by the next scheduled run, alone
             staged = tmp_path / "second.wav"
