@@ -29,8 +29,9 @@ demo: $(STAMP)
 	$(VENV)/bin/ceta2vec run $(SAMPLE) --labels $(SAMPLE)/labels.csv --label-column species --site sample \
 	  --preset tiny --chunks 3 --steps-per-chunk 30 --workspace $(WORKSPACE)
 
+# Two workers: much of the suite waits on Prefect servers, subprocesses and a browser.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

@@ -387,6 +387,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = report(_settings(ReportSettings, args))
     print(f"report:   {result['report']}\nexplorer: {result['explorer']}\n"
           f"open:     {Path(result['report']).as_uri()}")
+    if result.get("published"):
+        print(f"copied:   {result['published']}/index.html")
     return EXIT_OK
 
 

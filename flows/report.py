@@ -70,12 +70,20 @@ def write_pages(content: ReportContent, out_dir: str) -> tuple[str, str]:
     return str(write_report(content, Path(out_dir))), str(write_explorer(content, Path(out_dir)))
 
 
+@task(name="publish-report", task_run_name="copy the report to {url}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=10)
+def publish(out_dir: str, url: str) -> int:
+    from tasks.storage import publish_folder
+
+    return len(publish_folder(Path(out_dir), url))
+
+
 def _md(value: object) -> str:
     """Text for a markdown table cell: no markup from the data, no broken rows."""
     return html.escape(str(value)).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(content: ReportContent, index_html: Path, explorer_html: Path) -> str:
+def summary_markdown(content: ReportContent, index_html: Path, explorer_html: Path, published: str | None = None) -> str:
     explorer = content.explorer
     lines = [f"# {_md(content.title)}", "",
              f"Model `{_md(content.model_id)}`, generated {_md(content.generated_at)}.", "",
@@ -83,6 +91,7 @@ def summary_markdown(content: ReportContent, index_html: Path, explorer_html: Pa
              f"- **Explorer**: [{_md(explorer_html)}]({explorer_html.as_uri()})"
              + (f" ({len(explorer.segment_id):,} segments, layers {', '.join(map(str, sorted(explorer.coords)))})"
                 if explorer is not None else ""),
+             *([f"- **Copied to**: `{_md(published)}/index.html`"] if published else []),
              "", "Open the files in a browser from this machine: they need no server and no network.", "",
              "| item | value |", "| --- | --- |"]
     lines += [f"| {_md(row.get('item'))} | {_md(row.get('value'))} |" for row in content.summary]
@@ -111,7 +120,11 @@ def report(settings: ReportSettings) -> dict:
     clips = sum(len(s.clips) for s in content.sections)
     segments = len(content.explorer.segment_id) if content.explorer is not None else 0
 
-    create_markdown_artifact(key="report", markdown=summary_markdown(content, index_html, explorer_html),
+    published = None
+    if settings.publish_to:
+        published = settings.publish_to.rstrip("/")
+        log.info("report copied to %s (%d files)", published, publish(str(out_dir), published))
+    create_markdown_artifact(key="report", markdown=summary_markdown(content, index_html, explorer_html, published),
                              description=f"Report of {model_id}: {index_html.as_uri()}")
     create_table_artifact(
         key="report-sections",
@@ -123,4 +136,4 @@ def report(settings: ReportSettings) -> dict:
              explorer_html.as_uri(), segments)
     return {"report": str(index_html), "explorer": str(explorer_html), "out_dir": str(out_dir), "model_id": model_id,
             "figures": figures, "clips": clips, "segments": segments,
-            "sections": [s.title for s in content.sections], "flow_run_id": str(flow_run.id)}
+            "sections": [s.title for s in content.sections], "flow_run_id": str(flow_run.id), "published": published}

@@ -229,6 +229,10 @@ class ReportSettings(BaseModel):
         None, description="Label column to colour by (default: the first label column the workspace has)."
     )
     output: str | None = Field(None, description="Report folder (default: <workspace>/reports/<model>/).")
+    publish_to: str | None = Field(
+        None, description="fsspec URL the finished report folder is copied to (s3://bucket/reports/tiny-3, gs://..., "
+                          "file:///mnt/share/...); objects there that the report no longer has are removed.",
+    )
     max_points: int = Field(100_000, ge=10, description="Segments drawn in maps and the explorer (a seeded sample beyond).")
     media_points: int = Field(
         300, ge=0, description="Segments given a spectrogram thumbnail and an audio clip in the explorer."
@@ -299,6 +303,27 @@ class PipelineSettings(BaseModel):
     )
     seed: int = Field(0, description="Seed of training, k-means, evaluation and report.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: auto picks a GPU when there is one.")
+    nproc: int = Field(
+        1, ge=0, le=64,
+        description="Pretraining processes (DDP launched by torchrun): 1 = the flow's process, N > 1 = N processes "
+                    "(one GPU each on CUDA), 0 = one per visible GPU.",
+    )
+    task_runner: TaskRunnerChoice = Field(
+        "threads", description="Where ingest's file tasks and embed's batch tasks run: threads of the flow's process, "
+                               "a local process pool, or a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
+    )
+    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
+    storage: str | None = Field(
+        None, description="fsspec URL where the Parquet segments live (s3://bucket/prefix, gs://..., file:///mnt/...), "
+                          "fixed by a workspace's first ingest.",
+    )
+
+    @model_validator(mode="after")
+    def _check_task_runner(self) -> "PipelineSettings":
+        return _imply_dask(self)
 
     @property
     def run_name(self) -> str:

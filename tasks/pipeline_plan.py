@@ -20,21 +20,25 @@ def workspace_root(settings: PipelineSettings) -> str:
 def ingest_settings(settings: PipelineSettings) -> IngestSettings:
     return IngestSettings(sources=settings.sources, workspace=workspace_root(settings), site=settings.site,
                           labels=settings.labels, sample_rate=settings.sample_rate,
-                          segment_seconds=settings.segment_seconds, workers=settings.workers)
+                          segment_seconds=settings.segment_seconds, workers=settings.workers,
+                          task_runner=settings.task_runner, dask_address=settings.dask_address,
+                          dask_workers=settings.dask_workers, storage=settings.storage)
 
 
 def pretrain_settings(settings: PipelineSettings) -> PretrainSettings:
     return PretrainSettings(workspace=workspace_root(settings), run=settings.run_name, preset=settings.preset,
                             chunks=settings.chunks, steps_per_chunk=settings.steps_per_chunk,
                             batch_size=settings.batch_size, crop_seconds=settings.crop_seconds,
-                            model_overrides=settings.model_overrides, seed=settings.seed, device=settings.device)
+                            model_overrides=settings.model_overrides, seed=settings.seed, device=settings.device,
+                            nproc=settings.nproc)
 
 
 def embed_settings(settings: PipelineSettings) -> EmbedSettings:
     """The run's latest checkpoint: the one the pretrain stage just finished."""
     return EmbedSettings(workspace=workspace_root(settings), run=settings.run_name, units_k=settings.units_k,
                          kmeans_sample_frames=settings.kmeans_sample_frames, seed=settings.seed,
-                         device=settings.device)
+                         device=settings.device, task_runner=settings.task_runner,
+                         dask_address=settings.dask_address, dask_workers=settings.dask_workers)
 
 
 def evaluate_settings(settings: PipelineSettings, model_id: str) -> EvaluateSettings | None:

@@ -118,6 +118,29 @@ def open_parquet(location: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open(path, "rb"))
 
 
+def publish_folder(folder: Path, url: str) -> list[str]:
+    """Copy every file of `folder` to the fsspec URL `url` (same relative paths), then remove what
+    `url` holds that `folder` does not, so the copy equals the folder. Returns the relative paths."""
+    fs, base = _filesystem(url.rstrip("/"))
+    base = base.rstrip("/")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    try:
+        for relative in files:  # each PUT is atomic; the pages come last, once what they link to is there
+            if "/" in relative or not relative.endswith(".html"):
+                fs.put_file(str(folder / relative), f"{base}/{relative}")
+        for relative in files:
+            if "/" not in relative and relative.endswith(".html"):
+                fs.put_file(str(folder / relative), f"{base}/{relative}")
+        fs.invalidate_cache()
+        there = fs.find(base) if fs.exists(base) else []
+        stale = [p for p in there if p[len(base) + 1:] not in set(files)]
+        if stale:
+            fs.rm(stale)
+    except OSError as exc:
+        raise StorageError(f"cannot publish {folder} to {url}: {type(exc).__name__}: {exc}") from exc
+    return files
+
+
 def read_storage(local_root: Path) -> SegmentStorage:
     config = local_root / STORAGE_FILE
     url = json.loads(config.read_text()).get("segments") if config.exists() else None

@@ -22,10 +22,17 @@ def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.parametrize("command", ["ingest", "pretrain", "status", "sql"])
-def test_every_subcommand_has_help_with_examples(command):
-    out = cli(command, "--help").stdout
-    assert "examples:" in out and f"ceta2vec {command}" in out and "--workspace" in out
+def test_every_subcommand_has_help_with_examples(capsys):
+    from flows.cli import COMMANDS, build_parser
+
+    assert {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report", "sql"} <= set(COMMANDS)
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([command, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and "examples:" in out and f"ceta2vec {command}" in out, command
+        assert "--workspace" in out, command
+    assert "ceta2vec" in cli("--help").stdout  # and the installed entry point answers
 
 
 def test_ingest_status_and_sql(tmp_path):

@@ -127,6 +127,17 @@ def test_pipeline_settings_map_onto_every_stage():
     bare = PipelineSettings(sources=["a"], run="mine", report=False)
     assert evaluate_settings(bare, "mine@3") is None and report_settings(bare, "mine@3") is None
     assert pretrain_settings(bare).run == "mine"
+    assert (ingest_settings(bare).task_runner, embed_settings(bare).task_runner, pretrain_settings(bare).nproc) == (
+        "threads", "threads", 1)
+    # scale-out: the Dask cluster reaches both fan-outs, --nproc the trainer, --storage the ingest
+    scaled = PipelineSettings(sources=["a"], dask_address="tcp://10.0.0.5:8786", dask_workers=5, nproc=2,
+                              storage="s3://bucket/segments")
+    i, e, t = ingest_settings(scaled), embed_settings(scaled), pretrain_settings(scaled)
+    assert (i.task_runner, i.dask_address, i.dask_workers, i.storage) == ("dask", "tcp://10.0.0.5:8786", 5, "s3://bucket/segments")
+    assert (e.task_runner, e.dask_address, e.dask_workers) == ("dask", "tcp://10.0.0.5:8786", 5)
+    assert t.nproc == 2
+    with pytest.raises(ValueError, match="dask_address is for task_runner 'dask'"):
+        PipelineSettings(sources=["a"], dask_address="tcp://x:1", task_runner="processes")
 
 
 def test_the_run_command_takes_its_options_from_pipeline_settings():

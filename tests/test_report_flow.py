@@ -102,12 +102,19 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     # re-run through the CLI with the same settings: same folder, same files, nothing piles up
     from flows.cli import EXIT_OK, main
 
+    # and copied to an fsspec URL (file:// here; s3:// in test_storage.py), stale objects there removed
     first = files_under(out)
+    published = tmp_path / "published"
+    (published / "figures").mkdir(parents=True)
+    (published / "figures" / "stale.png").write_bytes(b"from an older report")
     assert main(["report", "--workspace", str(ws.root), "--media-points", "6", "--atlas-units", "3", "--exemplars", "2",
-                 "--neighbours", "3", "--umap-neighbors", "5"]) == EXIT_OK
+                 "--neighbours", "3", "--umap-neighbors", "5", "--publish-to", published.as_uri()]) == EXIT_OK
     printed = capsys.readouterr().out
     assert result["report"] in printed and result["explorer"] in printed
+    assert f"copied:   {published.as_uri()}/index.html" in printed
     assert files_under(out) == first
+    assert files_under(published) == first  # the stale figure is gone
+    assert (published / "index.html").read_bytes() == (out / "index.html").read_bytes()
 
     # the real report in a real browser: every figure loads, nothing errs, the markup-like names stay text
     driver = headless_chromium.start(tmp_path / "profile")

@@ -123,3 +123,24 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     assert rs["segments_embedded"] == ls["segments_embedded"] > 0
     assert [r[:3] for r in rv] == [r[:3] for r in lv]
     np.testing.assert_allclose(np.array([r[3] for r in rv]), np.array([r[3] for r in lv]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_report_folder_is_published_to_s3_and_stale_objects_removed(s3, tmp_path):
+    import fsspec
+
+    from tasks.storage import publish_folder
+
+    report = tmp_path / "tiny-3"
+    (report / "figures").mkdir(parents=True)
+    (report / "index.html").write_text("<p>report</p>")
+    (report / "figures" / "map.png").write_bytes(b"\x89PNG" + bytes(range(256)))
+    url = "s3://ceta2vec-test/reports/tiny-3"
+    fs, base = fsspec.core.url_to_fs(url)
+    fs.makedirs("ceta2vec-test", exist_ok=True)
+    fs.pipe(f"{base}/figures/old.png", b"from an older report")
+    assert publish_folder(report, url) == ["figures/map.png", "index.html"]
+    fs.invalidate_cache()
+    assert sorted(p[len(base) + 1:] for p in fs.find(base)) == ["figures/map.png", "index.html"]
+    assert fs.cat(f"{base}/figures/map.png") == (report / "figures" / "map.png").read_bytes()
+    with pytest.raises(StorageError, match="cannot use storage nope://"):
+        publish_folder(report, "nope://x")
