@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from tqdm import tqdm
 
+from flows import task_policies as policy
 from flows.run_names import named_by
 from schemas.settings import ReportSettings
 from tasks import store
@@ -70,8 +71,8 @@ def write_pages(content: ReportContent, out_dir: str) -> tuple[str, str]:
     return str(write_report(content, Path(out_dir))), str(write_explorer(content, Path(out_dir)))
 
 
-@task(name="publish-report", task_run_name="copy the report to {url}", cache_policy=NO_CACHE, retries=2,
-      retry_delay_seconds=10)
+@task(name="publish-report", task_run_name="copy the report to {url}", cache_policy=NO_CACHE,
+      retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
 def publish(out_dir: str, url: str) -> int:
     from tasks.storage import publish_folder
 

@@ -125,6 +125,8 @@ def publish_folder(folder: Path, url: str) -> list[str]:
     base = base.rstrip("/")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     try:
+        for parent in sorted({f"{base}/{relative}".rsplit("/", 1)[0] for relative in files}):
+            fs.makedirs(parent, exist_ok=True)  # folders on a local or mounted URL; nothing on object stores
         for relative in files:  # each PUT is atomic; the pages come last, once what they link to is there
             if "/" in relative or not relative.endswith(".html"):
                 fs.put_file(str(folder / relative), f"{base}/{relative}")
