@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # Two workers: much of the suite waits on Prefect servers, subprocesses and a browser.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

@@ -13,19 +13,6 @@ CLI = str(Path(sys.executable).parent / "ceta2vec")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): each module's
-# tests stay on one worker, so module fixtures are built once. The kill test joins the pipeline
-# tests, whose uninterrupted run (the session fixture `pipeline_reference`) it compares against.
-SHARED_WORKER = {"test_pipeline_kill": "test_pipeline_flow"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    for item in items:
-        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_prefect(tmp_path_factory):
     """Every Prefect run of the tests (in-process and CLI subprocesses) uses a throwaway home."""
