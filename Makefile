@@ -29,9 +29,10 @@ demo: $(STAMP)
 	$(VENV)/bin/ceta2vec run $(SAMPLE) --labels $(SAMPLE)/labels.csv --label-column species --site sample \
 	  --preset tiny --chunks 3 --steps-per-chunk 30 --workspace $(WORKSPACE)
 
-# Two workers: much of the suite waits on Prefect servers, subprocesses and a browser.
+# Three workers on two cores: much of the suite waits on Prefect servers, subprocesses and a
+# browser. A module's tests stay on one worker, so its fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 3 --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

@@ -13,6 +13,20 @@ CLI = str(Path(sys.executable).parent / "ceta2vec")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+# `make test` runs the suite on pytest-xdist workers, a module per worker at a time (`--dist
+# loadfile`); the longest modules go first so that none is left running alone at the end.
+LONGEST_FIRST = ("test_pipeline_flow", "test_deployments", "test_embedding", "test_pretrain_flow", "test_training",
+                 "test_report_figures", "test_dask_runner", "test_report_flow", "test_cli", "test_ddp")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module stays
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_prefect(tmp_path_factory):
     """Every Prefect run of the tests (in-process and CLI subprocesses) uses a throwaway home."""
