@@ -72,14 +72,19 @@ def browser():
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
-def shoot(driver, url: str, must_show: list[str], out: Path, settle_s: float = 4.0) -> None:
-    """Open `url`, wait until every text of `must_show` is on the page (the UI renders client-side), save a PNG."""
+def shoot(driver, url: str, must_show: list[str], out: Path, settle_s: float = 4.0, tab: str | None = None) -> None:
+    """Open `url` (and click its tab named `tab`), wait until every text of `must_show` is on the
+    page (the UI renders client-side), save a PNG."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from selenium.common.exceptions import TimeoutException
 
     driver.get(url)
+    if tab:  # the UI keeps the chosen tab in its state, not in the URL
+        WebDriverWait(driver, 90).until(
+            lambda d: [e for e in d.find_elements(By.XPATH, f"//*[normalize-space(.)='{tab}']") if e.is_displayed()]
+        )[-1].click()
     try:
         WebDriverWait(driver, 90).until(
             lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in must_show))
@@ -129,8 +134,8 @@ def main() -> int:
         try:
             out = Path(args.out)
             shoot(driver, f"{ui}/runs/flow-run/{run_id}", ["pipeline-", "Completed"], out / "prefect-ui-pipeline.png")
-            shoot(driver, f"{ui}/runs/flow-run/{run_id}?tab=Artifacts", ["pipeline-stages"],
-                  out / "prefect-ui-artifacts.png")
+            shoot(driver, f"{ui}/runs/flow-run/{run_id}", ["pipeline-stages"], out / "prefect-ui-artifacts.png",
+                  tab="Artifacts")
         finally:
             driver.quit()
     finally:
