@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -99,6 +100,17 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
         bar.close()
 
 
+@task(name="copy-checkpoints", task_run_name="copy the checkpoints of {run_dir} to {url}", cache_policy=NO_CACHE,
+      retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
+def mirror_checkpoints(run_dir: str, url: str) -> list[str]:
+    from tasks.storage import mirror_checkpoints as mirror
+
+    copied = mirror(Path(run_dir), url)
+    get_run_logger().info("checkpoints copied to %s/checkpoints/%s: %s", url.rstrip("/"), Path(run_dir).name,
+                          ", ".join(copied) or "already there")
+    return copied
+
+
 @flow(name="pretrain", flow_run_name=named_by("pretrain", ("run", "preset"), "tiny"))
 def pretrain(settings: PretrainSettings) -> dict:
     """Pretrain wav2vec 2.0 on the workspace's segments in resumable, checkpointed chunks."""
@@ -117,6 +129,8 @@ def pretrain(settings: PretrainSettings) -> dict:
         rows = training_store.metrics_as_rows(result.metrics)
         with store.writing(ws) as conn:
             training_store.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)
+        if ws.storage.remote:  # a workspace whose segments are on object storage keeps its checkpoints there too
+            mirror_checkpoints(str(spec.run_dir), ws.storage.url)
         summary = _chunk_summary(result)
         summaries.append(summary)
         create_table_artifact(
@@ -128,6 +142,8 @@ def pretrain(settings: PretrainSettings) -> dict:
         warning = collapse_warning(result.metrics, spec.model_config().num_codevectors_per_group)
         if warning:
             log.warning("%s: %s", spec.model_id, warning)
+    if ws.storage.remote and not summaries:  # catch up: chunks recorded after an interruption, copies lost
+        mirror_checkpoints(str(spec.run_dir), ws.storage.url)
     if summaries:
         create_table_artifact(key=f"pretrain-{_artifact_key(spec.model_id)}", table=summaries,
                               description=f"Chunks trained in this run of {spec.model_id}")

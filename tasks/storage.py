@@ -3,8 +3,9 @@ or any fsspec URL given at the first ingest (`--storage s3://bucket/prefix`, `gs
 `file:///mnt/shared/…`), recorded in `<workspace>/storage.json` for every later command.
 
 Only the segment dataset moves. The DuckDB file stays on a local disk (DuckDB needs a local file
-and its locks), and so do `staging/` (files are written there, then published), checkpoints,
-frame vectors, indexes and reports. Credentials and endpoints come from the filesystem's usual
+and its locks), and so do `staging/` (files are written there, then published), the working copy
+of the checkpoints (made complete by an atomic rename; `mirror_checkpoints` keeps a copy at the
+URL), frame vectors, indexes and reports (`publish_folder` copies one out). Credentials and endpoints come from the filesystem's usual
 environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...), so that
 Dask workers and training processes started from here find them too.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -118,21 +120,24 @@ def open_parquet(location: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open(path, "rb"))
 
 
-def publish_folder(folder: Path, url: str) -> list[str]:
-    """Copy every file of `folder` to the fsspec URL `url` (same relative paths), then remove what
-    `url` holds that `folder` does not, so the copy equals the folder. Returns the relative paths."""
+def _is_page(relative: str) -> bool:
+    return "/" not in relative and relative.endswith(".html")
+
+
+def publish_folder(folder: Path, url: str, last: Callable[[str], bool] = _is_page) -> list[str]:
+    """Copy every file of `folder` to the fsspec URL `url` (same relative paths), the files `last`
+    picks after all others, then remove what `url` holds that `folder` does not, so the copy
+    equals the folder. Returns the relative paths."""
     fs, base = _filesystem(url.rstrip("/"))
     base = base.rstrip("/")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     try:
         for parent in sorted({f"{base}/{relative}".rsplit("/", 1)[0] for relative in files}):
             fs.makedirs(parent, exist_ok=True)  # folders on a local or mounted URL; nothing on object stores
-        for relative in files:  # each PUT is atomic; the pages come last, once what they link to is there
-            if "/" in relative or not relative.endswith(".html"):
-                fs.put_file(str(folder / relative), f"{base}/{relative}")
-        for relative in files:
-            if "/" not in relative and relative.endswith(".html"):
-                fs.put_file(str(folder / relative), f"{base}/{relative}")
+        # each PUT is atomic; what marks the copy complete (a report's pages, a checkpoint's
+        # manifest) goes last, once everything it points to is there
+        for relative in sorted(files, key=last):
+            fs.put_file(str(folder / relative), f"{base}/{relative}")
         fs.invalidate_cache()
         there = fs.find(base) if fs.exists(base) else []
         stale = [p for p in there if p[len(base) + 1:] not in set(files)]
@@ -141,6 +146,33 @@ def publish_folder(folder: Path, url: str) -> list[str]:
     except OSError as exc:
         raise StorageError(f"cannot publish {folder} to {url}: {type(exc).__name__}: {exc}") from exc
     return files
+
+
+def mirror_checkpoints(run_dir: Path, url: str) -> list[str]:
+    """Copy a run's complete checkpoints to `<url>/checkpoints/<run>/chunk-NNNN/`, manifest last (a
+    copy with a manifest is complete), and remove the copies of chunks pruned locally. Chunks whose
+    copy already has the same manifest are left alone. Returns the chunk folders copied."""
+    fs, base = _filesystem(url.rstrip("/"))
+    target = f"{base.rstrip('/')}/checkpoints/{run_dir.name}"
+    local = {p.name: p for p in sorted(run_dir.glob("chunk-*")) if not p.name.endswith(".partial")
+             and (p / "manifest.json").exists()}
+    copied = []
+    try:
+        fs.invalidate_cache()
+        for name, folder in local.items():
+            manifest = f"{target}/{name}/manifest.json"
+            if fs.exists(manifest) and fs.cat_file(manifest) == (folder / "manifest.json").read_bytes():
+                continue
+            publish_folder(folder, f"{url.rstrip('/')}/checkpoints/{run_dir.name}/{name}",
+                           last=lambda relative: relative == "manifest.json")
+            copied.append(name)
+        fs.invalidate_cache()
+        for path in fs.ls(target, detail=False) if fs.exists(target) else []:
+            if path.rstrip("/").rsplit("/", 1)[-1] not in local:
+                fs.rm(path, recursive=True)
+    except OSError as exc:
+        raise StorageError(f"cannot copy the checkpoints of {run_dir} to {url}: {type(exc).__name__}: {exc}") from exc
+    return copied
 
 
 def read_storage(local_root: Path) -> SegmentStorage:

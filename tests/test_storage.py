@@ -124,6 +124,35 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     assert [r[:3] for r in rv] == [r[:3] for r in lv]
     np.testing.assert_allclose(np.array([r[3] for r in rv]), np.array([r[3] for r in lv]), rtol=1e-5, atol=1e-6)
 
+    # the pretrain flow of a workspace on object storage copies each checkpoint there, manifest
+    # last (here it records chunk 1, written outside a flow, as interrupted, and copies it)
+    import fsspec
+
+    from flows.pretrain import pretrain
+
+    remote = Workspace.at(tmp_path / "remote")
+    assert pretrain(PretrainSettings(workspace=str(remote.root), **TRAIN))["chunks_done"] == 1
+    chunk_dir = rc.checkpoint.path
+    fs, base = fsspec.core.url_to_fs(f"{BUCKET}/checkpoints/s/{chunk_dir.name}")
+    fs.invalidate_cache()
+    local_files = sorted(p.relative_to(chunk_dir).as_posix() for p in chunk_dir.rglob("*") if p.is_file())
+    assert sorted(p[len(base) + 1:] for p in fs.find(base)) == local_files
+    assert "hf/model.safetensors" in local_files and "manifest.json" in local_files
+    assert fs.cat_file(f"{base}/state.pt") == (chunk_dir / "state.pt").read_bytes()
+    from tasks.storage import mirror_checkpoints
+
+    assert mirror_checkpoints(chunk_dir.parent, BUCKET) == []  # the same manifest there: nothing copied
+    fs.pipe(f"{BUCKET.removeprefix('s3://')}/checkpoints/s/chunk-0009/manifest.json", b"{}")  # a chunk pruned here
+    assert mirror_checkpoints(chunk_dir.parent, BUCKET) == []
+    fs.invalidate_cache()
+    assert not fs.exists(f"{BUCKET.removeprefix('s3://')}/checkpoints/s/chunk-0009")
+    # a chunk trained by the flow is copied as soon as it is recorded
+    assert pretrain(PretrainSettings(workspace=str(remote.root), **{**TRAIN, "chunks": 2}))["chunks_trained"] == 1
+    fs.invalidate_cache()
+    second = chunk_dir.parent / "chunk-0002"
+    assert fs.cat_file(f"{BUCKET.removeprefix('s3://')}/checkpoints/s/chunk-0002/manifest.json") == \
+        (second / "manifest.json").read_bytes()
+
 
 def test_a_report_folder_is_published_to_s3_and_stale_objects_removed(s3, tmp_path):
     import fsspec
