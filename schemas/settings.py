@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -22,6 +22,13 @@ def default_workspace() -> str:
 
 
 TaskRunnerChoice = Literal["threads", "processes", "dask"]
+# Fields shared by the flows that fan out (ingest, embed, pipeline) and that place the segments.
+DaskAddress = Annotated[str | None, Field(
+    description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask).")]
+DaskWorkers = Annotated[int, Field(ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")]
+SegmentStorageUrl = Annotated[str | None, Field(
+    description="fsspec URL where the Parquet segments live (s3://bucket/prefix, gs://..., file:///mnt/...), fixed by a "
+                "workspace's first ingest; the DuckDB file stays in the workspace folder.")]
 
 
 def _imply_dask(settings):
@@ -71,14 +78,9 @@ class IngestSettings(BaseModel):
     task_runner: TaskRunnerChoice = Field(
         "threads", description="Where file tasks run: threads of the flow's process, a local process pool, or a Dask cluster."
     )
-    dask_address: str | None = Field(
-        None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
-    )
-    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
-    storage: str | None = Field(
-        None, description="fsspec URL where the Parquet segments live (s3://bucket/prefix, gs://..., file:///mnt/...), "
-                          "fixed by a workspace's first ingest; the DuckDB file stays in the workspace folder.",
-    )
+    dask_address: DaskAddress = None
+    dask_workers: DaskWorkers = 2
+    storage: SegmentStorageUrl = None
 
     @field_validator("channels")
     @classmethod
@@ -187,10 +189,8 @@ class EmbedSettings(BaseModel):
     task_runner: TaskRunnerChoice = Field(
         "threads", description="Where batch tasks run: threads of the flow's process, a local process pool, or a Dask cluster."
     )
-    dask_address: str | None = Field(
-        None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
-    )
-    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
+    dask_address: DaskAddress = None
+    dask_workers: DaskWorkers = 2
 
     @model_validator(mode="after")
     def _check_task_runner(self) -> "EmbedSettings":
@@ -312,14 +312,9 @@ class PipelineSettings(BaseModel):
         "threads", description="Where ingest's file tasks and embed's batch tasks run: threads of the flow's process, "
                                "a local process pool, or a Dask cluster."
     )
-    dask_address: str | None = Field(
-        None, description="Scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786 (implies task_runner dask)."
-    )
-    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the LocalCluster started when no address is given.")
-    storage: str | None = Field(
-        None, description="fsspec URL where the Parquet segments live (s3://bucket/prefix, gs://..., file:///mnt/...), "
-                          "fixed by a workspace's first ingest.",
-    )
+    dask_address: DaskAddress = None
+    dask_workers: DaskWorkers = 2
+    storage: SegmentStorageUrl = None
 
     @model_validator(mode="after")
     def _check_task_runner(self) -> "PipelineSettings":

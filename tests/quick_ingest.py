@@ -1,11 +1,11 @@
-"""Build small workspaces with the plain ingest functions (no Prefect): fast fixtures for
-the training and embedding tests."""
+"""Build small workspaces with the plain ingest and training functions (no Prefect): fast
+fixtures for the training, embedding, evaluation and report tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.settings import IngestSettings
+from schemas.settings import IngestSettings, PretrainSettings
 from tasks import store
 from tasks.discovery import content_hash, discover
 from tasks.ingest import prepare_recording
@@ -25,3 +25,25 @@ def ingest_quick(workspace: Workspace, folder: Path, **options) -> None:
             staged = prepare_recording(source, content_hash(source.path), settings, workspace)
             store.commit_recording(conn, workspace, staged, "test")
         store.refresh_segment_audio_view(conn, workspace)
+
+
+def train_tiny_chunk(workspace: Workspace, run: str) -> None:
+    """One 2-step chunk of a 2-layer tiny model on the workspace's segments, recorded in `models`,
+    `checkpoints` and `train_metrics` as the pretrain flow records it."""
+    from tasks.pretrain_run import resolve_run, train_chunk, training_index
+    from tasks.training_store import commit_chunk, metrics_as_rows, upsert_model
+
+    settings = PretrainSettings(workspace=str(workspace.root), run=run, steps_per_chunk=2, chunks=1, batch_size=4,
+                                crop_seconds=1.0, model_overrides={"num_hidden_layers": 2})
+    with store.writing(workspace) as conn:
+        spec = resolve_run(conn, workspace, settings)
+        index = training_index(conn, workspace, spec)
+    result = train_chunk(spec, index)
+    with store.writing(workspace) as conn:
+        upsert_model(conn, {"model_id": run, "preset": "tiny", "settings": settings.model_dump(),
+                            "model_config": spec.config, "feature_encoder": spec.plan.describe(),
+                            "sample_rate": index.sample_rate, "frame_rate_hz": 50.0, "receptive_field_ms": 25.0,
+                            "parameters": 1, "segments_used": len(index), "hours_used": index.hours,
+                            "excluded_recordings": [], "init_from": None, "chunks_done": 0, "steps_done": 0,
+                            "latest_checkpoint": None, "best_checkpoint": None})
+        commit_chunk(conn, workspace, run, result.checkpoint, metrics_as_rows(result.metrics))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from quick_ingest import ingest_quick
-from schemas.settings import PretrainSettings, ReportSettings
+from quick_ingest import ingest_quick, train_tiny_chunk
+from schemas.settings import ReportSettings
 from signals import click_train, noise, tone, write
 from tasks import store
 from tasks.figures import save
@@ -217,8 +217,6 @@ def tiny_workspace(tmp_path_factory):
     from tasks.embed_run import (all_layers, commit_batch, embed_segments, pending_segments, refresh_views, register,
                                  resolve_checkpoint)
     from tasks.labels import read_labels
-    from tasks.pretrain_run import resolve_run, train_chunk, training_index
-    from tasks.training_store import commit_chunk, metrics_as_rows, upsert_model
     from tasks.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
 
     root = tmp_path_factory.mktemp("report")
@@ -235,21 +233,10 @@ def tiny_workspace(tmp_path_factory):
         writer.writerows(rows)
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    settings = PretrainSettings(workspace=str(ws.root), run="rep", steps_per_chunk=2, chunks=1, batch_size=4,
-                                crop_seconds=1.0, model_overrides={"num_hidden_layers": 2})
-    with store.writing(ws) as conn:
-        spec = resolve_run(conn, ws, settings)
-        index = training_index(conn, ws, spec)
-    result = train_chunk(spec, index)
     with store.writing(ws) as conn:
         store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
-        upsert_model(conn, {"model_id": "rep", "preset": "tiny", "settings": settings.model_dump(),
-                            "model_config": spec.config, "feature_encoder": spec.plan.describe(), "sample_rate": RATE,
-                            "frame_rate_hz": 50.0, "receptive_field_ms": 25.0, "parameters": 1,
-                            "segments_used": len(index), "hours_used": index.hours, "excluded_recordings": [],
-                            "init_from": None, "chunks_done": 1, "steps_done": 2, "latest_checkpoint": None,
-                            "best_checkpoint": None})
-        commit_chunk(conn, ws, "rep", result.checkpoint, metrics_as_rows(result.metrics))
+    train_tiny_chunk(ws, "rep")
+    with store.writing(ws) as conn:
         model = resolve_checkpoint(conn, ws, "rep", None)
         register(conn, ws, model)
         layers = all_layers(model)

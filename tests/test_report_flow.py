@@ -10,14 +10,12 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 import headless_chromium
-from quick_ingest import ingest_quick
+from quick_ingest import ingest_quick, train_tiny_chunk
 from report_samples import HOSTILE, HOSTILE_WAV
-from schemas.settings import EmbedSettings, PretrainSettings, ReportSettings
+from schemas.settings import EmbedSettings, ReportSettings
 from signals import click_train, noise, tone, write
 from tasks import store
 from tasks.labels import read_labels
-from tasks.pretrain_run import resolve_run, train_chunk, training_index
-from tasks.training_store import commit_chunk, metrics_as_rows, upsert_model
 from tasks.workspace import Workspace
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
@@ -42,19 +40,7 @@ def embedded(tmp_path_factory):
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
     with store.writing(ws) as conn:
         store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
-    settings = PretrainSettings(workspace=str(ws.root), run="rp", steps_per_chunk=2, chunks=1, batch_size=4,
-                                crop_seconds=1.0, model_overrides={"num_hidden_layers": 2})
-    with store.writing(ws) as conn:
-        spec = resolve_run(conn, ws, settings)
-        index = training_index(conn, ws, spec)
-    result = train_chunk(spec, index)
-    with store.writing(ws) as conn:
-        upsert_model(conn, {"model_id": "rp", "preset": "tiny", "settings": {}, "model_config": spec.config,
-                            "feature_encoder": spec.plan.describe(), "sample_rate": 16000, "frame_rate_hz": 50.0,
-                            "receptive_field_ms": 25.0, "parameters": 1, "segments_used": len(index),
-                            "hours_used": index.hours, "excluded_recordings": [], "init_from": None,
-                            "chunks_done": 0, "steps_done": 0, "latest_checkpoint": None, "best_checkpoint": None})
-        commit_chunk(conn, ws, "rp", result.checkpoint, metrics_as_rows(result.metrics))
+    train_tiny_chunk(ws, "rp")
     from flows.embed import embed
 
     embed(EmbedSettings(workspace=str(ws.root), units_k=4, kmeans_sample_frames=300))
