@@ -18,11 +18,10 @@ from flows.evaluate import evaluate
 from flows.ingest import ingest
 from flows.pretrain import pretrain
 from flows.run_names import named_by
-from schemas.settings import PipelineSettings
+from schemas.settings import PipelineSettings, ReportSettings
 from tasks import store
-from tasks.pipeline_plan import (current_report, embed_settings, evaluate_settings, evaluation_is_current,
-                                 ingest_settings, inputs_digest, pretrain_settings, report_inputs, report_settings,
-                                 report_stamp, scorecard_summary, stamp_report, workspace_root)
+from tasks.pipeline_plan import (embed_settings, evaluate_settings, evaluation_is_current, ingest_settings,
+                                 pretrain_settings, report_settings, report_stage, scorecard_summary, workspace_root)
 from tasks.pipeline_summary import StageRow, example_segment, pipeline_markdown
 from tasks.workspace import Workspace
 
@@ -80,20 +79,10 @@ def pipeline(settings: PipelineSettings) -> dict:
     if reporting is None:
         stages.append(StageRow("report", "skipped", "--no-report"))
     else:
-        with store.reading(ws) as conn:
-            inputs = report_inputs(conn, reporting)
-        digest, stamp = inputs_digest(inputs), report_stamp(ws, settings.run_name)
-        pages = current_report(stamp, digest)
-        if pages:
+        outcome, pages = report_stage(ws, reporting, settings.run_name, _draw_report)
+        if outcome == "up to date":
             log.info("the report of %s is up to date: %s", model_id, pages["report"])
-            stages.append(StageRow("report", "up to date", pages["report"], link=pages["report"]))
-        else:
-            from flows.report import report  # the report flow pulls in UMAP and figures: only when drawing
-
-            drawn = report(reporting)
-            pages = {"report": str(drawn["report"]), "explorer": str(drawn["explorer"])}
-            stamp_report(stamp, digest, pages, inputs)
-            stages.append(StageRow("report", "ran", pages["report"], link=pages["report"]))
+        stages.append(StageRow("report", outcome, pages["report"], link=pages["report"]))
 
     with store.reading(ws) as conn:
         segment = example_segment(conn, model_id)
@@ -109,3 +98,9 @@ def pipeline(settings: PipelineSettings) -> dict:
                           description="What each stage of the pipeline did")
     log.info("pipeline done: %s", "; ".join(f"{s.stage} {s.outcome}" for s in stages))
     return summary
+
+
+def _draw_report(reporting: ReportSettings) -> dict:
+    from flows.report import report  # UMAP and figures: imported only when a report is drawn
+
+    return report(reporting)

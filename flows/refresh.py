@@ -17,7 +17,7 @@ from flows.evaluate import evaluate
 from flows.run_names import named_by
 from schemas.settings import EmbedSettings, EvaluateSettings, RefreshSettings, ReportSettings
 from tasks import store
-from tasks.pipeline_plan import current_report, evaluation_is_current, inputs_digest, report_inputs, report_stamp, stamp_report
+from tasks.pipeline_plan import evaluation_is_current, report_stage
 from tasks.refresh_plan import plan_refresh
 from tasks.workspace import Workspace
 
@@ -59,18 +59,8 @@ def refresh(settings: RefreshSettings) -> dict:
     if settings.report:
         reporting = ReportSettings(workspace=str(ws.root), model=model_id,
                                    label_column=(scored or plan.label_columns or [None])[0])
-        with store.reading(ws) as conn:
-            inputs = report_inputs(conn, reporting)
-        digest, stamp = inputs_digest(inputs), report_stamp(ws, plan.run)
-        drawn = None if settings.force else current_report(stamp, digest)
-        if drawn:
-            steps.append(("report", "up to date", drawn))
-        else:
-            from flows.report import report  # UMAP and figures: imported only when drawing
-
-            drawn = str(report(reporting)["report"])
-            stamp_report(stamp, digest, drawn, inputs)
-            steps.append(("report", "ran", drawn))
+        outcome, pages = report_stage(ws, reporting, plan.run, _draw_report, force=settings.force)
+        steps.append(("report", outcome, pages["report"]))
     return _publish(steps, model_id)
 
 
@@ -79,3 +69,9 @@ def _publish(steps: list[tuple[str, str, str]], model_id: str | None = None) -> 
     create_table_artifact(key="refresh-summary", table=rows,
                           description=f"What this refresh did{' for ' + model_id if model_id else ''}")
     return {"model_id": model_id, "steps": rows}
+
+
+def _draw_report(reporting: ReportSettings) -> dict:
+    from flows.report import report  # UMAP and figures: imported only when a report is drawn
+
+    return report(reporting)

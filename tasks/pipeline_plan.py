@@ -7,11 +7,15 @@ import hashlib
 import json
 from pathlib import Path
 
+from typing import Callable
+
 import duckdb
 
 from schemas.settings import (EmbedSettings, EvaluateSettings, IngestSettings, PipelineSettings, PretrainSettings,
                               ReportSettings)
+from tasks import store
 from tasks.workspace import Workspace
+
 
 def workspace_root(settings: PipelineSettings) -> str:
     return str(Workspace.at(settings.workspace).root)
@@ -146,3 +150,20 @@ def stamp_report(stamp: Path, digest: str, pages: dict, inputs: dict) -> None:
     tmp = stamp.with_name(stamp.name + ".partial")
     tmp.write_text(json.dumps({"digest": digest, **pages, "inputs": inputs}, indent=2, default=str))
     tmp.replace(stamp)
+
+
+def report_stage(workspace: Workspace, reporting: ReportSettings, run: str, draw: Callable[[ReportSettings], dict],
+                 force: bool = False) -> tuple[str, dict]:
+    """The report stage of the pipeline and of refresh: ("up to date", pages) when a stamped report
+    was drawn from these very inputs, else ("ran", pages) after `draw` (the report flow) and a new
+    stamp. One copy, because two hand-written copies drifted apart once."""
+    with store.reading(workspace) as conn:
+        inputs = report_inputs(conn, reporting)
+    digest, stamp = inputs_digest(inputs), report_stamp(workspace, run)
+    pages = None if force else current_report(stamp, digest)
+    if pages:
+        return "up to date", pages
+    drawn = draw(reporting)
+    pages = {"report": str(drawn["report"]), "explorer": str(drawn["explorer"])}
+    stamp_report(stamp, digest, pages, inputs)
+    return "ran", pages

@@ -1,6 +1,8 @@
 """The evaluate flow end to end on a workspace whose classes are audibly different."""
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,7 +49,8 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
     assert result["recordings"] == 8 and result["segments"] == 15  # r1's middle segment has two values
     assert result["ambiguous"] == 1 and result["class_counts"]["tone"] == {"segments": 8, "recordings": 4}
     model = result["models"]["ev@1"]
-    assert (ws.reports_dir / "evaluate-sound-ev-1.png").exists() and (ws.reports_dir / "evaluate-sound-ev-1.svg").exists()
+    figures = ws.reports_dir / "ev-1" / "figures"  # inside the report folder, where the report links it
+    assert (figures / "evaluate-sound.png").exists() and (figures / "evaluate-sound.svg").exists()
     with store.reading(ws) as conn:
         features = {r[0] for r in conn.execute("SELECT DISTINCT features FROM evaluations").fetchall()}
         logmel = dict(conn.execute("SELECT metric, value FROM evaluations WHERE features = 'log-mel stats'").fetchall())
@@ -74,3 +77,29 @@ def test_background_label_for_event_labelled_recordings(tones_and_clicks):
     # so the background only reaches segments without any value of the column
     assert len(with_background.segment_ids) >= len(plain.segment_ids)
     assert np.all(np.isin(with_background.labels, ["tone", "clicks", "quiet"]))
+
+
+def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks):
+    """refresh once crashed after drawing the report (it stamped with a str where pages were due):
+    a report drawn by refresh must be stamped, so the next refresh finds it up to date."""
+    from flows.refresh import refresh
+    from schemas.settings import RefreshSettings
+
+    from tasks.labels import read_labels
+
+    root, ws = tones_and_clicks
+    with store.writing(ws) as conn:
+        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+    stamp = ws.reports_dir / ".pipeline-ev.json"
+    stamp.unlink(missing_ok=True)
+    first = refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"]))
+    steps = {row["step"]: row for row in first["steps"]}
+    assert steps["report"]["outcome"] == "ran"
+    assert steps["report"]["detail"].endswith("index.html") and Path(steps["report"]["detail"]).exists()
+    assert stamp.exists() and json.loads(stamp.read_text())["report"] == steps["report"]["detail"]
+
+    again = {row["step"]: row for row in refresh(RefreshSettings(workspace=str(ws.root),
+                                                                 label_columns=["sound"]))["steps"]}
+    assert again["embed"]["outcome"] == "nothing new"
+    assert again["evaluate sound"]["outcome"] == "up to date"
+    assert again["report"]["outcome"] == "up to date"
