@@ -6,23 +6,27 @@ What it measures, in one run, for each preset (default tiny and small), on one m
   in memory (on the device), with its mask and distractor indices computed once beforehand:
   the most a step can do on this machine;
 * loop step: the trainer's own `tasks.training.train_steps`, i.e. crops streamed from the
-  workspace's Parquet segments on the prefetch thread, per-step seeding, span masking,
-  distractor sampling, the model step and every metric (accuracy, perplexity, code usage).
+  workspace's Parquet segments on the prefetch thread (length-bucketed, pinned on a GPU),
+  per-step seeding, span masking and distractor sampling on the device, the model step and
+  every metric (accuracy, perplexity, code usage), kept on the device and read back once per
+  log interval (every step on CPU, every 10 on a GPU).
 
 Both use the same model, optimiser, batch size, crop length, thread count and device (bf16
-autocast on a GPU, as the trainer). The two alternate step by step: `train_steps` runs one long
-chunk, as a real run does, and its `on_step` callback takes one pure step after every loop step,
-so machine noise lands on both alike. The first `--warmup` steps of each are dropped; medians of
-the rest are reported. A loop step is timed from the end of one callback to the start of the next,
-so it includes everything the loop does between two steps, not only what the trainer's own timer
-sees (its figure is printed too).
+autocast on a GPU, as the trainer). The two alternate block by block, a block being the loop's
+log interval: `train_steps` runs one long chunk, as a real run does, and when it hands over a
+block's metrics, the callback takes as many pure steps, so machine noise lands on both alike. The
+first block (at least `--warmup` steps) of each is dropped; medians of the rest, per step, are
+reported. A loop block is timed from the end of one block's callbacks to the next, so it includes
+everything the loop does between them, not only what the trainer's own timer sees.
 
-Throughput is crops per second; both sides run identical tensor shapes, so the ratio is
-median pure step time / median loop step time. The goal is loop >= 0.9 x pure. Audio-seconds per
+Throughput is crops per second; pure step i runs the loop's batch i (the same tensor shapes:
+batches differ in width, as length buckets make them), so the ratio is median pure step time /
+median loop step time. The goal is loop >= 0.9 x pure. Audio-seconds per
 second count valid (unpadded) audio: the mean per batch of the loop's crops, over the step time.
 
 After the alternation, the loop's extra work is timed alone on the same batch (crop reading,
-masking, metrics), so a ratio below the goal can be traced to its cause. Because the figures mean
+masking and distractors, metrics), so a ratio below the goal can be traced to its cause, and the
+share of the batch tensors that is padding is measured over the loop's first batches. Because the figures mean
 nothing when other processes share the CPU, the CPU time they took during the timed steps is
 reported (from /proc/stat) with a warning when it is significant.
 
@@ -59,9 +63,10 @@ from tasks import store
 from tasks.frontend import plan_feature_encoder
 from tasks.model_config import PRESETS, build_config
 from tasks.pretrain_run import MIN_FRAMES_PER_CROP
-from tasks.training import (Schedule, StepInputs, StepMetrics, TrainerState, _accuracy, _codebook_stats,
-                            build_trainer, data_stream, pick_device, prepare_inputs, step_seed, train_steps)
-from tasks.training_data import Batch, SegmentIndex, build_index
+from tasks.training import (CUDA_LOG_EVERY, Schedule, StepInputs, StepMetrics, TrainerState, autocast_for,
+                            build_trainer, code_statistics, data_stream, forward_step, pick_device, prepare_inputs,
+                            step_seed, train_steps)
+from tasks.training_data import PADDING_TARGET, Batch, SegmentIndex, build_index
 from tasks.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +81,8 @@ CPU_STEPS = {"tiny": 10, "small": 6, "base": 3}
 GPU_STEPS = 30
 # Repeats of each isolated overhead measurement (each one costs at most a few tens of ms).
 OVERHEAD_REPEATS = 8
+# Batches over which the padding share is measured (reading them takes a second or two).
+PADDING_BATCHES = 20
 # Other processes using more than this many cores during the timed steps make the figures suspect.
 OTHER_LOAD_WARNING_CORES = 0.25
 
@@ -161,11 +168,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """The trainer's precision: bf16 autocast on a GPU, plain fp32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
 Inputs = StepInputs  # what a loop step feeds the model, prepared by the trainer's own code
 
 
@@ -175,37 +177,43 @@ def step_inputs(state: TrainerState, batch: Batch, settings: PretrainSettings, d
 
 
 class PureStep:
-    """Forward, backward, clipping and optimiser step on inputs that never leave the device."""
+    """Forward (with the trainer's fp32 loss), backward, clipping and optimiser step on inputs that
+    never leave the device; `steps` of them timed together, one wait for the device at the end.
+    Step i takes the loop's batch i (batches differ in width: length buckets), prepared beforehand."""
 
-    def __init__(self, state: TrainerState, inputs: Inputs, settings: PretrainSettings, device: torch.device):
+    def __init__(self, state: TrainerState, inputs: list[Inputs], settings: PretrainSettings, device: torch.device):
         self.state, self.inputs, self.settings, self.device = state, inputs, settings, device
+        self._next = 0
 
-    def __call__(self) -> float:
-        model, optimizer, x = self.state.model, self.state.optimizer, self.inputs
+    def __call__(self, steps: int = 1) -> float:
+        model, optimizer = self.state.model, self.state.optimizer
         synchronize(self.device)
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast_for(self.device):
-            out = model(x.audio, attention_mask=x.attention, mask_time_indices=x.masked,
-                        sampled_negative_indices=x.negatives)
-        (out.loss / x.n_masked).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.max_grad_norm)
-        optimizer.step()
+        for _ in range(steps):
+            x = self.inputs[self._next % len(self.inputs)]
+            self._next += 1
+            optimizer.zero_grad(set_to_none=True)
+            out = forward_step(model, model, x, self.device)
+            (out.loss / x.n_global.clamp(min=1)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.max_grad_norm)
+            optimizer.step()
         synchronize(self.device)
-        return time.perf_counter() - start
+        return (time.perf_counter() - start) / steps
 
 
 @dataclass
 class Alternation:
-    """`train_steps`' on_step callback: after every loop step, one pure step.
+    """`train_steps`' on_step callback: after every block of loop steps (its log interval, whose
+    metrics it hands over together), as many pure steps.
 
-    A loop step's time runs from the end of the previous callback to the start of this one, so it
-    covers all the loop does per step, including what happens outside the trainer's own timer.
+    A loop block's time runs from the end of the previous block's callbacks to the last callback
+    of this one, so it covers all the loop does per step, including what its own timer leaves out.
     """
 
     pure_step: PureStep
-    warmup: int
+    warmup: int  # blocks
     device: torch.device
+    block: int
     loop: list[float] = field(default_factory=list)
     pure: list[float] = field(default_factory=list)
     trainer_seconds: list[float] = field(default_factory=list)  # the step as the trainer's own timer saw it
@@ -221,17 +229,20 @@ class Alternation:
             self.timed_from = CpuClock.now()
 
     def __call__(self, record: StepMetrics) -> None:
-        synchronize(self.device)  # GPU work the loop step queued (its optimiser step) is its own
-        loop_seconds = time.perf_counter() - self._mark
-        pure_seconds = self.pure_step()
         self._calls += 1
-        if self._calls > self.warmup:
+        if self._calls % self.block:
+            return  # the block's last record closes it
+        synchronize(self.device)  # GPU work the loop queued (its last optimiser step) is its own
+        loop_seconds = (time.perf_counter() - self._mark) / self.block
+        pure_seconds = self.pure_step(self.block)
+        blocks = self._calls // self.block
+        if blocks > self.warmup:
             self.loop.append(loop_seconds)
             self.pure.append(pure_seconds)
             self.trainer_seconds.append(record.audio_seconds / record.audio_seconds_per_second)
             self.audio_seconds.append(record.audio_seconds)
             self.timed_to = CpuClock.now()
-        elif self._calls == self.warmup:
+        elif blocks == self.warmup:
             self.timed_from = CpuClock.now()
         self._mark = time.perf_counter()
 
@@ -252,8 +263,10 @@ class Overheads:
     """Milliseconds per step of the loop's work besides the model step, each timed alone."""
 
     crops: float  # reading and cropping one batch; in the loop it runs on the prefetch thread
-    inputs: float  # seeding, span masks, distractor indices, copies to the device
-    metrics: float  # loss terms, accuracy, perplexity, code usage
+    inputs: float  # seeding, span masks, distractor indices (drawn on the device), copy to the device
+    metrics: float  # code statistics and the step's sums, on the device; read back once per interval
+    padding: float  # share of the loop's batch tensors that is padding (length-bucketed crops)
+    unbucketed_padding: float  # the share were every crop padded to the full crop length
 
     @property
     def main_thread(self) -> float:
@@ -271,24 +284,35 @@ def loop_overheads(state: TrainerState, index: SegmentIndex, settings: PretrainS
     inputs_ms = median_ms(lambda: step_inputs(state, batch, settings, device), OVERHEAD_REPEATS, device)
 
     inputs = step_inputs(state, batch, settings, device)
-    seen: dict[str, torch.Tensor] = {}
-    hook = model.quantizer.weight_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("logits", o.detach()))
-    try:
-        with torch.no_grad(), autocast_for(device):
-            out = model(inputs.audio, attention_mask=inputs.attention, mask_time_indices=inputs.masked,
-                        sampled_negative_indices=inputs.negatives)
-    finally:
-        hook.remove()
-    masked, frame_mask = inputs.masked.bool(), inputs.frame_mask.bool()
+    with torch.no_grad():
+        out = forward_step(model, model, inputs, device)
+    logits = model.quantizer.last_logits
+    totals = torch.zeros(6, device=device)
+    code_sums = torch.zeros_like(out.code_sums)
 
     def metrics() -> None:
-        # What train_steps computes after backward, besides float(loss).
-        float(out.contrastive_loss)
-        float(out.diversity_loss)
-        _accuracy(out, inputs.negatives, masked)
-        _codebook_stats(seen["logits"], frame_mask, masked, model.config.num_codevector_groups)
+        # What train_steps adds per step besides the loss: code statistics and the step's sums,
+        # all on the device (the read-back, once per log interval, is in the loop's figure).
+        totals[:5] += torch.stack([out.loss, out.contrastive, out.diversity, out.correct.float(),
+                                   inputs.n_masked.float()])
+        code_sums.add_(code_statistics(logits, inputs))
 
-    return Overheads(crops, inputs_ms, median_ms(metrics, OVERHEAD_REPEATS, device))
+    padding = padding_shares(index, settings, state)
+    return Overheads(crops, inputs_ms, median_ms(metrics, OVERHEAD_REPEATS, device), *padding)
+
+
+def padding_shares(index: SegmentIndex, settings: PretrainSettings, state: TrainerState,
+                   batches: int = PADDING_BATCHES) -> tuple[float, float]:
+    """(padding share of the loop's batch tensors, the share without length buckets: every crop
+    padded to the crop length), over the stream's first `batches` batches."""
+    stream = data_stream(index, settings, state)
+    padded = total = valid = 0
+    for _ in range(batches):
+        batch = stream.next_batch()
+        padded += batch.padding_share * batch.lengths.size * batch.audio.shape[1]
+        total += batch.lengths.size * batch.audio.shape[1]
+        valid += batch.lengths.sum()
+    return padded / total, 1.0 - valid / (batches * settings.batch_size * stream.crop)
 
 
 @dataclass
@@ -302,6 +326,7 @@ class PresetResult:
     trainer_seconds: list[float]  # loop steps as train_steps' own timer saw them
     audio_seconds: list[float]  # valid audio per loop batch
     overheads: Overheads
+    device: str
     own_cores: float
     other_cores: float | None
 
@@ -334,15 +359,22 @@ def measure_preset(index: SegmentIndex, workspace: Workspace, preset: str, args:
     config = build_config(preset, plan, settings.model_overrides, settings.mask_time_prob, settings.mask_time_length)
     schedule = Schedule(settings, settings.chunks * settings.steps_per_chunk)
     state = build_trainer(config, settings, schedule, device)
+    block = CUDA_LOG_EVERY if device.type == "cuda" else 1  # the loop's log interval
     steps = args.steps or (GPU_STEPS if device.type == "cuda" else CPU_STEPS[preset])
+    steps = -(-steps // block) * block
+    warmup_blocks = -(-args.warmup // block)
 
-    # The pure step gets the very batch the loop starts with, with the masks the loop draws for it.
-    batch = data_stream(index, settings, state).next_batch()
-    alternation = Alternation(PureStep(state, step_inputs(state, batch, settings, device), settings, device),
-                              args.warmup, device)
-    stream = data_stream(index, settings, state)
+    # The pure steps get the very batches the loop takes, in its order, with the masks it draws for them.
+    prepared = data_stream(index, settings, state)
+    batches = [prepared.next_batch() for _ in range(warmup_blocks * block + steps)]
+    batch = batches[0]
+    pure_inputs = [prepare_inputs(state.model, b, settings, device, step_seed(settings.seed, i, 0))
+                   for i, b in enumerate(batches)]
+    alternation = Alternation(PureStep(state, pure_inputs, settings, device), warmup_blocks, device, block)
+    stream = data_stream(index, settings, state, pin_memory=device.type == "cuda")
     alternation.start()
-    train_steps(state, stream, settings, schedule, device, args.warmup + steps, on_step=alternation)
+    train_steps(state, stream, settings, schedule, device, warmup_blocks * block + steps, on_step=alternation,
+                log_every=block)
     if alternation.timed_from is None or alternation.timed_to is None:
         raise BenchError(f"{preset}: train_steps took fewer steps than asked")
     own, other = alternation.timed_to.since(alternation.timed_from)
@@ -351,7 +383,7 @@ def measure_preset(index: SegmentIndex, workspace: Workspace, preset: str, args:
     parameters = sum(p.numel() for p in state.model.parameters())
     a = alternation
     return PresetResult(preset, parameters, settings.batch_size, settings.crop_seconds, a.pure, a.loop,
-                        a.trainer_seconds, a.audio_seconds, overheads, own, other)
+                        a.trainer_seconds, a.audio_seconds, overheads, device.type, own, other)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -365,21 +397,22 @@ def spread(values: list[float]) -> str:
     return f"min {min(values):.3f}, max {max(values):.3f}, n={len(values)}"
 
 
-def print_preset(result: PresetResult, crop_samples: int, sample_rate: int) -> None:
+def print_preset(result: PresetResult) -> None:
     audio = result.audio_per_batch
-    capacity = result.batch_size * crop_samples / sample_rate
+    o = result.overheads
     print()
     print(f"{result.preset}: {result.parameters / 1e6:.2f} M parameters, batch {result.batch_size} x "
-          f"{result.crop_seconds:g} s crops; {audio:.2f} s of the {capacity:.2f} s per batch is audio, "
-          f"the rest padding ({100 * (1 - audio / capacity):.0f}%)")
+          f"{result.crop_seconds:g} s crops; {audio:.2f} s of audio per batch")
+    print(f"  padding     {100 * o.padding:.1f}% of the batch tensors (length buckets, batches cut to at most "
+          f"{100 * PADDING_TARGET:g}% padding); {100 * o.unbucketed_padding:.1f}% were every crop padded to "
+          f"{result.crop_seconds:g} s")
     print(f"  pure step   {result.pure_s:7.3f} s/step  {audio / result.pure_s:8.2f} audio-s/s   ({spread(result.pure)})")
     print(f"  loop step   {result.loop_s:7.3f} s/step  {audio / result.loop_s:8.2f} audio-s/s   ({spread(result.loop)})")
     print(f"              train_steps' own timer: median {statistics.median(result.trainer_seconds):.3f} s/step "
           "(it leaves out the bookkeeping between steps)")
     print(f"  ratio       loop / pure throughput = {result.ratio:.3f}")
-    o = result.overheads
     print(f"  overheads   per step, each timed alone: crops from Parquet {o.crops:.1f} ms (prefetch thread), "
-          f"masks and distractors {o.inputs:.1f} ms, metrics {o.metrics:.1f} ms")
+          f"masks and distractors {o.inputs:.1f} ms, metrics {o.metrics:.1f} ms (both on the {result.device})")
     print(f"              in series with the model step: {o.main_thread:.1f} ms = "
           f"{100 * o.main_thread / 1000 / result.pure_s:.1f}% of a pure step; crops alongside it: "
           f"{100 * o.crops / 1000 / result.pure_s:.1f}%")
@@ -395,12 +428,12 @@ def print_preset(result: PresetResult, crop_samples: int, sample_rate: int) -> N
 def print_summary(results: list[PresetResult]) -> None:
     print()
     print(f"{'preset':<8}{'params':>9}{'batch':>12}{'pure s/step':>13}{'pure a-s/s':>12}"
-          f"{'loop s/step':>13}{'loop a-s/s':>12}{'ratio':>8}  goal")
+          f"{'loop s/step':>13}{'loop a-s/s':>12}{'ratio':>8}{'padding':>9}  goal")
     for r in results:
         audio = r.audio_per_batch
         print(f"{r.preset:<8}{r.parameters / 1e6:>8.2f}M{f'{r.batch_size} x {r.crop_seconds:g} s':>12}"
               f"{r.pure_s:>13.3f}{audio / r.pure_s:>12.2f}{r.loop_s:>13.3f}{audio / r.loop_s:>12.2f}"
-              f"{r.ratio:>8.3f}  {'PASS' if r.passed else 'FAIL'}")
+              f"{r.ratio:>8.3f}{100 * r.overheads.padding:>8.1f}%  {'PASS' if r.passed else 'FAIL'}")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -450,7 +483,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = pick_device(args.device)
         index = load_index(workspace, PretrainSettings(workspace=str(workspace.root)))
-        crop_samples = min(round(args.crop_seconds * index.sample_rate), index.segment_samples)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if device.type == "cuda" else ", fp32"
         print()
@@ -460,15 +492,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(index.files)} Parquet files")
         print(f"device      {device.type}{gpu}; {torch.get_num_threads()} torch threads, {cores} CPUs; "
               f"torch {torch.__version__}, transformers {transformers.__version__}")
-        print(f"method      loop and pure steps alternate on one model; {args.warmup} warm-up step(s) per side "
-              "dropped; medians of the rest")
+        block = CUDA_LOG_EVERY if device.type == "cuda" else 1
+        print(f"method      loop and pure steps alternate on one model, in blocks of {block} (the loop's log "
+              f"interval); the first block(s), at least {args.warmup} warm-up step(s), dropped; medians of the rest")
         print(f"load avg    {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) at start", flush=True)
 
         results = []
         for preset in args.presets:
             print(f"\nmeasuring {preset} ...", flush=True)
             result = measure_preset(index, workspace, preset, args, device)
-            print_preset(result, crop_samples, index.sample_rate)
+            print_preset(result)
             results.append(result)
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the preset's model is gone; give its memory back

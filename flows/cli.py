@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import textwrap
 import types
@@ -87,6 +88,7 @@ examples:
   ceta2vec report                                   # latest embedded model -> <workspace>/reports/<model>/
   ceta2vec report --model tiny@3 --layer 2 --label-column call_type
   ceta2vec report --max-points 20000 --media-points 500 --output /tmp/tiny-report
+  ceta2vec report --serve                           # then serve the folder on http://127.0.0.1:8765/
 Open index.html (figures) or explorer.html (interactive map) from disk: no server, no network needed.
 """
 SQL_EXAMPLES = """\
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised wav2vec 2.0 for hydrophone recordings, orchestrated with Prefect.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="Show tracebacks (also CETA2VEC_DEBUG=1); by default an error is one line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -254,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="Scorecard of every layer and unit inventory against labels, beside baselines.",
         description="k-NN (k = 1, 5), linear probe, retrieval, clustering and unit purity/PNMI per layer, with "
         "splits by recording and bootstrap intervals over recordings; log-mel, MFCC and random-weight baselines "
-        "on the same segments. Results go to the evaluations table, a figure in reports/ and a Prefect artifact.",
+        "on the same segments. Results go to the evaluations table, a figure in the model's report folder "
+        "(reports/<model>/figures/) and a Prefect artifact.",
         epilog=EVALUATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_settings_arguments(evaluate, EvaluateSettings)
@@ -269,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(report, ReportSettings)
     _workspace_argument(report)
+    report.add_argument("--serve", nargs="?", type=int, const=8765, default=None, metavar="PORT",
+                        help="After writing, serve the report folder on http://127.0.0.1:PORT/ (default 8765) "
+                             "until interrupted: for browsers or pages that refuse file:// links.")
 
     status = commands.add_parser(
         "status", help="What the workspace holds: recordings, hours, segments, errors.",
@@ -355,6 +363,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except IngestRunFailed as exc:
         _err(str(exc))
         return EXIT_FAILED
+    if not result["recordings_found"]:  # nothing was written: a typo, not an empty run
+        why = "; ".join(f"{path}: {reason}" for path, _, reason in result["failures"][:3])
+        _err(f"nothing to ingest: no recording found ({why or 'no audio files'}); check the paths "
+             "(files, folders or quoted glob patterns of .wav/.flac/.mp3/.ogg/.aiff recordings)")
+        return EXIT_USAGE
     print_ingest_result(result)
     return EXIT_OK
 
@@ -389,6 +402,17 @@ def cmd_report(args: argparse.Namespace) -> int:
           f"open:     {Path(result['report']).as_uri()}")
     if result.get("published"):
         print(f"copied:   {result['published']}/index.html")
+    if getattr(args, "serve", None) is not None:
+        from flows.report import serve_folder
+
+        server = serve_folder(Path(result["out_dir"]), args.serve)
+        print(f"serving:  http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
     return EXIT_OK
 
 
@@ -534,24 +558,62 @@ COMMANDS = {"run": cmd_run, "serve": cmd_serve, "ingest": cmd_ingest, "pretrain"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("CETA2VEC_DEBUG", "") not in ("", "0")
+    if not debug and args.command in FLOW_COMMANDS:
+        from flows.console import quiet_tracebacks
+
+        quiet_tracebacks()  # the message below says what went wrong; --debug shows Prefect's tracebacks too
+    try:
+        _require_workspace(args)
+        return COMMANDS[args.command](args)
+    except Exception as exc:
+        if debug:
+            raise
+        return _user_error(exc)
+    except KeyboardInterrupt:
+        _err("interrupted; committed work is kept, re-run the same command to finish")
+        return 130
+
+
+FLOW_COMMANDS = {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report"}
+# Commands that read or add to what an ingest made: refused on a folder that holds no workspace,
+# before a flow starts, so a mistyped --workspace creates nothing.
+NEEDS_WORKSPACE = {"pretrain", "embed", "evaluate", "report", "index", "similar", "export", "status", "sql"}
+
+
+def _require_workspace(args: argparse.Namespace) -> None:
+    from tasks.store import WorkspaceError
+    from tasks.workspace import Workspace
+
+    if args.command in NEEDS_WORKSPACE:
+        workspace = Workspace.at(getattr(args, "workspace", None))
+        if not workspace.exists():
+            raise WorkspaceError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest SOURCE "
+                                 f"--workspace {workspace.root}` first, or give the right --workspace)")
+
+
+def _user_error(exc: Exception) -> int:
+    """One line on stderr for an error a user can act on, and the exit status; anything else is re-raised."""
     import duckdb
 
+    from tasks.failures import disk_full
     from tasks.labels import LabelsError
     from tasks.queries import QueryRefused
     from tasks.store import WorkspaceError
 
+    if (reason := disk_full(exc)) is not None:
+        _err(f"{reason} while writing ({textwrap.shorten(str(exc), 300)}); nothing half-written was kept: "
+             "free some space and run the same command again")
+        return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args)
+        raise exc
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         _err(f"invalid settings: {problems}")
         return EXIT_USAGE
     except (WorkspaceError, LabelsError, QueryRefused, ValueError) as exc:
-        _err(str(exc))
+        _err(" ".join(str(exc).split()))
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        _err("interrupted; committed work is kept, re-run the same command to finish")
-        return 130
     except duckdb.Error as exc:  # e.g. a typo in a query: the message, not a traceback
         _err(textwrap.shorten(str(exc), 2000))
         return EXIT_USAGE

@@ -75,8 +75,11 @@ def print_ingest_result(result: dict) -> None:
 def print_pretrain_result(result: dict) -> None:
     console.print(result["frontend"], markup=False, highlight=False)
     if result["summaries"]:
-        columns = [c for c in result["summaries"][0] if c != "checkpoint"]
+        columns = [c for c in result["summaries"][0] if c not in ("checkpoint", "health_sentence")]
         print_table(columns, [tuple(s[c] for c in columns) for s in result["summaries"]], title=f"run {result['model_id']}")
+        for summary in result["summaries"]:  # is it learning? said plainly, chunk by chunk
+            if summary.get("health_sentence"):
+                console.print(summary["health_sentence"], markup=False, highlight=False)
     else:
         console.print(f"run {result['model_id']}: nothing to do ({result['chunks_done']} chunks done); "
                       "raise --chunks to continue it", markup=False, highlight=False)
@@ -164,3 +167,30 @@ def print_pipeline_result(result: dict, program: str = "ceta2vec") -> None:
                  f'LIMIT 10" --workspace {ws}')
     for line in lines:  # never wrapped: the commands must survive copy and paste
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def quiet_tracebacks() -> None:
+    """Prefect's console lines without the tracebacks it attaches to a failed task or flow run:
+    the CLI ends with one line that says what went wrong (`--debug` keeps them). Only the console
+    is quieted; the records themselves, and what the API handler sends to the UI, keep theirs."""
+    import logging
+
+    import prefect.main  # noqa: F401 - sets Prefect's logging up now, so that the handlers patched are the ones used
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
+        if isinstance(handler, PrefectConsoleHandler) and not getattr(handler, "_ceta2vec_quiet", False):
+            handler.format = _without_traceback(handler.format)
+            handler._ceta2vec_quiet = True
+
+
+def _without_traceback(format_record):
+    def format(record):
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return format_record(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+    return format

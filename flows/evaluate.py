@@ -15,7 +15,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from flows import task_policies as policy
 from flows.embed import embed
 from flows.run_names import named_by
-from schemas.settings import EmbedSettings, EvaluateSettings
+from schemas.settings import EmbedSettings, EvaluateSettings, ReportSettings
 from tasks import checkpoints, store
 from tasks.evaluate_run import (LabelledSet, baseline_features, best_layer, labelled_segments, model_vectors,
                                 random_model_features, score_features, segment_refs, unit_scores, write_evaluations)
@@ -70,6 +70,15 @@ def score_baselines(ws_root: str, model_id: str, labelled: LabelledSet, seed: in
     return rows + random_rows
 
 
+def scorecard_stem(ws: Workspace, model_id: str, label_column: str) -> Path:
+    """Inside the model's report folder, under the name the report links it by, so the figure travels
+    with the report."""
+    from flows.report import report_folder
+    from tasks.report_verdict import scorecard_key
+
+    return report_folder(ws, ReportSettings(workspace=str(ws.root)), model_id) / "figures" / scorecard_key(label_column)
+
+
 @flow(name="evaluate", flow_run_name=named_by("evaluate", ("label_column",), "labels"))
 def evaluate(settings: EvaluateSettings) -> dict:
     """Score every layer and unit inventory of a model against labels, beside baselines."""
@@ -121,8 +130,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
         update_progress_artifact(progress, progress=100.0 * (done + 1) / steps)
         with store.writing(ws) as conn:
             write_evaluations(conn, evaluation_id, settings.label_column, mid, rows, labelled)
-        figure = evaluation_figure(rows, settings.label_column, mid,
-                                   ws.reports_dir / f"evaluate-{settings.label_column}-{mid.replace('@', '-')}")
+        figure = evaluation_figure(rows, settings.label_column, mid, scorecard_stem(ws, mid, settings.label_column))
         best = best_layer(rows)
         results[mid] = {"rows": rows, "best_layer": best["layer"] if best else None, "figure": [str(p) for p in figure]}
         create_table_artifact(

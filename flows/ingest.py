@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from schemas.settings import IngestSettings
 from tasks import store
-from tasks.discovery import Discovery, SourceFile, content_hash, discover
+from tasks.discovery import Discovery, SourceFile, content_hash, discover, printable
+from tasks.failures import disk_full
 from tasks.ingest import StagedRecording, describe_failure, prepare_recording
-from tasks.ingest_plan import IngestCounts, batches, dedupe, plan_files
+from tasks.ingest_plan import InOrder, IngestCounts, batches, dedupe, plan_files
 from tasks.labels import LabelRow, read_labels
 from tasks.transient_errors import is_transient
 from flows import task_policies as policy
@@ -63,7 +64,7 @@ def _batch_run_name(verb: str):
     def name() -> str:
         files = task_run.parameters.get("files") or [item[0] for item in task_run.parameters.get("items", [])]
         more = f" (+{len(files) - 1} more)" if len(files) > 1 else ""
-        return f"{verb} {files[0].path.name}{more}" if files else verb
+        return f"{verb} {printable(files[0].path.name)}{more}" if files else verb
     return name
 
 
@@ -92,8 +93,9 @@ def ingest_files(items: list[tuple[SourceFile, str]], settings: IngestSettings, 
         try:
             outcomes.append(FileOutcome(source, staged=prepare_recording(source, digest, settings, Workspace(Path(root)))))
         except Exception as exc:
-            if is_transient(exc) and policy.attempts_left():
-                for done in outcomes:  # this attempt's staged files: the retry writes them again
+            # A full disk is no fault of the file: the whole run stops (no retry, no error row).
+            if disk_full(exc) or (is_transient(exc) and policy.attempts_left()):
+                for done in outcomes:  # this attempt's staged files: a retry writes them again
                     if done.staged and done.staged.staged_file:
                         Path(done.staged.staged_file).unlink(missing_ok=True)
                 raise
@@ -112,26 +114,40 @@ def ingest(settings: IngestSettings) -> dict:
 
 def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
     log = get_run_logger()
-    ws = Workspace.at(settings.workspace).create()
-    configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
-    label_rows: list[LabelRow] = read_labels(Path(settings.labels)) if settings.labels else []
+    ws = Workspace.at(settings.workspace)
+    # Read before anything is written: a CSV that cannot be used refuses the run with the workspace untouched.
+    label_warnings: list[str] = []
+    label_rows: list[LabelRow] = read_labels(Path(settings.labels), label_warnings) if settings.labels else []
+    for warning in label_warnings:
+        log.warning("labels: %s", warning)
     run_id = f"ingest-{uuid.uuid4().hex[:12]}"
     counts = IngestCounts()
+    wanted = {"sample_rate": str(settings.sample_rate), "segment_seconds": str(settings.segment_seconds),
+              "hop_seconds": str(settings.hop_seconds), "final_segment": settings.final_segment}
 
+    found = discover_sources(settings.sources)
+    counts.files_seen = len(found.files) + len(found.problems)
+    if not found.files:
+        # A mistyped path must not create a workspace or fix its settings; the caller says what was wrong.
+        for problem in found.problems:
+            counts.failed += 1
+            counts.failures.append((problem.path, problem.stage, problem.reason))
+            log.warning("%s: %s: %s", problem.path, problem.stage, problem.reason)
+        log.warning("nothing to ingest: no recording found in %s", ", ".join(settings.sources))
+        return {"run_id": None, "workspace": str(ws.root), **counts.as_row(), "recordings_found": 0,
+                "failures": counts.failures, "label_warnings": label_warnings, "workspace_summary": None}
+
+    ws.create()
+    configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
     with store.writing(ws) as conn:
         store.apply_schema(conn, ws)
-        store.ensure_dataset_config(conn, {
-            "sample_rate": str(settings.sample_rate), "segment_seconds": str(settings.segment_seconds),
-            "hop_seconds": str(settings.hop_seconds), "final_segment": settings.final_segment,
-        })
+        store.ensure_dataset_config(conn, wanted, fix=False)  # a clash is refused now, before any decoding
         for orphan in store.remove_orphans(conn, ws):
             log.info("removed %s left by an interrupted run", orphan)
         store.start_run(conn, run_id, str(flow_run.id) if flow_run.id else None, settings.model_dump(mode="json"))
         known = store.known_sources(conn)
 
-    found = discover_sources(settings.sources)
     plan = plan_files(found.files, known)
-    counts.files_seen = len(found.files) + len(found.problems)
     counts.skipped = len(plan.unchanged)
     log.info("%d files found: %d unchanged since an earlier run, %d to check, %d problems",
              len(found.files), len(plan.unchanged), len(plan.todo), len(found.problems))
@@ -146,42 +162,66 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
                 failures.append(result)
             else:
                 fingerprinted.append((source, result))
+    fingerprinted.sort(key=lambda pair: pair[0].key)  # discovery order, whichever group finished first
     with store.writing(ws) as conn:
         dedup = dedupe(fingerprinted, store.recordings_by_hash(conn, (d for _, d in fingerprinted)))
         for outcome in failures:
             _record_failure(conn, outcome, run_id, counts, log)
-    for source, digest, original in dedup.duplicates:
-        log.info("%s: same audio as recording %s, skipped", source.path, original or "ingested earlier in this run")
+    unique, duplicates = dedup.unique, dedup.duplicates
+    if settings.strict and failures:
+        # --strict stops at the first bad file in discovery order (a bad source path: before any file)
+        first = "" if found.problems else min(o.source.key for o in failures)
+        unique = [(s, d) for s, d in unique if s.key < first]
+        duplicates = [item for item in duplicates if item[0].key < first]
+    for source, digest, original in duplicates:
+        log.info("%s: same audio as recording %s, skipped", source.key, original or "ingested earlier in this run")
 
-    total = len(dedup.unique)
+    total = len(unique)
     progress = create_progress_artifact(progress=0.0, description=f"files ingested (of {total})")
     bar = tqdm(total=total, unit="file", desc="ingest", disable=None)  # shown on a terminal only
-    by_path = {str(source.path): (source, digest) for source, digest in dedup.unique}
-    groups = batches([source for source, _ in dedup.unique], **INGEST_BATCH)
-    stop = [settings.strict and bool(failures)]
+    by_key = {source.key: (source, digest) for source, digest in unique}
+    groups = batches([source for source, _ in unique], **INGEST_BATCH)
+    in_order = InOrder([source.key for source, _ in unique]) if settings.strict else None
+    stop = [False]
     waiting: list[FileOutcome] = []
+    submitted: list = []
     last_commit = time.monotonic()
-    submit = lambda group: pool.submit(ingest_files, items=[by_path[str(s.path)] for s in group],  # noqa: E731
-                                       settings=settings, root=str(ws.root))
-    for _, outcomes in pool.windowed(submit, groups, stop=lambda: stop[0]):
-        waiting.extend(outcomes)
-        stop[0] = stop[0] or (settings.strict and any(o.staged is None for o in outcomes))
-        if time.monotonic() - last_commit >= COMMIT_EVERY_S:
-            _commit(ws, waiting, run_id, counts, log)
-            bar.update(len(waiting))
-            update_progress_artifact(progress, progress=100.0 * bar.n / max(1, total))
-            waiting, last_commit = [], time.monotonic()
-    _commit(ws, waiting, run_id, counts, log)
+
+    def submit(group):
+        future = pool.submit(ingest_files, items=[by_key[s.key] for s in group], settings=settings, root=str(ws.root))
+        submitted.append(future)
+        return future
+
+    try:
+        for _, outcomes in pool.windowed(submit, groups, stop=lambda: stop[0]):
+            if in_order is not None:  # commit in discovery order, and nothing after the first failure
+                outcomes = in_order.add([(o.source.key, o, o.staged is None) for o in outcomes])
+                stop[0] = in_order.failed
+            waiting.extend(outcomes)
+            if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                _commit(ws, waiting, run_id, counts, log, wanted)
+                bar.update(len(waiting))
+                update_progress_artifact(progress, progress=100.0 * bar.n / max(1, total))
+                waiting, last_commit = [], time.monotonic()
+        _commit(ws, waiting, run_id, counts, log, wanted)
+    except BaseException:
+        _drop_staged(submitted)
+        raise
+    if in_order is not None:
+        _drop_staged(submitted)  # the files after the first failure: decoded, never committed
     bar.update(len(waiting))
     bar.close()
     update_progress_artifact(progress, progress=100.0)
 
     with store.writing(ws) as conn:
-        for source, digest, original in dedup.duplicates:
+        for source, digest, original in duplicates:
             target = original or store.recordings_by_hash(conn, [digest]).get(digest)
-            if target:
-                store.record_duplicate(conn, str(source.path), source.size_bytes, source.mtime_ns, digest, target)
+            if not target:
+                continue
+            if store.record_duplicate(conn, source.key, source.size_bytes, source.mtime_ns, digest, target):
                 counts.duplicates += 1
+            else:
+                counts.skipped += 1  # a concurrent run committed this very path first
         if settings.labels:
             _apply_labels(conn, settings.labels, label_rows, found.files, log)
         store.refresh_segment_audio_view(conn, ws)
@@ -194,15 +234,31 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
     if settings.strict and counts.failed:
         raise IngestRunFailed(f"{counts.failed} file(s) failed and --strict was given; first: "
                               f"{counts.failures[0][0]}: {counts.failures[0][2]}")
-    return {"run_id": run_id, "workspace": str(ws.root), **counts.as_row(),
-            "failures": counts.failures, "workspace_summary": summary}
+    return {"run_id": run_id, "workspace": str(ws.root), **counts.as_row(), "recordings_found": len(found.files),
+            "failures": counts.failures, "label_warnings": label_warnings, "workspace_summary": summary}
 
 
-def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: IngestCounts, log) -> None:
+def _drop_staged(futures: list) -> None:
+    """Remove the staged files of these tasks that were not committed (a committed one has been
+    renamed into the dataset, so its staged path is gone): waits for the tasks still running."""
+    for future in futures:
+        try:
+            outcomes = future.result()
+        except BaseException:  # noqa: BLE001 - its own files were removed when it failed
+            continue
+        for outcome in outcomes:
+            if outcome.staged is not None and outcome.staged.staged_file:
+                Path(outcome.staged.staged_file).unlink(missing_ok=True)
+
+
+def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: IngestCounts, log,
+            wanted: dict[str, str]) -> None:
     """One writer connection for everything that finished since the last commit."""
     if not outcomes:
         return
     with store.writing(ws) as conn:
+        if any(o.staged is not None for o in outcomes):
+            store.ensure_dataset_config(conn, wanted)  # fixed with the first recording stored
         for outcome in outcomes:
             if outcome.staged is None:
                 _record_failure(conn, outcome, run_id, counts, log)
@@ -211,15 +267,25 @@ def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: Ing
 
 
 def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCounts, log) -> None:
-    store.record_problem(conn, str(outcome.source.path), outcome.stage, outcome.reason, run_id,
+    store.record_problem(conn, outcome.source.key, outcome.stage, outcome.reason, run_id,
                          size_bytes=outcome.source.size_bytes or None)
     counts.failed += 1
-    counts.failures.append((str(outcome.source.path), outcome.stage, outcome.reason))
-    log.warning("%s: %s: %s", outcome.source.path, outcome.stage, outcome.reason)
+    counts.failures.append((outcome.source.key, outcome.stage, outcome.reason))
+    log.warning("%s: %s: %s", outcome.source.key, outcome.stage, outcome.reason)
 
 
 def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, counts: IngestCounts, log) -> None:
-    counts.bytes_added += store.commit_recording(conn, ws, staged, run_id)
+    stored = store.commit_recording(conn, ws, staged, run_id)
+    if stored is None:  # committed meanwhile by a concurrent run, or as another path of this one
+        known = store.known_sources(conn).get(staged.path)
+        if known and known[2] == staged.recording_id:
+            counts.skipped += 1
+        else:
+            original = store.recordings_by_hash(conn, [staged.content_hash])[staged.content_hash]
+            store.record_duplicate(conn, staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, original)
+            counts.duplicates += 1
+        return
+    counts.bytes_added += stored
     counts.ingested += 1
     counts.segments_added += staged.segment_count
     counts.audio_seconds_added += staged.audio_seconds
@@ -229,19 +295,27 @@ def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, c
 
 
 def _apply_labels(conn, labels_file: str, rows: list[LabelRow], files: list[SourceFile], log) -> None:
-    stored, recordings, unmatched = store.apply_labels_file(conn, labels_file, rows, [str(f.path) for f in files])
+    stored, recordings, unmatched = store.apply_labels_file(conn, labels_file, rows, [f.key for f in files])
     log.info("labels: %d label rows stored for %d recordings", stored, recordings)
     if unmatched:
         log.warning("labels: %d file name(s) in %s match no ingested recording, e.g. %s",
                     len(unmatched), labels_file, ", ".join(unmatched[:5]))
 
 
+def _readable(value):
+    """Floats as a person reads them: two decimals, or three significant digits below 1."""
+    if isinstance(value, float):
+        return round(value, 2) if abs(value) >= 1 or value == 0 else float(f"{value:.3g}")
+    return value
+
+
 def _publish_summary(counts: IngestCounts, summary: dict, run_id: str) -> None:
     row = counts.as_row()
     create_table_artifact(
         key="ingest-summary",
-        table=[{"metric": k, "value": v} for k, v in row.items()]
-        + [{"metric": f"workspace {k}", "value": v} for k, v in summary.items() if k != "config"],
+        table=[{"metric": k.replace("_", " "), "value": _readable(v)} for k, v in row.items()]
+        + [{"metric": f"workspace {k.replace('_', ' ')}", "value": _readable(v)} for k, v in summary.items()
+           if k != "config"],
         description=f"Ingest run {run_id}",
     )
     if counts.failures:

@@ -8,10 +8,10 @@ continues a finished run.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -72,8 +72,7 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
     ws = Workspace.at(spec.settings.workspace)
     written = next((i for i in checkpoints.complete(spec.run_dir) if i.chunk == chunk), None)
     if written is not None:  # an earlier attempt wrote it and then failed (pruning, say): not trained twice
-        metrics = json.loads((written.path / "metrics.json").read_text())
-        return ChunkResult(written, [StepMetrics(**m) for m in metrics])
+        return ChunkResult.written(written)
     with store.reading(ws) as conn:
         index = training_index(conn, ws, spec)
     log = get_run_logger()
@@ -116,6 +115,7 @@ def pretrain(settings: PretrainSettings) -> dict:
     """Pretrain wav2vec 2.0 on the workspace's segments in resumable, checkpointed chunks."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
+    _require_segments(ws)
     spec = prepare_run(settings)
     with store.reading(ws) as conn:
         start = training_store.chunks_done(conn, spec.model_id)
@@ -142,6 +142,8 @@ def pretrain(settings: PretrainSettings) -> dict:
         warning = collapse_warning(result.metrics, spec.model_config().num_codevectors_per_group)
         if warning:
             log.warning("%s: %s", spec.model_id, warning)
+        if result.health:
+            (log.info if result.health["verdict"] == "learning" else log.warning)("%s", result.health["sentence"])
     if ws.storage.remote and not summaries:  # catch up: chunks recorded after an interruption, copies lost
         mirror_checkpoints(str(spec.run_dir), ws.storage.url)
     if summaries:
@@ -150,6 +152,19 @@ def pretrain(settings: PretrainSettings) -> dict:
     return {"model_id": spec.model_id, "run_dir": str(spec.run_dir), "chunks_trained": len(summaries),
             "chunks_done": spec.settings.chunks if summaries else start, "summaries": summaries,
             "frontend": spec.plan.summary()}
+
+
+def _require_segments(ws: Workspace) -> None:
+    """Refuse, in words, a workspace with nothing to train on (else DuckDB's "No files found that
+    match the pattern" surfaces from deep inside the training index)."""
+    with store.reading(ws) as conn:
+        try:
+            segments = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+        except duckdb.CatalogException:
+            segments = 0
+    if not segments:
+        raise store.WorkspaceError(f"{ws.root} holds no segments to train on (no recording was ingested); "
+                                   f"run `ceta2vec ingest SOURCE --workspace {ws.root}` first")
 
 
 METRIC_ROWS_SHOWN = 100
@@ -180,5 +195,7 @@ def _chunk_summary(result: ChunkResult) -> dict:
         "accuracy": round(sum(x.accuracy for x in m) / len(m), 4),
         "perplexity": [round(p, 1) for p in last.perplexity], "unused_codes": round(last.unused_code_share, 3),
         "audio_s_per_s": round(sum(x.audio_seconds for x in m) / sum(x.audio_seconds / x.audio_seconds_per_second for x in m), 1),
+        "health": result.health["verdict"] if result.health else "unknown",
+        "health_sentence": result.health["sentence"] if result.health else None,
         "checkpoint": str(result.checkpoint.path),
     }

@@ -7,7 +7,6 @@ The folder it writes opens from disk (file://) with no server and no network: ev
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from pathlib import Path
@@ -79,26 +78,50 @@ def publish(out_dir: str, url: str) -> int:
     return len(publish_folder(Path(out_dir), url))
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
+
+
 def _md(value: object) -> str:
-    """Text for a markdown table cell: no markup from the data, no broken rows."""
-    return html.escape(str(value)).replace("|", "\\|").replace("\n", " ")
+    """Text for markdown: every markdown and HTML character backslash-escaped, so the renderer shows it as
+    typed (no markup from the data, no broken table rows) without HTML entities it would print as
+    `&#x27;`."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
 
 
 def summary_markdown(content: ReportContent, index_html: Path, explorer_html: Path, published: str | None = None) -> str:
+    """The `report` artifact. Browsers block file:// links from an http page such as the Prefect UI, so
+    the pages are named by path, with the command that serves them over http."""
     explorer = content.explorer
+    verdict = getattr(content, "verdict", None)
+    folder = index_html.parent
     lines = [f"# {_md(content.title)}", "",
-             f"Model `{_md(content.model_id)}`, generated {_md(content.generated_at)}.", "",
-             f"- **Report**: [{_md(index_html)}]({index_html.as_uri()})",
-             f"- **Explorer**: [{_md(explorer_html)}]({explorer_html.as_uri()})"
-             + (f" ({len(explorer.segment_id):,} segments, layers {', '.join(map(str, sorted(explorer.coords)))})"
+             *([f"**{_md(verdict.headline.replace('`', ''))}**", ""] if verdict is not None else []),
+             f"Model {_md(content.model_id)}, generated {_md(content.generated_at)}.", "",
+             f"- **Report folder**: {_md(folder)}",
+             f"- **Pages**: {_md(index_html.name)} (report), {_md(explorer_html.name)} (explorer)"
+             + (f", {len(explorer.segment_id):,} segments on layers {', '.join(map(str, sorted(explorer.coords)))}"
                 if explorer is not None else ""),
-             *([f"- **Copied to**: `{_md(published)}/index.html`"] if published else []),
-             "", "Open the files in a browser from this machine: they need no server and no network.", "",
+             *([f"- **Copied to**: {_md(published)}/index.html"] if published else []),
+             "", "Open index.html from that folder in a browser on this machine (it needs no network), or serve "
+                 f"the folder over http: ceta2vec report \\-\\-model {_md(content.model_id)} \\-\\-serve", "",
              "| item | value |", "| --- | --- |"]
     lines += [f"| {_md(row.get('item'))} | {_md(row.get('value'))} |" for row in content.summary]
     lines += ["", "## Sections", ""]
-    lines += [f"- **{_md(s.title)}**: {len(s.figures)} figure(s), {len(s.clips)} clip(s)" for s in content.sections]
+    lines += [f"- **{_md(s.title)}**: {len(s.figures)} figure(s), {len(s.links)} page(s)" for s in content.sections]
     return "\n".join(lines) + "\n"
+
+
+def serve_folder(folder: Path, port: int = 0, host: str = "127.0.0.1"):
+    """An http server for a report folder on localhost (port 0: any free port); the caller runs
+    serve_forever() and reads the URL from server_address."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+            pass
+
+    return ThreadingHTTPServer((host, port), functools.partial(Quiet, directory=str(folder)))
 
 
 @flow(name="report", flow_run_name=named_by("report", ("model",), "latest"))
@@ -119,6 +142,7 @@ def report(settings: ReportSettings) -> dict:
     index_html, explorer_html = map(Path, write_pages(content, str(out_dir)))
     figures = sum(len(s.figures) for s in content.sections)
     clips = sum(len(s.clips) for s in content.sections)
+    pages = sum(len(s.links) for s in content.sections)
     segments = len(content.explorer.segment_id) if content.explorer is not None else 0
 
     published = None
@@ -126,15 +150,15 @@ def report(settings: ReportSettings) -> dict:
         published = settings.publish_to.rstrip("/")
         log.info("report copied to %s (%d files)", published, publish(str(out_dir), published))
     create_markdown_artifact(key="report", markdown=summary_markdown(content, index_html, explorer_html, published),
-                             description=f"Report of {model_id}: {index_html.as_uri()}")
+                             description=f"Report of {model_id}: {index_html}")
     create_table_artifact(
         key="report-sections",
-        table=[{"section": s.title, "figures": len(s.figures), "clips": len(s.clips), "tables": len(s.tables)}
+        table=[{"section": s.title, "figures": len(s.figures), "pages": len(s.links), "tables": len(s.tables)}
                for s in content.sections],
         description=f"What the report of {model_id} holds ({index_html})",
     )
     log.info("report: %s (%d figures, %d clips); explorer: %s (%d segments)", index_html.as_uri(), figures, clips,
              explorer_html.as_uri(), segments)
     return {"report": str(index_html), "explorer": str(explorer_html), "out_dir": str(out_dir), "model_id": model_id,
-            "figures": figures, "clips": clips, "segments": segments,
+            "figures": figures, "clips": clips, "unit_pages": pages, "segments": segments,
             "sections": [s.title for s in content.sections], "flow_run_id": str(flow_run.id), "published": published}

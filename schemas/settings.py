@@ -134,7 +134,14 @@ class PretrainSettings(BaseModel):
         None, description="Local checkpoint folder (a save_pretrained export) to start from instead of random weights."
     )
     seed: int = Field(0, description="Seed of data order, crops, masks, negatives and weights.")
-    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate (AdamW).")
+    learning_rate: float = Field(
+        5e-4, gt=0, description="Peak learning rate (AdamW) for an effective batch of 32 s of audio (8 x 4 s); "
+                                "other batches scale it by --lr-scaling.")
+    lr_scaling: Literal["sqrt", "linear", "none"] = Field(
+        "sqrt", description="How the peak learning rate follows the effective batch S = batch_size x grad_accum x "
+                            "crop_seconds: learning_rate x sqrt(S/32), x S/32, or unscaled.")
+    feature_grad_mult: float = Field(
+        0.1, gt=0, le=1, description="Scale of the feature encoder's gradient (0.1 in the wav2vec 2.0 paper; 1 = none).")
     warmup_fraction: float = Field(0.08, ge=0, lt=1, description="Share of the schedule spent warming up.")
     schedule_steps: int | None = Field(
         None, ge=1, description="Steps of the warm-up/decay schedule (default: chunks x steps_per_chunk at creation)."
@@ -236,6 +243,9 @@ class ReportSettings(BaseModel):
     max_points: int = Field(100_000, ge=10, description="Segments drawn in maps and the explorer (a seeded sample beyond).")
     media_points: int = Field(
         300, ge=0, description="Segments given a spectrogram thumbnail and an audio clip in the explorer."
+    )
+    frame_points: int = Field(
+        20_000, ge=0, description="Frames sampled for the explorer's frame/unit mode (UMAP of frame vectors; 0 = none)."
     )
     atlas_units: int = Field(24, ge=1, description="Units per unit atlas (the most used ones).")
     exemplars: int = Field(5, ge=1, le=12, description="Exemplar snippets per unit in the atlas.")

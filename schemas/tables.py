@@ -171,6 +171,24 @@ TABLES: tuple[str, ...] = (
         PRIMARY KEY (model_id, step)
     )
     """,
+    # Is the run learning? The verdict on each chunk's last log interval (tasks.training_health);
+    # a table of its own, so workspaces made before it gain it when the schema is next applied.
+    """
+    CREATE TABLE IF NOT EXISTS chunk_health (
+        model_id       VARCHAR NOT NULL,
+        chunk          INTEGER NOT NULL,
+        verdict        VARCHAR NOT NULL,
+        accuracy       DOUBLE,
+        chance         DOUBLE NOT NULL,
+        perplexity     DOUBLE,
+        max_perplexity DOUBLE NOT NULL,
+        code_usage     DOUBLE,
+        loss           DOUBLE,
+        loss_at_chance DOUBLE NOT NULL,
+        sentence       VARCHAR NOT NULL,
+        PRIMARY KEY (model_id, chunk)
+    )
+    """,
     # One row per checkpoint that has been embedded; its vectors live in `embedding_table`, a
     # table of fixed-size FLOAT[dim] arrays (one per embedding model, since widths differ).
     """

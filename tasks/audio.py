@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +48,19 @@ class AudioInfo:
 def probe(path: Path) -> AudioInfo:
     """Header facts of an audio file, or an IngestFailure that says what is wrong with it."""
     try:
-        size = path.stat().st_size
+        facts = path.stat()
     except FileNotFoundError:
         raise IngestFailure("read", "file not found") from None
     except PermissionError:
         raise IngestFailure("read", "permission denied (cannot stat the file)") from None
-    if size == 0:
+    if not stat.S_ISREG(facts.st_mode):  # libsndfile would read a FIFO or /dev/zero forever
+        raise IngestFailure("read", "not a regular file; only files are read")
+    if facts.st_size == 0:
         raise IngestFailure("read", "file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise IngestFailure("read", "permission denied (file is not readable)")
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except sf.LibsndfileError as exc:
         raise IngestFailure("decode", f"not a readable audio file ({_libsndfile_reason(exc)})") from None
     except (RuntimeError, OSError) as exc:
@@ -74,12 +77,20 @@ def probe(path: Path) -> AudioInfo:
     )
 
 
-_SHOULD_BE = re.compile(r"^(data|RIFF|FORM|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# AIFF's chunks are indented in the report (" SSND : 640008 (should be 383986)"), WAV's are not.
+_SHOULD_BE = re.compile(r"^\s*(data|RIFF|FORM|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+_OGG_CUT = re.compile(r"lacks an end-of-stream bit|ended unexpectedly without an End-Of-Stream", re.IGNORECASE)
 
 
 def _header_warnings(info: sf._SoundFileInfo) -> tuple[str, ...]:
     """libsndfile quietly shortens a truncated WAV/AIFF to the data present; its header report
-    says by how much ("data : 64000 (should be 31978)")."""
+    says by how much ("data : 64000 (should be 31978)"). An Ogg file has no declared length: a cut
+    one decodes cleanly up to its last whole page, and only the missing end-of-stream page tells."""
+    if _OGG_CUT.search(info.extra_info or ""):
+        return (f"truncated: the Ogg stream ends without its end-of-stream page, so the file was cut short "
+                f"({info.frames / info.samplerate:.2f} s readable)",)
     for match in _SHOULD_BE.finditer(info.extra_info or ""):
         if match[1] in ("data", "SSND") and int(match[2]) > int(match[3]):
             return (
@@ -194,7 +205,7 @@ def stream_audio(
     block_frames = max(4096, int(block_seconds * info.sample_rate))
     position = 0
     try:
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(os.fsencode(path))
     except sf.LibsndfileError as exc:
         raise IngestFailure("decode", f"not a readable audio file ({_libsndfile_reason(exc)})") from None
     except PermissionError:

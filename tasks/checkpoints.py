@@ -2,7 +2,8 @@
 
     checkpoints/<run>/chunk-0003/
         state.pt        model, optimiser, scheduler, temperature, step, data position, RNG states
-        metrics.json    the chunk's per-step training metrics (re-committed if the DB missed them)
+        metrics.json    the chunk's per-step training metrics and its training-health verdict
+                        (re-committed if the DB missed them)
         hf/             save_pretrained export: config.json, model.safetensors, preprocessor_config.json
         manifest.json   content hashes, written last
 
@@ -32,6 +33,19 @@ class CheckpointInfo:
     mean_loss: float
     state_sha256: str
     export_sha256: str
+
+
+def write_metrics(folder: Path, steps: list[dict], health: dict) -> None:
+    (folder / "metrics.json").write_text(json.dumps({"steps": steps, "health": health}))
+
+
+def read_metrics(folder: Path) -> tuple[list[dict], dict | None]:
+    """(per-step metrics, health verdict) of a checkpoint; checkpoints written before verdicts
+    were kept hold the steps alone."""
+    data = json.loads((folder / "metrics.json").read_text())
+    if isinstance(data, list):
+        return data, None
+    return data["steps"], data.get("health")
 
 
 def chunk_dir(run_dir: Path, chunk: int) -> Path:

@@ -10,14 +10,18 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tasks.report_content import ExplorerData, ReportContent
 from tasks.report_html import esc, install_assets, write_text_atomic
 
+if TYPE_CHECKING:
+    from tasks.explorer_frames import ExplorerFrames
+
 DATA_SCRIPT = "explorer-data.js"
-DATA_FORMAT = 1
+DATA_FORMAT = 2
 
 
 def typed(array: np.ndarray, dtype: str) -> dict:
@@ -62,6 +66,26 @@ def check(data: ExplorerData) -> int:
             if table is not None and (np.ndim(table) != 2 or np.shape(table)[0] != n
                                       or np.shape(table) != np.shape(data.neighbours.get(layer, table))):
                 raise ValueError(f"explorer data: {name} of layer {layer} have shape {np.shape(table)}, expected ({n}, k)")
+    for name in ("valid_s", "rms_dbfs", "hour_utc"):
+        column = getattr(data, name)
+        if column is not None and len(column) != n:
+            raise ValueError(f"explorer data: column {name!r} has {len(column)} rows, segment_id has {n}")
+    for column, values in data.labels.items():
+        if len(values) != n:
+            raise ValueError(f"explorer data: label column {column!r} has {len(values)} rows, segment_id has {n}")
+    frames = data.frames
+    if frames is not None:
+        m = len(frames)
+        for name in ("segment", "time_s", "rms_dbfs"):
+            if len(getattr(frames, name)) != m:
+                raise ValueError(f"explorer frames: column {name!r} has {len(getattr(frames, name))} rows, frame has {m}")
+        if np.shape(frames.coords) != (m, 2):
+            raise ValueError(f"explorer frames: coords have shape {np.shape(frames.coords)}, expected ({m}, 2)")
+        if m and (int(np.min(frames.segment)) < 0 or int(np.max(frames.segment)) >= n):
+            raise ValueError("explorer frames: a frame points at a segment row that does not exist")
+        for name, units in frames.units.items():
+            if len(units) != m:
+                raise ValueError(f"explorer frames: units {name!r} have {len(units)} rows, frame has {m}")
     return n
 
 
@@ -73,7 +97,7 @@ def main_layer(data: ExplorerData) -> int | None:
 
 
 def payload(content: ReportContent) -> dict:
-    """What explorer.js reads (format 1)."""
+    """What explorer.js reads (format 2)."""
     data = content.explorer
     base = {"format": DATA_FORMAT, "title": content.title, "model_id": content.model_id,
             "generated_at": content.generated_at, "report": "index.html"}
@@ -104,6 +128,31 @@ def payload(content: ReportContent) -> dict:
         "start_time": strings(data.start_time), "label": strings(data.label), "thumbnail": strings(data.thumbnail),
         "audio": strings(data.audio), "start_s": typed(np.asarray(data.start_s, dtype=np.float64), "f32"),
         "cluster": typed(np.asarray(data.cluster, dtype=np.int64), "i32"),
+        "valid_s": optional_f32(data.valid_s), "rms_dbfs": optional_f32(data.rms_dbfs),
+        "hour_utc": optional_f32(data.hour_utc), "segment_seconds": data.segment_seconds,
+        "labels": [{"name": name, "values": strings(values)} for name, values in data.labels.items()],
+        "freq_ticks": [[round(float(f), 4), str(t)] for f, t in data.freq_ticks],
+        "frames": frames_payload(data.frames),
+    }
+
+
+def optional_f32(values: np.ndarray | None) -> dict | None:
+    return None if values is None else typed(np.asarray(values, dtype=np.float64), "f32")
+
+
+def frames_payload(frames: ExplorerFrames | None) -> dict | None:
+    """The frame/unit mode's columns; a frame's recording, labels and media are its segment's (by row)."""
+    if frames is None or not len(frames):
+        return None
+    xy = np.asarray(frames.coords, dtype=np.float32)
+    return {
+        "n": len(frames), "layer": int(frames.layer), "method": frames.method, "window_s": float(frames.window_s),
+        "coords": typed(np.where(np.isfinite(xy), xy, np.nan).reshape(-1), "f32"),
+        "segment": typed(frames.segment, "i32"), "frame": typed(frames.frame, "i32"),
+        "time_s": typed(frames.time_s, "f32"), "rms_dbfs": typed(frames.rms_dbfs, "f32"),
+        "units": [{"name": name, "size": int(frames.unit_sizes.get(name, int(np.max(codes)) + 1)),
+                   "codes": typed(codes, "i32")} for name, codes in frames.units.items()],
+        "main_units": frames.main_units,
     }
 
 
@@ -134,11 +183,17 @@ def render_explorer(content: ReportContent) -> str:
 </header>
 <div class="layout">
   <aside class="controls" aria-label="Map settings and filters">
+    <div class="field">Points
+      <div id="mode" class="segmented" role="group" aria-label="Points">
+        <button type="button" data-mode="segments" aria-pressed="true">Segments</button><button type="button" data-mode="frames" aria-pressed="false">Frames · units</button>
+      </div></div>
     <label class="field">Layer <select id="layer"></select></label>
-    <label class="field">Colour by <select id="colour-by">
-      <option value="label">label</option><option value="site">site</option><option value="cluster">cluster</option>
-    </select></label>
-    <div id="legend" class="legend" aria-label="Colours"></div>
+    <label class="field">Colour by <select id="colour-by"></select></label>
+    <div id="legend" class="legend" aria-label="What each colour is"></div>
+    <div class="field">Drag to
+      <div id="tool" class="segmented" role="group" aria-label="Drag to">
+        <button type="button" data-tool="pan" aria-pressed="true" title="pan (P)">Pan</button><button type="button" data-tool="box" aria-pressed="false" title="box select (B)">Box</button><button type="button" data-tool="lasso" aria-pressed="false" title="lasso select (L)">Lasso</button>
+      </div></div>
     <label class="field">Recording contains <input id="search" type="search" placeholder="file name" autocomplete="off"></label>
     <fieldset id="label-filter" class="filter"><legend>Label</legend>
       <div class="filter-actions"><button type="button" data-select="all">all</button><button type="button" data-select="none">none</button></div>
@@ -147,20 +202,32 @@ def render_explorer(content: ReportContent) -> str:
       <div class="filter-actions"><button type="button" data-select="all">all</button><button type="button" data-select="none">none</button></div>
       <div class="options"></div></fieldset>
     <p class="hint">Hover a point for its spectrogram; click to listen and list its nearest neighbours.
-    Drag to pan, scroll to zoom, double-click to reset, Esc to clear.</p>
+    Box or lasso a group (Shift adds to it) to see, hear and export it. Scroll to zoom, double-click to reset,
+    Esc to clear.</p>
   </aside>
-  <main class="plot" id="plot">
-    <canvas id="points" aria-label="UMAP map of the segments"></canvas>
-    <canvas id="overlay" aria-hidden="true"></canvas>
-    <div id="tooltip" class="tooltip" hidden></div>
-    <div id="axes-note" class="axes-note"></div>
+  <main class="centre">
+    <div class="plot" id="plot">
+      <canvas id="points" aria-label="UMAP map of the segments"></canvas>
+      <canvas id="overlay" aria-hidden="true"></canvas>
+      <div id="tooltip" class="tooltip" hidden></div>
+      <div id="axes-note" class="axes-note"></div>
+    </div>
+    <section id="selection" class="selection" aria-label="Selected points" hidden>
+      <div class="selection-bar">
+        <h2 id="selection-title">Selection</h2>
+        <span id="selection-note" class="muted"></span>
+        <button type="button" id="export-csv">Export CSV</button>
+        <button type="button" id="clear-selection">Clear</button>
+      </div>
+      <div id="selection-grid" class="selection-grid"></div>
+      <audio id="grid-player" preload="none" hidden></audio>
+    </section>
   </main>
-  <aside class="details" id="details" aria-label="Selected segment">
-    <h2>Segment</h2>
+  <aside class="details" id="details" aria-label="Selected point">
+    <h2 id="details-kind">Segment</h2>
     <p id="details-empty" class="muted">Click a point on the map.</p>
     <div id="details-body" hidden>
-      <img id="details-thumb" alt="spectrogram of the selected segment" hidden>
-      <p id="details-nothumb" class="muted" hidden>No spectrogram thumbnail for this segment.</p>
+      <canvas id="details-thumb" class="spectrogram" aria-label="spectrogram of the selected point"></canvas>
       <table class="fields"><tbody id="details-fields"></tbody></table>
       <audio id="clip-player" controls preload="none"></audio>
       <p id="clip-missing" class="muted" hidden></p>

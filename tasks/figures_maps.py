@@ -123,8 +123,10 @@ def map_panels(coords: np.ndarray, info: SegmentInfo, clusters: np.ndarray, labe
 
 
 def layer_multiples(coords: dict[int, np.ndarray], values: list[str], colour_name: str,
-                    agreement: dict[int, float], model_id: str, main_layer: int) -> plt.Figure:
-    """The same segments mapped at every layer, coloured by one categorical (label or cluster)."""
+                    agreement: dict[int, float], model_id: str, main_layer: int,
+                    chance: float | None = None) -> plt.Figure:
+    """The same segments mapped at every layer, coloured by one categorical (label or cluster); `chance`:
+    the agreement random neighbours would reach, said in the title beside each layer's."""
     layers = sorted(coords)
     rows = int(np.ceil(len(layers) / 5))
     columns = int(np.ceil(len(layers) / rows))
@@ -142,7 +144,8 @@ def layer_multiples(coords: dict[int, np.ndarray], values: list[str], colour_nam
         ax.axis("off")
     if entries:
         _legend(axes[0, -1], entries)
-    fig.suptitle(f"{model_id}: where does structure emerge? Each layer's UMAP, coloured by {colour_name}",
+    level = f"\n(random neighbours would agree {chance:.2f})" if chance is not None and np.isfinite(chance) else ""
+    fig.suptitle(f"{model_id}: where does structure emerge? Each layer's UMAP, coloured by {colour_name}{level}",
                  fontsize=12)
     fig.tight_layout()
     return fig

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,28 +32,87 @@ def unit_colours(order: list[int], n_units: int) -> np.ndarray:
     return colours
 
 
+CONTRAST_CMAP = "RdBu_r"  # diverging: red louder than the average frame, blue quieter, white no difference
+MARK = "#56B4E9"  # the unit's own frames in an exemplar (Okabe-Ito sky blue, visible over magma)
+RUN_BINS = (1, 2, 3, 5, 9, 17, 33)  # run lengths in frames: 1, 2, 3-4, 5-8, 9-16, 17-32, 33+
+
+
+def contrast_range(contrasts: list[np.ndarray | None]) -> float:
+    """One symmetric colour limit (dB) for every contrast panel: the 99th percentile of |contrast|, at least 3 dB."""
+    values = np.concatenate([np.abs(c[np.isfinite(c)]) for c in contrasts if c is not None] or [np.zeros(1)])
+    return float(max(3.0, np.percentile(values, 99) if values.size else 3.0))
+
+
+def shown_contrast(contrast: np.ndarray, significant: np.ndarray | None) -> np.ndarray:
+    """The contrast with cells not beyond the null set to 0 (white on the diverging scale)."""
+    return np.where(significant if significant is not None else True, np.nan_to_num(contrast), 0.0)
+
+
+def mark_runs(ax: plt.Axes, in_unit: np.ndarray | None, extent: tuple[float, float], width: int) -> None:
+    """A bar along the top of a window over the columns whose frame has the unit."""
+    if in_unit is None or not in_unit.any():
+        return
+    step = (extent[1] - extent[0]) / width
+    edges = np.flatnonzero(np.diff(np.r_[0, in_unit.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2]):
+        ax.axvspan(extent[0] + a * step, extent[0] + b * step, ymin=0.9, ymax=1.0, color=MARK, linewidth=0)
+
+
+def run_histogram(ax: plt.Axes, lengths: np.ndarray | None, frame_s: float, show_axis: bool) -> None:
+    counts = np.histogram(lengths if lengths is not None else [], bins=list(RUN_BINS) + [np.inf])[0]
+    share = counts / max(1, counts.sum())
+    ax.bar(range(len(share)), share, color=PALETTE[0], width=0.8)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.set_xticks(range(len(share)))
+    if show_axis:
+        names = [f"{1000 * a * frame_s:.0f}" if b == a + 1 else f"{1000 * a * frame_s:.0f}+"
+                 for a, b in zip(RUN_BINS, list(RUN_BINS[1:]) + [np.inf])]
+        ax.set_xticklabels(names, fontsize=5, rotation=90)
+        ax.set_xlabel("run (ms)", fontsize=6, labelpad=1)
+    else:
+        ax.set_xticklabels([])
+    ax.tick_params(axis="x", length=1.5, pad=1)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+
+
+def lift_text(lift: dict[str, list[tuple[str, float, int]]], per_facet: int = 1) -> list[str]:
+    """'label orca ×2.3' lines: the values a unit is most over-represented in."""
+    lines = []
+    for facet, rows in lift.items():
+        for value, ratio, _ in rows[:per_facet]:
+            if ratio > 1:
+                lines.append(f"{facet} {value[:12]} ×{ratio:.1f}")
+    return lines
+
+
 def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str] | None = None) -> plt.Figure:
-    """Per unit: its mean log-mel window (dashed line: the assigned frame), exemplars beside it, and
-    its usage, mean run and co-occurring labels. Similar units are next to each other."""
+    """Per unit: its contrast (mean log-mel window minus the mean window of every frame; cells not
+    beyond the shifted-label null left white), exemplars with the unit's frames marked, the run-length
+    histogram, usage and lift. The most distinct units first, near-duplicates together."""
     units = atlas.units
     n_ex = max((len(u.exemplars) for u in units), default=0)
     blocks = 2 if len(units) > 12 else 1
     per_block = int(np.ceil(len(units) / blocks)) or 1
     cols = 1 + n_ex
-    cell, row_h, top_in, bottom_in = 0.8, 0.86, 0.75, 0.75
-    ratios = [1.15] + [1] * n_ex + [2.3]
+    cell, row_h, top_in, bottom_in = 0.8, 0.86, 1.0, 1.0
+    ratios = [1.15] + [1] * n_ex + [0.8, 2.3]
     width = blocks * cell * sum(ratios) + 0.6
     height = per_block * row_h + top_in + bottom_in
     fig = plt.figure(figsize=(width, height))
     outer = GridSpec(1, blocks, figure=fig, wspace=0.06, left=0.45 / width, right=0.995, top=1 - top_in / height,
                      bottom=bottom_in / height)
-    vmin, vmax = display_range([u.mean_window for u in units] + [e.window for u in units for e in u.exemplars])
+    vmin, vmax = display_range([e.window for u in units for e in u.exemplars] or [np.zeros((2, 2))])
+    limit = contrast_range([u.contrast for u in units])
     ticks, tick_labels = mel_ticks(atlas.mel, 3)
     half_s = atlas.half_width * atlas.mel.frame_seconds
     extent = (-half_s * 1000, half_s * 1000, -0.5, atlas.mel.n_mels - 0.5)
-    image = None
+    width_cols = 2 * atlas.half_width + 1
+    groups = [u.group for u in units]
+    contrast_image = spectrogram_image = None
     for b in range(blocks):
-        inner = outer[b].subgridspec(per_block, cols + 1, width_ratios=ratios, wspace=0.07, hspace=0.38)
+        inner = outer[b].subgridspec(per_block, cols + 2, width_ratios=ratios, wspace=0.07, hspace=0.42)
         for r in range(per_block):
             i = b * per_block + r
             if i >= len(units):
@@ -60,13 +121,16 @@ def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str
             last = r == per_block - 1 or i == len(units) - 1
             ax = fig.add_subplot(inner[r, 0])
             ax.set_facecolor(GREY_EDGE)
-            image = ax.imshow(unit.mean_window, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin,
-                              vmax=vmax, extent=extent, interpolation="nearest")
-            ax.axvline(0, color="white", linestyle="--", linewidth=0.7)
+            if unit.contrast is not None:
+                contrast_image = ax.imshow(shown_contrast(unit.contrast, unit.significant), origin="lower",
+                                           aspect="auto", cmap=CONTRAST_CMAP, vmin=-limit, vmax=limit, extent=extent,
+                                           interpolation="nearest")
+            ax.axvline(0, color="black", linestyle=":", linewidth=0.6)
             ax.set_yticks(ticks)
             ax.set_yticklabels(tick_labels, fontsize=5.5)
             ax.tick_params(axis="y", pad=1, length=2)
-            ax.set_title(f"unit {unit.unit}", fontsize=7, pad=2, fontweight="bold")
+            twin = f"  (≈ group {unit.group})" if groups.count(unit.group) > 1 else ""
+            ax.set_title(f"unit {unit.unit}{twin}", fontsize=7, pad=2, fontweight="bold")
             _time_axis(ax, last, "ms from frame")
             if b == 0 and r == per_block // 2:
                 ax.set_ylabel("frequency (kHz)", fontsize=7)
@@ -76,29 +140,37 @@ def unit_atlas_figure(atlas: UnitAtlas, model_id: str, recordings: dict[str, str
                 ax.set_facecolor(GREY_EDGE)
                 if e < len(unit.exemplars):
                     ex = unit.exemplars[e]
-                    ax.imshow(ex.window, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP, vmin=vmin, vmax=vmax,
-                              extent=extent, interpolation="nearest")
+                    spectrogram_image = ax.imshow(ex.window, origin="lower", aspect="auto", cmap=SPECTROGRAM_CMAP,
+                                                  vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
+                    mark_runs(ax, ex.in_unit, extent[:2], width_cols)
                     where = (recordings or {}).get(ex.segment_id, ex.segment_id)
                     ax.set_title(where[:12], fontsize=5.5, pad=2)
                 else:
                     ax.set_facecolor("#F2F2F2")
+                    ax.set_xlim(extent[0], extent[1])
                 _time_axis(ax, last, "")
-            ax = fig.add_subplot(inner[r, cols])
+            run_histogram(fig.add_subplot(inner[r, cols]), unit.run_lengths, atlas.mel.frame_seconds, last)
+            ax = fig.add_subplot(inner[r, cols + 1])
             ax.axis("off")
             text = [f"{unit.frames:,} frames ({100 * unit.share:.1f}%)", f"mean run {1000 * unit.mean_run_s:.0f} ms",
-                    f"mean of {unit.occurrences:,} sampled"]
-            if unit.labels:
-                text.append(", ".join(f"{name[:12]} {100 * share:.0f}%" for name, share in unit.labels[:2]))
+                    f"contrast {unit.distinctness:.1f} dB RMS" if unit.distinctness else "no cell beyond chance"]
+            text += lift_text(unit.lift)[:2]
             ax.text(0.04, 0.5, "\n".join(text), fontsize=6.5, va="center", ha="left", transform=ax.transAxes)
-    if image is not None:
-        cax = fig.add_axes([0.3, 0.18 / height, 0.4, 0.1 / height])
-        bar = fig.colorbar(image, cax=cax, orientation="horizontal")
-        bar.set_label("log-mel power (dB re segment mean power); grey: beyond the segment's edge", fontsize=7)
-        bar.ax.tick_params(labelsize=6)
-    fig.suptitle(f"{model_id}: unit atlas of {atlas.inventory.name}, the {len(units)} most used units (similar units "
-                 f"adjacent)\n{atlas.window_seconds * 1000:.0f} ms log-mel windows centred on the assigned frame; "
-                 f"left: mean over a sample of {atlas.sample_segments:,} segments; right: exemplars {atlas.centre}, "
-                 "one per segment", fontsize=8.5, y=1 - 0.1 / height, va="top")
+    chars = max(40, int(width * 15))  # characters per line at 6.5-8 pt
+    for k, (image, label) in enumerate(((contrast_image, "contrast: unit mean minus the mean of every frame (dB); "
+                                         "white: not beyond chance"),
+                                        (spectrogram_image, "exemplars: log-mel power (dB); blue bar: the unit's "
+                                         "frames"))):
+        if image is not None:
+            cax = fig.add_axes([0.08 + 0.48 * k, 0.3 / height, 0.36, 0.08 / height])
+            bar = fig.colorbar(image, cax=cax, orientation="horizontal")
+            bar.set_label(textwrap.fill(label, chars // 2 - 4), fontsize=6.5)
+            bar.ax.tick_params(labelsize=6)
+    title = (f"{model_id}: unit atlas of {atlas.inventory.name}, the {len(units)} most used units, the most distinct "
+             f"first (near-duplicates grouped). {atlas.window_seconds * 1000:.0f} ms windows centred on the unit's "
+             f"frames over {atlas.sample_segments:,} sampled segments; contrast cells shown where {atlas.null}; "
+             f"exemplars {atlas.centre}; run lengths; lift over the base rate")
+    fig.suptitle(textwrap.fill(title, chars), fontsize=7.5, y=1 - 0.06 / height, va="top")
     return fig
 
 

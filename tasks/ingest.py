@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from schemas.settings import IngestSettings
 from tasks.audio import MIX, ChannelPolicy, ReadReport, probe, stream_audio
 from tasks.discovery import SourceFile, recording_id
-from tasks.failures import IngestFailure
+from tasks.failures import IngestFailure, disk_full
 from tasks.quality import segment_quality
 from tasks.segment_files import SegmentFileWriter
 from tasks.segmenting import Segment, Segmenter
@@ -132,6 +132,11 @@ def prepare_recording(source: SourceFile, digest: str, settings: IngestSettings,
     except IngestFailure:
         writer.abort()
         raise
+    except OSError as exc:
+        writer.abort()
+        if disk_full(exc):
+            raise  # not the file's fault: the run stops
+        raise IngestFailure("decode", f"unexpected decoder error: {type(exc).__name__}: {exc}") from exc
     except MemoryError:
         writer.abort()
         raise IngestFailure("decode", "out of memory while decoding") from None
@@ -156,7 +161,7 @@ def prepare_recording(source: SourceFile, digest: str, settings: IngestSettings,
     if report.frames_read == 0:
         raise IngestFailure("decode", "no audio frames could be decoded")
     return StagedRecording(
-        path=str(source.path),
+        path=source.key,
         size_bytes=source.size_bytes,
         mtime_ns=source.mtime_ns,
         content_hash=digest,

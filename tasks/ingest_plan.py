@@ -16,7 +16,7 @@ class Plan:
 def plan_files(files: list[SourceFile], known: dict[str, tuple[int, int, str]]) -> Plan:
     todo, unchanged = [], []
     for file in files:
-        seen = known.get(str(file.path))
+        seen = known.get(file.key)
         if seen and seen[0] == file.size_bytes and seen[1] == file.mtime_ns:
             unchanged.append((file, seen[2]))
         else:
@@ -83,3 +83,26 @@ def batches(files: list[SourceFile], max_bytes: int, max_files: int) -> list[lis
     if current:
         groups.append(current)
     return groups
+
+
+class InOrder:
+    """--strict: outcomes let through in the files' order, up to and including the first failure;
+    whatever comes after it is held back for good (and never committed)."""
+
+    def __init__(self, keys: list[str]):
+        self._position = {key: i for i, key in enumerate(keys)}
+        self._waiting: dict[int, tuple[object, bool]] = {}
+        self._next = 0
+        self.failed = False
+
+    def add(self, outcomes: list[tuple[str, object, bool]]) -> list:
+        """(key, outcome, is_failure) of finished files, in any order; returns those now due."""
+        for key, outcome, failure in outcomes:
+            self._waiting[self._position[key]] = (outcome, failure)
+        due = []
+        while not self.failed and self._next in self._waiting:
+            outcome, failure = self._waiting.pop(self._next)
+            due.append(outcome)
+            self._next += 1
+            self.failed = failure
+        return due

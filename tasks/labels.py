@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 RESERVED = {"file", "start_s", "end_s"}
+log = logging.getLogger(__name__)
 
 
 class LabelsError(ValueError):
@@ -23,46 +25,93 @@ class LabelRow:
     end_s: float | None
 
 
-def _seconds(value: str, column: str, path: Path, line: int) -> float | None:
-    if value.strip() == "":
+class _BadRow(ValueError):
+    """One row that cannot be used; the others still are."""
+
+
+def _seconds(value: str, column: str) -> float | None:
+    if value == "":
         return None
     try:
         seconds = float(value)
     except ValueError:
-        raise LabelsError(f"{path}: line {line}: {column} must be a number of seconds, got {value!r}") from None
+        raise _BadRow(f"{column} must be a number of seconds, got {value!r}") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise LabelsError(f"{path}: line {line}: {column} must be a finite, non-negative number, got {value!r}")
+        raise _BadRow(f"{column} must be a finite, non-negative number, got {value!r}")
     return seconds
 
 
-def read_labels(path: Path) -> list[LabelRow]:
-    """Every non-empty label cell of the CSV, one row each (long format)."""
+def _header(path: Path, reader) -> list[str]:
+    try:
+        header = next(reader, None) or []
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} in the header); "
+                          "save it as UTF-8 CSV") from None
+    columns = [c.strip() for c in header]
+    if "file" not in columns:
+        raise LabelsError(f"{path}: labels CSV needs a 'file' column (found: {', '.join(columns) or 'no header'})")
+    twice = sorted({c for c in columns if c and columns.count(c) > 1})
+    if twice:  # which of the two would win is a guess; the file says two things
+        raise LabelsError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header; "
+                          "rename or remove the repeats")
+    if not [c for c in columns if c and c not in RESERVED]:
+        raise LabelsError(f"{path}: labels CSV has no label column beside file/start_s/end_s")
+    return columns
+
+
+def _row(columns: list[str], cells: list[str]) -> list[LabelRow]:
+    if len(cells) != len(columns):
+        raise _BadRow(f"{len(cells)} fields where the header has {len(columns)}")
+    record = {column: cell.strip() for column, cell in zip(columns, cells) if column}
+    labels = {c: v for c, v in record.items() if c not in RESERVED and v}
+    if not record["file"]:
+        raise _BadRow("the 'file' cell is empty")
+    start = _seconds(record.get("start_s", ""), "start_s")
+    end = _seconds(record.get("end_s", ""), "end_s")
+    if (start is None) != (end is None):
+        raise _BadRow("give both start_s and end_s, or neither")
+    if start is not None and end is not None and end <= start:
+        raise _BadRow(f"end_s ({end:g}) must be after start_s ({start:g})")
+    return [LabelRow(record["file"], c, v, start, end) for c, v in labels.items()]
+
+
+def read_labels(path: Path, warnings: list[str] | None = None) -> list[LabelRow]:
+    """Every non-empty label cell of the CSV, one row each (long format).
+
+    A file that cannot be read as a labels CSV at all (missing, not UTF-8 text, no `file` column,
+    a column named twice) raises LabelsError. A row that cannot be used is left out with a warning
+    naming the file and line (appended to `warnings`, else logged), and the other rows are kept.
+    """
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise LabelsError(f"{path}: cannot open labels file ({exc.strerror or exc})") from None
+    problems: list[str] = []
+    rows: list[LabelRow] = []
     with handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        if "file" not in columns:
-            raise LabelsError(f"{path}: labels CSV needs a 'file' column (found: {', '.join(columns) or 'no header'})")
-        label_columns = [c for c in columns if c not in RESERVED]
-        if not label_columns:
-            raise LabelsError(f"{path}: labels CSV has no label column beside file/start_s/end_s")
-        rows: list[LabelRow] = []
-        for line, record in enumerate(reader, start=2):
-            record = {(k or "").strip(): (v or "").strip() for k, v in record.items()}
-            if not record.get("file"):
-                continue
-            start = _seconds(record.get("start_s", ""), "start_s", path, line)
-            end = _seconds(record.get("end_s", ""), "end_s", path, line)
-            if (start is None) != (end is None):
-                raise LabelsError(f"{path}: line {line}: give both start_s and end_s, or neither")
-            if start is not None and end is not None and end <= start:
-                raise LabelsError(f"{path}: line {line}: end_s ({end}) must be after start_s ({start})")
-            for column in label_columns:
-                if record.get(column):
-                    rows.append(LabelRow(record["file"], column, record[column], start, end))
+        reader = csv.reader(handle)
+        columns = _header(path, reader)
+        while True:
+            try:
+                cells = next(reader, None)
+            except UnicodeDecodeError as exc:
+                raise LabelsError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} after line "
+                                  f"{reader.line_num}); save it as UTF-8 CSV") from None
+            except csv.Error as exc:
+                raise LabelsError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+            if cells is None:
+                break
+            if not any(c.strip() for c in cells):
+                continue  # a blank line
+            try:
+                rows.extend(_row(columns, cells))
+            except _BadRow as exc:
+                problems.append(f"{path}: line {reader.line_num}: {exc}; row skipped")
+    if warnings is None:
+        for problem in problems:
+            log.warning("%s", problem)
+    else:
+        warnings.extend(problems)
     return rows
 
 

@@ -92,6 +92,13 @@ def training_index(conn: duckdb.DuckDBPyConnection, workspace: Workspace, spec: 
 class ChunkResult:
     checkpoint: checkpoints.CheckpointInfo
     metrics: list[StepMetrics]
+    health: dict | None = None  # tasks.training_health's verdict on the chunk's last log interval
+
+    @classmethod
+    def written(cls, info: checkpoints.CheckpointInfo) -> "ChunkResult":
+        """The result of a chunk as its checkpoint folder records it."""
+        steps, health = checkpoints.read_metrics(info.path)
+        return cls(info, [StepMetrics(**m) for m in steps], health)
 
 
 def train_chunk(spec: RunSpec, index: SegmentIndex, on_step: Callable[[StepMetrics], None] | None = None,
@@ -103,19 +110,19 @@ def train_chunk(spec: RunSpec, index: SegmentIndex, on_step: Callable[[StepMetri
     if nproc > 1:
         info, metrics = launch_chunk(spec, index, nproc, on_step, on_log)
         checkpoints.prune(spec.run_dir, settings.keep_last)
-        return ChunkResult(info, metrics)
+        return ChunkResult(info, metrics, checkpoints.read_metrics(info.path)[1])
     device = pick_device(settings.device)
     schedule = Schedule(settings, spec.horizon)
     done = checkpoints.complete(spec.run_dir)
     init_from = settings.init_from if not done else None
     state = build_trainer(spec.model_config(), settings, schedule, device, init_from=init_from)
     if done:
-        load_checkpoint(state, done[-1], device)
-    stream = data_stream(index, settings, state)
+        load_checkpoint(state, done[-1])
+    stream = data_stream(index, settings, state, pin_memory=device.type == "cuda")
     metrics = train_steps(state, stream, settings, schedule, device, settings.steps_per_chunk, on_step)
     info = save_checkpoint(state, spec.run_dir, settings, metrics, index.sample_rate)
     checkpoints.prune(spec.run_dir, settings.keep_last)
-    return ChunkResult(info, metrics)
+    return ChunkResult(info, metrics, checkpoints.read_metrics(info.path)[1])
 
 
 def collapse_warning(metrics: list[StepMetrics], codes_per_group: int) -> str | None:

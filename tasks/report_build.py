@@ -24,23 +24,27 @@ import numpy as np
 
 from schemas.settings import ReportSettings
 from tasks import store
-from tasks.figures import save
+from tasks.explorer_frames import explorer_columns, explorer_frames
+from tasks.figures import evaluation_figure, save
 from tasks.figures_maps import layer_multiples, map_panels, neighbour_gallery
 from tasks.figures_training import codebook_health_figure, training_curves_figure
-from tasks.figures_units import sequence_figure, unit_atlas_figure, unit_colours, unit_label_figure, unit_timeline_figure
-from tasks.report_content import AudioClip, ExplorerData, FigureRef, ReportContent, ReportSection
+from tasks.figures_units import (lift_text, sequence_figure, unit_atlas_figure, unit_colours, unit_label_figure,
+                                 unit_timeline_figure)
+from tasks.report_content import ExplorerData, FigureRef, PageLink, ReportContent, ReportSection
 from tasks.report_data import (ReportModel, SegmentInfo, UnitInventory, checkpoint_step, data_summary,
                                embedded_segment_ids, frame_units, frame_vectors, kmeans_centroids, model_record,
                                recording_segments, resolve_label_column, resolve_layer, resolve_model, sample_ids,
                                segment_info, segment_labels_of, segment_vectors, timeline_recording, train_metrics,
                                unit_inventories, unit_stats)
+from tasks.report_verdict import (Verdict, build_verdict, read_scorecard, report_title, scorecard_key,
+                                  training_verdict)
 from tasks.sequence_stats import (bigram_counts, collapse_runs, purity, rank_frequency, self_transition_share,
                                   unit_label_counts, usage_perplexity, zipf_slope)
-from tasks.spectrograms import (MelConfig, frame_clip, log_mel, loudest_window, mel_config, save_thumbnail,
-                                segment_audio, write_clip)
+from tasks.spectrograms import MelConfig, log_mel, loudest_window, mel_config, save_thumbnail, segment_audio, write_clip
 from tasks.training_data import normalise
 from tasks.umap_maps import LayerMap, layer_map, neighbour_agreement, segment_clusters
 from tasks.unit_atlas import UnitAtlas, build_unit_atlas
+from tasks.unit_pages import UNITS_DIR, sequence_context, write_unit_pages
 from tasks.workspace import Workspace
 
 FIGURES = "figures"
@@ -48,7 +52,6 @@ MEDIA = "media"
 ATLAS_SEGMENTS = 200  # segments sampled for unit atlases (average windows and exemplars)
 SEQUENCE_SEGMENTS = 5000  # segments sampled for bigrams and units x labels
 ATLAS_HALF_WIDTH_S = 0.3  # atlas windows span +-0.3 s around the frame
-EXEMPLAR_CLIP_S = 1.0
 TIMELINE_MAX_S = 60.0
 TIMELINE_ZOOM_FRAMES = 80  # frames in the timeline's zoom: wide enough on paper to name every unit
 GALLERY_QUERIES = 4
@@ -139,6 +142,7 @@ def map_section(scope: ReportScope, maps: dict[int, LayerMap], clusters: np.ndar
     colour_values = info.label if scope.has_labels else [f"cluster {c}" for c in clusters]
     colour_name = f"label ({scope.label_column})" if scope.has_labels else f"layer-{layer} cluster"
     agreement = {k: neighbour_agreement(m.neighbours, colour_values) for k, m in maps.items()}
+    by_chance, commonest = agreement_levels(colour_values)
     started = time.perf_counter()
     refs = [figures.add(
         map_panels(maps[layer].coords, info, clusters, scope.label_column, layer, model_id), f"umap-layer{layer}",
@@ -148,19 +152,34 @@ def map_section(scope: ReportScope, maps: dict[int, LayerMap], clusters: np.ndar
         "clusters that follow recording, site or level may be recording conditions rather than sounds.", started)]
     started = time.perf_counter()
     refs.append(figures.add(
-        layer_multiples({k: m.coords for k, m in maps.items()}, colour_values, colour_name, agreement, model_id, layer),
+        layer_multiples({k: m.coords for k, m in maps.items()}, colour_values, colour_name, agreement, model_id, layer,
+                        by_chance),
         "umap-layers", "UMAP of every layer",
         f"The same segments mapped at each layer, coloured by {colour_name}. The agreement in each title is the share "
-        "of a segment's nearest neighbours (cosine, full dimension) that share its colour: where it rises, the "
-        "layer separates them.", started))
+        "of a segment's nearest neighbours (cosine, full dimension) that share its colour: where it rises above the "
+        "chance levels in the table below, the layer separates them.", started))
     table = [{"layer": k, "map": m.method, "neighbours": "exact" if m.exact_knn else "approximate (NN-descent)",
               f"neighbour agreement ({colour_name})": None if not np.isfinite(agreement[k]) else round(agreement[k], 3),
+              "same colour by chance (random neighbours)": round(by_chance, 3),
+              "always the commonest colour": round(commonest, 3),
               "kNN s": m.seconds.get("knn"), "UMAP s": m.seconds.get("umap")} for k, m in sorted(maps.items())]
     shown = (f"{len(scope.ids):,} of {scope.embedded:,} segments, a seeded sample." if len(scope.ids) < scope.embedded
              else f"All {len(scope.ids):,} embedded segments.")
     return ReportSection("maps", "Embedding maps",
                          f"Segments of {model_id} at layer {layer} ({scope.layer_reason}) and at every layer shown. "
                          + shown, refs, tables=[table])
+
+
+def agreement_levels(values: list[str]) -> tuple[float, float]:
+    """What neighbour agreement is worth beside: the share of neighbour pairs that agree when neighbours
+    are drawn at random (sum of squared colour shares), and the share of the commonest colour (what
+    answering it always would score)."""
+    named = [v for v in values if v]
+    if not named:
+        return float("nan"), float("nan")
+    _, counts = np.unique(np.asarray(named, dtype=object), return_counts=True)
+    p = counts / counts.sum()
+    return float((p ** 2).sum()), float(p.max())
 
 
 @dataclass
@@ -175,6 +194,8 @@ class _Context:
     stats: dict[str, list[dict]]
     say: Progress
     atlases: dict[str, UnitAtlas] = field(default_factory=dict)
+    sequence_ids: list[str] = field(default_factory=list)  # the seeded sample of bigrams, lift and units x labels
+    sequences: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # inventory key -> its frame units
 
     @property
     def main_inventory(self) -> UnitInventory | None:
@@ -200,7 +221,7 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
     out_dir = Path(out_dir)
     say("reading the workspace", 0.0)
     scope = resolve_scope(ws, settings)
-    for sub in (FIGURES, MEDIA):
+    for sub in (FIGURES, MEDIA, UNITS_DIR):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     with store.reading(ws) as conn:
@@ -211,8 +232,10 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
     model = scope.model
     mel = mel_config(model.sample_rate, model.hop, model.receptive_field)
     figures = FigureWriter(out_dir)
-    ctx = _Context(ws, settings, out_dir, scope, mel, figures, inventories, stats, say)
+    ctx = _Context(ws, settings, out_dir, scope, mel, figures, inventories, stats, say,
+                   sequence_ids=sample_ids(scope.ids, SEQUENCE_SEGMENTS, settings.seed))
 
+    verdict = _verdict(ctx, record)
     maps, clusters = compute_maps(ws, scope, settings, say)
     say("drawing the maps", 0.53)
     sections = [map_section(scope, maps, clusters, figures), _units_section(ctx), _timeline_section(ctx),
@@ -239,8 +262,7 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
     ]
     configuration = {
         "pretraining": record.get("settings", {}),
-        "model_config": record.get("model_config", {}),
-        "feature_encoder": record.get("feature_encoder", {}),
+        "model": model_essentials(record.get("model_config", {}), model),
         "embedding": {"model": model.model_id, "dim": model.dim, "layers": model.layers,
                       "frame_seconds": model.frame_seconds, "receptive_field_samples": model.receptive_field},
         "report": {**settings.model_dump(), "resolved": {"model": model.model_id, "layer": scope.layer,
@@ -249,9 +271,53 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
         "figure_seconds": figures.seconds,
     }
     say("report content ready", 1.0)
-    return ReportContent(title=f"What {model.model_id} learned", model_id=model.model_id,
+    return ReportContent(title=report_title(model.model_id, verdict), model_id=model.model_id,
                          generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), summary=summary,
-                         configuration=configuration, sections=sections, explorer=explorer)
+                         configuration=configuration, sections=sections, explorer=explorer, verdict=verdict)
+
+
+def model_essentials(config: dict, model: ReportModel) -> dict:
+    """The Wav2Vec2Config fields that say what the model is (sizes, codebook, negatives, masking, frame
+    rate), not the hundred defaults it carries."""
+    keys = {"hidden_size": "hidden size", "num_hidden_layers": "transformer layers",
+            "num_attention_heads": "attention heads", "intermediate_size": "feed-forward size",
+            "conv_dim": "conv channels", "conv_stride": "conv strides", "conv_kernel": "conv kernels",
+            "num_codevector_groups": "codebook groups", "num_codevectors_per_group": "codes per group",
+            "codevector_dim": "codevector size", "num_negatives": "negatives (distractors)",
+            "mask_time_prob": "masked share of frames", "mask_time_length": "mask span (frames)",
+            "diversity_loss_weight": "diversity loss weight"}
+    out = {label: config[key] for key, label in keys.items() if key in config}
+    out["frame rate"] = f"{1 / model.frame_seconds:.0f} frames/s ({1000 * model.frame_seconds:.1f} ms)"
+    out["receptive field"] = f"{model.receptive_field} samples ({1000 * model.receptive_field / model.sample_rate:.1f} ms)"
+    return out
+
+
+def _verdict(ctx: _Context, record: dict) -> Verdict:
+    """Training health at the embedded checkpoint and the evaluate scorecard, the scorecard figure drawn
+    into the report folder."""
+    model = ctx.scope.model
+    with store.reading(ctx.ws) as conn:
+        metrics = train_metrics(conn, model.run)
+        step = checkpoint_step(conn, model)
+        scorecard = read_scorecard(conn, model.model_id, ctx.scope.label_column)
+    health = (training_verdict(metrics, record.get("model_config", {}), model.model_id, step)
+              if len(metrics["step"]) else None)
+    used = [(f"group {inv.group}", len(ctx.stats.get(inv.key, [])), inv.size)
+            for inv in ctx.inventories if inv.source == "codevector"]
+    verdict = build_verdict(health, used, scorecard)
+    if scorecard is not None:
+        column, rows, _ = scorecard
+        started = time.perf_counter()
+        key = scorecard_key(column)
+        png, svg = evaluation_figure(rows, column, model.model_id, ctx.out_dir / FIGURES / key)
+        ctx.figures.seconds[key] = round(time.perf_counter() - started, 2)
+        verdict.figure = FigureRef(
+            key, f"Scorecard for '{column}'",
+            "Each layer's score with its 95% bootstrap interval (resampling recordings), beside the baselines "
+            "computed on the same segments: log-mel and MFCC statistics and the same network with random weights. "
+            "A layer helps only where its interval clears the baselines.",
+            png.relative_to(ctx.out_dir).as_posix(), svg.relative_to(ctx.out_dir).as_posix())
+    return verdict
 
 
 def _spectrograms(ws: Workspace, ids: list[str], mel: MelConfig, keep_audio: bool = False
@@ -268,16 +334,33 @@ def _spectrograms(ws: Workspace, ids: list[str], mel: MelConfig, keep_audio: boo
     return specs, audio
 
 
+def _facets(ctx: _Context) -> dict[str, dict[str, str]]:
+    """Each shown segment's label, site and 4-hour block of the day (UTC): what unit lift is taken over."""
+    info = ctx.scope.info
+    hours = [f"{int(h) // 4 * 4:02d}-{int(h) // 4 * 4 + 4:02d} h UTC" if np.isfinite(h) else "" for h in info.hour_utc]
+    return {"label": ctx.column(info.label), "site": ctx.column(info.site), "hour": ctx.column(hours)}
+
+
+def _sequence_sample(ctx: _Context, inventory: UnitInventory) -> dict[str, np.ndarray]:
+    """Frame units of the seeded sequence sample (SEQUENCE_SEGMENTS), read once per inventory."""
+    if inventory.key not in ctx.sequences:
+        with store.reading(ctx.ws) as conn:
+            ctx.sequences[inventory.key] = frame_units(conn, ctx.scope.model, inventory, ctx.sequence_ids)
+    return ctx.sequences[inventory.key]
+
+
 def _units_section(ctx: _Context) -> ReportSection:
-    """Unit atlases (main layer's k-means units, every codevector group) and their exemplar clips."""
+    """Unit atlases (main layer's k-means units, every codevector group), and a page per atlas unit."""
     scope, settings = ctx.scope, ctx.settings
-    refs, clips, tables = [], [], []
+    refs, links, tables = [], [], []
     inventories = ctx.atlas_inventories
+    facets = _facets(ctx)
     if inventories:
         ctx.say("spectrograms for the unit atlases", 0.56)
         atlas_ids = sample_ids(scope.ids, ATLAS_SEGMENTS, settings.seed)
-        specs, _ = _spectrograms(ctx.ws, atlas_ids, ctx.mel)
+        specs, audio = _spectrograms(ctx.ws, atlas_ids, ctx.mel, keep_audio=True)
         half_width = max(1, int(round(ATLAS_HALF_WIDTH_S / ctx.mel.frame_seconds)))
+        where = {sid: (ctx.column(scope.info.recording)[sid], ctx.column(scope.info.start_s)[sid]) for sid in atlas_ids}
         for i, inv in enumerate(inventories):
             ctx.say(f"unit atlas: {inv.name}", 0.6 + 0.12 * i / len(inventories))
             started = time.perf_counter()
@@ -289,54 +372,50 @@ def _units_section(ctx: _Context) -> ReportSection:
                 with store.reading(ctx.ws) as c:
                     return frame_vectors(c, ctx.ws, scope.model, layer, batch)
 
+            sequences = _sequence_sample(ctx, inv)
             atlas = build_unit_atlas(inv, specs, units, ctx.mel, ctx.stats.get(inv.key),
                                      ctx.column(scope.info.label), settings.atlas_units, settings.exemplars,
-                                     half_width, centroids, vectors_of if centroids is not None else None)
+                                     half_width, centroids, vectors_of if centroids is not None else None,
+                                     facets=facets, facet_units=sequences, seed=settings.seed)
             if not atlas.units:
                 continue
             ctx.atlases[inv.key] = atlas
             refs.append(ctx.figures.add(
                 unit_atlas_figure(atlas, scope.model.model_id, ctx.column(scope.info.recording)),
                 f"unit-atlas-{inv.key}", f"Unit atlas: {inv.name}",
-                "Left of each row: the average log-mel spectrogram of windows centred on every frame assigned to the "
-                "unit (dashed line); right: the unit's most typical occurrences. A unit with a clear shape in its "
-                "average (a band, a sweep, a click) responds to that sound; a flat average means a unit of background.",
-                started))
-            clips += _exemplar_clips(ctx, atlas)
+                "Left of each row: the unit's contrast, its average log-mel window minus the average window of every "
+                "frame, red where the unit is louder and blue where quieter, with cells left white unless they stand "
+                "beyond chance (the unit sequences shifted in time). A unit with a clear red band, sweep or click "
+                "responds to that sound; an all-white contrast is a unit of nothing in particular. Then exemplars "
+                "with the unit's frames marked (blue bar), its run lengths, usage and where it is over-represented "
+                "(lift: x2 = twice the base rate). Click a unit below to listen.", started))
+            ctx.say(f"unit pages: {inv.name}", 0.6 + 0.12 * (i + 0.5) / len(inventories))
+            contexts = sequence_context(sequences, ctx.column(scope.info.recording), [u.unit for u in atlas.units],
+                                        ctx.mel.frame_seconds)
+            for u in atlas.units:
+                contexts[u.unit].lift = u.lift
+            pages = write_unit_pages(ctx.out_dir, atlas, scope.model.model_id, specs, units, audio, where, contexts,
+                                     len(sequences))
+            links += [PageLink(f"unit {u.unit}", pages[u.unit], _unit_note(u), inv.name) for u in atlas.units]
             tables.append([{"inventory": inv.name, "unit": u.unit, "frames": u.frames,
                             "share %": round(100 * u.share, 2), "mean run ms": round(1000 * u.mean_run_s, 1),
-                            "labels it co-occurs with": ", ".join(f"{n} {100 * s:.0f}%" for n, s in u.labels)}
+                            "contrast dB": round(u.distinctness, 2), "group": u.group,
+                            "over-represented (lift)": "; ".join(lift_text(u.lift)) or "none above the base rate"}
                            for u in atlas.units])
     intro = ("What the discrete units sound like: the quantizer's codevectors (wav2vec 2.0's own units) and "
-             f"k-means units of layer {scope.layer}. Averages and exemplars come from "
-             f"{min(len(scope.ids), ATLAS_SEGMENTS)} sampled segments; usage counts from the whole workspace. Each "
-             f"exemplar clip is {EXEMPLAR_CLIP_S:g} s centred on its frame, peak-normalised."
+             f"k-means units of layer {scope.layer}. Contrasts and exemplars come from "
+             f"{min(len(scope.ids), ATLAS_SEGMENTS)} sampled segments, lift and transitions from "
+             f"{min(len(scope.ids), SEQUENCE_SEGMENTS):,}, usage counts from the whole workspace. Each unit has a page "
+             "where its exemplars play beside their spectrograms. In the tables, contrast dB is the RMS of the "
+             "unit's contrast over the cells beyond chance (0: nothing beyond chance) and group numbers "
+             "near-duplicates (units whose contrasts correlate above 0.85)."
              if ctx.atlases else "No frame-level units for this model: run `ceta2vec embed` with frame vectors.")
-    return ReportSection("units", "Unit atlas", intro, refs, clips, tables)
+    return ReportSection("units", "Unit atlas", intro, refs, tables=tables, links=links)
 
 
-def _exemplar_clips(ctx: _Context, atlas: UnitAtlas) -> list[AudioClip]:
-    wanted = sorted({e.segment_id for u in atlas.units for e in u.exemplars})
-    recording_of, start_of = ctx.column(ctx.scope.info.recording), ctx.column(ctx.scope.info.start_s)
-    mel = ctx.mel
-    clips = []
-    for start in range(0, len(wanted), AUDIO_BATCH):
-        with store.reading(ctx.ws) as conn:
-            audio = segment_audio(conn, ctx.ws, wanted[start:start + AUDIO_BATCH])
-        for rank, u in enumerate(atlas.units):
-            for j, e in enumerate(u.exemplars):
-                if e.segment_id not in audio:
-                    continue
-                path = ctx.out_dir / MEDIA / "units" / atlas.inventory.key / f"unit{u.unit}-{j + 1}.wav"
-                write_clip(path, frame_clip(audio[e.segment_id], mel, e.frame, EXEMPLAR_CLIP_S), mel.sample_rate)
-                at = start_of.get(e.segment_id, 0.0) + float(mel.frame_centre_sample(e.frame)) / mel.sample_rate
-                clips.append((rank, j, AudioClip(
-                    f"{atlas.inventory.name}, unit {u.unit}, exemplar {j + 1}: "
-                    f"{recording_of.get(e.segment_id, e.segment_id)} at {at:.2f} s",
-                    path.relative_to(ctx.out_dir).as_posix(),
-                    f"{EXEMPLAR_CLIP_S:g} s centred on the frame, peak-normalised",
-                    group=f"{atlas.inventory.name}, unit {u.unit}")))
-    return [c for _, _, c in sorted(clips, key=lambda t: (t[0], t[1]))]
+def _unit_note(unit) -> str:
+    signature = f"contrast {unit.distinctness:.1f} dB" if unit.distinctness else "nothing beyond chance"
+    return f"{100 * unit.share:.1f}% of frames, {signature}"
 
 
 def _timeline_section(ctx: _Context) -> ReportSection:
@@ -511,9 +590,8 @@ def _sequence_sections(ctx: _Context) -> list[ReportSection]:
         return [ReportSection("sequences", "Unit sequences", "No frame-level units for this model.")]
     ctx.say("unit sequence statistics", 0.86)
     scope, settings, model_id = ctx.scope, ctx.settings, ctx.scope.model.model_id
-    seq_ids = sample_ids(scope.ids, SEQUENCE_SEGMENTS, settings.seed)
-    with store.reading(ctx.ws) as conn:
-        sequences = {inv.key: frame_units(conn, scope.model, inv, seq_ids) for inv in ctx.inventories}
+    seq_ids = ctx.sequence_ids
+    sequences = {inv.key: _sequence_sample(ctx, inv) for inv in ctx.inventories}
     main_seqs = sequences[main.key]
     n_main = max([main.size] + [int(s.max()) + 1 for s in main_seqs.values() if len(s)])
     bigrams = bigram_counts(main_seqs.values(), n_main)
@@ -571,11 +649,16 @@ def _labels_section(ctx: _Context, sequences: dict[str, dict[str, np.ndarray]]) 
                               scope.model.model_id), f"unit-labels-{inv.key}", f"{inv.name} against labels",
             "Each row: how a unit's labelled frames divide among the labels. A unit whose purity clears the dashed "
             "line (the share of the most common label) is specific to a sound source or call type.", started))
+        base = table.sum(0) / max(1, table.sum())
+        majority = float(base.max()) if len(base) else 0.0
         tables.append([{"inventory": inv.name, "unit": u, "labelled frames": int(table[u].sum()),
                         "top label": names[int(np.argmax(table[u]))] if table[u].sum() else "",
                         "purity": None if not np.isfinite(per_unit[u]) else round(float(per_unit[u]), 3),
+                        "top label's lift over its base rate": round(float(per_unit[u] / base[int(np.argmax(table[u]))]), 2)
+                        if table[u].sum() and np.isfinite(per_unit[u]) else None,
                         **{name: int(table[u, c]) for c, name in enumerate(names)}} for u in units])
-        tables.append([{"inventory": inv.name, "frame-weighted purity": round(overall, 3), "labels": len(names),
+        tables.append([{"inventory": inv.name, "frame-weighted purity": round(overall, 3),
+                        "majority label's share (purity by chance)": round(majority, 3), "labels": len(names),
                         "segments sampled": len(seqs)}])
     if not refs:
         return None
@@ -604,9 +687,14 @@ def _explorer(ctx: _Context, maps: dict[int, LayerMap], clusters: np.ndarray) ->
             thumbnails[position[sid]] = thumb.relative_to(ctx.out_dir).as_posix()
             audio_paths[position[sid]] = wav.relative_to(ctx.out_dir).as_posix()
         ctx.say("explorer thumbnails and audio", 0.92 + 0.07 * (start + len(batch)) / len(media_ids))
+    ctx.say(f"explorer frames: UMAP of up to {ctx.settings.frame_points:,} frames", 0.99)
+    frames = explorer_frames(ctx.ws, scope.model, scope.layer, ctx.inventories, ctx.main_inventory, scope.ids,
+                             info.valid_s, media_ids, ctx.mel, ctx.settings.frame_points, ctx.settings.umap_neighbors,
+                             ctx.settings.umap_min_dist, ctx.settings.seed)
     return ExplorerData(
         segment_id=list(scope.ids), recording=info.recording, site=info.site, start_time=info.start_time,
         start_s=info.start_s.astype(np.float64), label=info.label, cluster=clusters.astype(np.int32),
         coords={k: m.coords for k, m in maps.items()}, neighbours={k: m.neighbours for k, m in maps.items()},
         distances={k: m.distances for k, m in maps.items()}, thumbnail=thumbnails, audio=audio_paths,
-        label_column=scope.label_column, main_layer=scope.layer)
+        label_column=scope.label_column, main_layer=scope.layer, valid_s=info.valid_s, rms_dbfs=info.rms_dbfs,
+        hour_utc=info.hour_utc, frames=frames, **explorer_columns(ctx.ws, scope.ids, scope.label_column, ctx.mel))

@@ -6,8 +6,12 @@ Every path is relative to the report folder, so the folder can be moved, zipped 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tasks.explorer_frames import ExplorerFrames
 
 
 @dataclass
@@ -28,6 +32,14 @@ class AudioClip:
 
 
 @dataclass
+class PageLink:
+    title: str               # e.g. "unit 7"
+    href: str                # relative path of the page
+    note: str = ""           # one line beside the link
+    group: str = ""          # links listed together under this heading
+
+
+@dataclass
 class ReportSection:
     key: str
     title: str
@@ -35,6 +47,7 @@ class ReportSection:
     figures: list[FigureRef] = field(default_factory=list)
     clips: list[AudioClip] = field(default_factory=list)
     tables: list[list[dict]] = field(default_factory=list)   # rows of plain values, rendered as HTML tables
+    links: list[PageLink] = field(default_factory=list)      # pages of their own, e.g. one per unit
 
 
 @dataclass
@@ -55,6 +68,13 @@ class ExplorerData:
     audio: list[str]                     # relative WAV path or ""
     label_column: str | None = None
     main_layer: int | None = None        # layer the explorer opens on (default: the middle key of coords)
+    valid_s: np.ndarray | None = None    # real audio in each segment; the rest of segment_seconds is zero padding
+    rms_dbfs: np.ndarray | None = None   # level of each segment's valid audio
+    hour_utc: np.ndarray | None = None   # hour of day of each segment's start, NaN when unknown
+    segment_seconds: float | None = None  # nominal segment length (thumbnail time axes)
+    labels: dict[str, list[str]] = field(default_factory=dict)  # other label columns -> value per segment
+    freq_ticks: list[tuple[float, str]] = field(default_factory=list)  # thumbnail height fraction -> kHz label
+    frames: ExplorerFrames | None = None  # sampled frames for the frame/unit mode
 
 
 @dataclass
@@ -66,3 +86,4 @@ class ReportContent:
     configuration: dict                  # pretraining settings, model config, report settings
     sections: list[ReportSection]
     explorer: ExplorerData | None = None
+    verdict: object | None = None        # tasks.report_verdict.Verdict: what the first screen says

@@ -378,3 +378,23 @@ def recording_segments(conn: duckdb.DuckDBPyConnection, recording_id: str) -> li
         """SELECT segment_id, start_s, valid_s FROM segments WHERE recording_id = ?
            AND channel = (SELECT min(channel) FROM segments WHERE recording_id = ?) ORDER BY start_s""",
         [recording_id, recording_id]).fetchall()]
+
+
+def configured_segment_seconds(conn: duckdb.DuckDBPyConnection) -> float | None:
+    """The dataset's nominal segment length (what a padded final segment is padded to), None when not recorded."""
+    row = conn.execute("SELECT value FROM workspace_config WHERE key = 'segment_seconds'").fetchone()
+    try:
+        return float(row[0]) if row else None
+    except ValueError:
+        return None
+
+
+def label_values(conn: duckdb.DuckDBPyConnection, ids: list[str], label_column: str) -> list[str]:
+    """One label column's value per segment in the order of `ids` ("" unlabelled; several joined with " + ")."""
+    name = _register_ids(conn, ids)
+    rows = conn.execute(
+        f"""SELECT coalesce((SELECT string_agg(DISTINCT l.label_value, ' + ' ORDER BY l.label_value)
+                             FROM segment_labels l WHERE l.segment_id = w.segment_id AND l.label_column = ?), '')
+            FROM {name} w ORDER BY w.position""", [label_column]).fetchall()
+    conn.unregister(name)
+    return [r[0] for r in rows]

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from tasks.report_content import AudioClip, FigureRef, ReportContent, ReportSection
 
 ASSETS = Path(__file__).parent / "report_assets"
-ASSET_FILES = ("report.css", "explorer.css", "explorer.js")
+ASSET_FILES = ("report.css", "explorer.css", "explorer.js", "unit.js")
 EXPLORER_PAGE = "explorer.html"
 LONG_TABLE_ROWS = 18  # key/value tables longer than this are split into side-by-side columns
 FOLD_CLIPS = 24  # more clips than this start folded (and load only when played)
@@ -89,7 +89,7 @@ def table_html(rows: list[dict], caption: str | None = None, css_class: str = "d
                and any(r.get(c) is not None for r in rows)}
     head = "".join(f'<th scope="col"{" class=num" if c in numeric else ""}>{esc(c)}</th>' for c in columns)
     body = "\n".join(
-        "<tr>" + "".join(f'<td{" class=num" if c in numeric else ""}>{esc(r.get(c))}</td>' for c in columns) + "</tr>"
+        "<tr>" + "".join(f'<td{" class=num" if c in numeric else ""}>{prose(_text(r.get(c)))}</td>' for c in columns) + "</tr>"
         for r in rows)
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return (f'<div class="table-wrap"><table class="{css_class}">{cap}<thead><tr>{head}</tr></thead>'
@@ -105,7 +105,7 @@ def key_value_html(pairs: list[tuple[str, object]], caption: str | None = None) 
     tables = []
     for i in range(parts):
         chunk = pairs[i * per:(i + 1) * per]
-        body = "\n".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in chunk)
+        body = "\n".join(f'<tr><th scope="row">{esc(k)}</th><td>{prose(_text(v))}</td></tr>' for k, v in chunk)
         tables.append(f'<table class="kv"><tbody>\n{body}\n</tbody></table>')
     cap = f"<h3>{esc(caption)}</h3>" if caption else ""
     return f'{cap}<div class="kv-grid kv-{parts}">{"".join(tables)}</div>'
@@ -122,8 +122,40 @@ def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     return pairs
 
 
+def prose(text: str) -> str:
+    """Escaped text in which `command` spans become <code>: the report's own prose names commands in
+    backticks, and a reader should see code, not backticks."""
+    parts = esc(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick is data, shown as it is
+        return esc(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def paragraphs(text: str) -> str:
-    return "".join(f"<p>{esc(p.strip())}</p>" for p in re.split(r"\n\s*\n", text or "") if p.strip())
+    return "".join(f"<p>{prose(p.strip())}</p>" for p in re.split(r"\n\s*\n", text or "") if p.strip())
+
+
+def verdict_html(verdict) -> str:
+    """The first screen: the plain-words verdict, the figures it rests on beside their chance levels,
+    and the scorecard."""
+    if verdict is None:
+        return ""
+    details = "".join(f"<li>{prose(d)}</li>" for d in verdict.details)
+    parts = [f'<section id="verdict" class="verdict verdict-{esc(verdict.level)}" aria-label="Verdict">',
+             '<h2>Verdict</h2>', f'<p class="headline">{prose(verdict.headline)}</p>',
+             f"<ul>{details}</ul>" if details else ""]
+    if verdict.scorecard:
+        parts.append(table_html(verdict.scorecard, "Scorecard (ceta2vec evaluate): 95% bootstrap intervals over "
+                                                   "recordings, beside the baselines and what the labels alone give"))
+    else:
+        parts.append("<p>No scorecard: this model was not evaluated against labels "
+                     "(<code>ceta2vec evaluate --label-column COLUMN</code>).</p>")
+    if verdict.training:
+        parts.append(table_html(verdict.training, "Training at the embedded checkpoint, beside chance"))
+    if verdict.figure is not None:
+        parts.append(figure_html(verdict.figure, 0).replace('<span class="fig-no">Figure 0.</span> ', ""))
+    parts.append("</section>")
+    return "\n".join(p for p in parts if p)
 
 
 def figure_html(figure: FigureRef, number: int) -> str:
@@ -168,6 +200,19 @@ def clips_html(clips: list[AudioClip]) -> str:
     return note + "".join(blocks)
 
 
+def links_html(links: list) -> str:
+    """Lists of links to pages of their own (per unit), one list per group."""
+    groups: dict[str, list] = {}
+    for link in links:
+        groups.setdefault(link.group, []).append(link)
+    blocks = []
+    for group, members in groups.items():
+        items = "".join(f'<li><a href="{href(m.href)}">{esc(m.title)}</a> <span class="note">{esc(m.note)}</span></li>'
+                        for m in members)
+        blocks.append((f"<h3>{esc(group)}</h3>" if group else "") + f'<ul class="unit-links">{items}</ul>')
+    return "".join(blocks)
+
+
 def section_html(section: ReportSection, first_figure: int) -> tuple[str, int]:
     parts = [f'<section id="sec-{anchor(section.key)}"><h2>{esc(section.title)}</h2>', paragraphs(section.intro)]
     number = first_figure
@@ -175,15 +220,22 @@ def section_html(section: ReportSection, first_figure: int) -> tuple[str, int]:
         parts.append(figure_html(figure, number))
         number += 1
     parts.append(clips_html(section.clips))
+    parts.append(links_html(section.links))
     parts += [table_html(rows) for rows in section.tables]
     parts.append("</section>")
     return "\n".join(p for p in parts if p), number
 
 
+def readable(key: str) -> str:
+    """A settings name as words: 'steps_per_chunk' -> 'steps per chunk'."""
+    return key.replace("_", " ")
+
+
 def configuration_html(configuration: dict) -> str:
-    plain = [(k, v) for k, v in configuration.items() if not isinstance(v, dict)]
+    plain = [(readable(k), v) for k, v in configuration.items() if not isinstance(v, dict)]
     parts = [key_value_html(plain)] if plain else []
-    parts += [key_value_html(flatten(v), caption=k) for k, v in configuration.items() if isinstance(v, dict)]
+    parts += [key_value_html([(readable(name), value) for name, value in flatten(v)], caption=readable(k))
+              for k, v in configuration.items() if isinstance(v, dict)]
     return "\n".join(parts)
 
 
@@ -198,7 +250,8 @@ def explorer_blurb(content: ReportContent) -> str:
 
 
 def render_report(content: ReportContent) -> str:
-    toc = ['<li><a href="#summary">Data summary</a></li>']
+    toc = (['<li><a href="#verdict">Verdict</a></li>'] if content.verdict is not None else [])
+    toc += ['<li><a href="#summary">Data summary</a></li>']
     toc += [f'<li><a href="#sec-{anchor(s.key)}">{esc(s.title)}</a></li>' for s in content.sections]
     toc.append('<li><a href="#configuration">Configuration</a></li>')
     if content.explorer is not None:
@@ -223,8 +276,9 @@ def render_report(content: ReportContent) -> str:
 <p class="kicker">ceta2vec report</p>
 <h1>{esc(content.title)}</h1>
 <p class="meta">Model <code>{esc(content.model_id)}</code> · generated {esc(content.generated_at)}</p>
-{explorer_blurb(content)}
 </header>
+{verdict_html(content.verdict)}
+{explorer_blurb(content)}
 <nav class="toc" aria-label="Contents"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>
 <main>
 <section id="summary"><h2>Data summary</h2>

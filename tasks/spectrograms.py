@@ -155,10 +155,3 @@ def write_clip(path: Path, samples: np.ndarray, sample_rate: int, fade_s: float 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), x.astype(np.float32), sample_rate, subtype="PCM_16")
     return path
-
-
-def frame_clip(audio: np.ndarray, mel: MelConfig, frame: int, seconds: float) -> np.ndarray:
-    """`seconds` of audio centred on a model frame (shorter at the segment's edges)."""
-    centre = int(mel.frame_centre_sample(frame))
-    half = int(seconds * mel.sample_rate / 2)
-    return audio[max(0, centre - half): centre + half]

@@ -48,7 +48,8 @@ def lock_wait_s() -> float:
     return float(os.environ.get("CETA2VEC_LOCK_WAIT_S", LOCK_WAIT_S))
 
 
-def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None = None,
+            config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """Open the workspace database, waiting up to `wait_s` while another process (or another
     thread of this one, with the other kind of connection) has it open."""
     wait_s = lock_wait_s() if wait_s is None else wait_s
@@ -60,7 +61,7 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None 
     delay = 0.05
     while True:
         try:
-            conn = duckdb.connect(str(workspace.db_path), read_only=read_only)
+            conn = duckdb.connect(str(workspace.db_path), read_only=read_only, config=config or {})
             if workspace.storage.remote:  # read_parquet over a segment dataset kept at an fsspec URL
                 conn.register_filesystem(workspace.storage.filesystem)
             return conn
@@ -99,7 +100,10 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         yield conn
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        try:
+            conn.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # a failed COMMIT (a full disk) has rolled back already; the first error is the one to tell
         raise
 
 
@@ -107,6 +111,27 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 def reading(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     conn = connect(workspace, read_only=True)
     try:
+        yield conn
+    finally:
+        conn.close()
+
+
+# Extensions neither installed (a download) nor loaded on demand by a query someone typed.
+SANDBOX_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+@contextmanager
+def querying(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for SQL someone typed: files outside the workspace's data folders
+    cannot be read or written (no URLs, no /etc), and the query cannot switch that back on."""
+    conn = connect(workspace, read_only=True, config=SANDBOX_CONFIG)
+    try:
+        # Data folders, not the workspace root: an allowed folder is writable at the engine level,
+        # and the database file's own folder must not be.
+        folders = [f"{str(workspace.storage.root).rstrip('/')}/", f"{workspace.root / 'embeddings'}/"]
+        conn.execute("SET allowed_directories = ?", [folders])
+        conn.execute("SET enable_external_access = false")
+        conn.execute("SET lock_configuration = true")
         yield conn
     finally:
         conn.close()
@@ -142,11 +167,14 @@ def dataset_config(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {k: v for k, v in rows if k in DATASET_KEYS}
 
 
-def ensure_dataset_config(conn: duckdb.DuckDBPyConnection, wanted: dict[str, str]) -> None:
-    """Fix the dataset settings on first use; refuse a later ingest that would mix in others."""
+def ensure_dataset_config(conn: duckdb.DuckDBPyConnection, wanted: dict[str, str], fix: bool = True) -> None:
+    """Refuse settings that would mix into a workspace made with others; with `fix`, record them
+    when the workspace has none yet (the ingest does so with its first recording, so a run that
+    stores nothing leaves the workspace free to take other settings)."""
     current = dataset_config(conn)
     if not current:
-        conn.executemany("INSERT INTO workspace_config VALUES (?, ?)", list(wanted.items()))
+        if fix:
+            conn.executemany("INSERT INTO workspace_config VALUES (?, ?)", list(wanted.items()))
         return
     clashes = [f"{k}: workspace has {current[k]}, asked for {wanted[k]}" for k in wanted if current.get(k) != wanted[k]]
     if clashes:
@@ -208,28 +236,39 @@ def record_problem(
 
 def record_duplicate(
     conn: duckdb.DuckDBPyConnection, path: str, size_bytes: int, mtime_ns: int, content_hash: str, recording_id: str
-) -> None:
+) -> bool:
+    """Record `path` as repeating `recording_id`; False when it is that recording's own path
+    (a concurrent run committed it after this one looked), which is no duplicate."""
+    if conn.execute("SELECT 1 FROM source_files WHERE path = ? AND recording_id = ? AND status = 'ingested'",
+                    [path, recording_id]).fetchone():
+        return False
     conn.execute(
         "INSERT OR REPLACE INTO source_files VALUES (?, ?, ?, ?, ?, 'duplicate', ?)",
         [path, size_bytes, mtime_ns, content_hash, recording_id, _now()],
     )
     conn.execute("DELETE FROM ingest_errors WHERE path = ? AND severity = 'error'", [path])
+    return True
 
 
-def commit_recording(conn: duckdb.DuckDBPyConnection, workspace: Workspace, staged: StagedRecording, run_id: str) -> int:
-    """Publish a staged file and record it, in that order; returns the bytes stored.
+def commit_recording(conn: duckdb.DuckDBPyConnection, workspace: Workspace, staged: StagedRecording,
+                     run_id: str) -> int | None:
+    """Publish a staged file and record it, in that order; returns the bytes stored, or None when
+    the recording was committed already (by a concurrent run, or under another path in this one):
+    the staged file is dropped then, and the caller counts it as what it is, not as ingested.
 
     A crash after the rename but before COMMIT leaves a file no recording points at: the
     `segment_audio` view ignores it, `remove_orphans` deletes it, and the re-run rewrites it.
     """
+    # The writer's connection holds the database file, so nobody commits between this and ours.
+    if conn.execute("SELECT 1 FROM recordings WHERE recording_id = ?", [staged.recording_id]).fetchone():
+        if staged.staged_file:
+            Path(staged.staged_file).unlink(missing_ok=True)
+        return None
     final = workspace.segment_file(staged.dataset_file)
     stored_bytes = 0
     if staged.staged_file:
         stored_bytes = workspace.storage.publish(Path(staged.staged_file), staged.dataset_file)
     columns = ", ".join(SEGMENT_METADATA_COLUMNS)
-    # A recording committed under another path in this same run (a duplicate that raced).
-    if conn.execute("SELECT 1 FROM recordings WHERE recording_id = ?", [staged.recording_id]).fetchone():
-        return 0
     with transaction(conn):
         conn.execute(
             "INSERT INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -4,6 +4,12 @@ The order of an epoch is a pure function of (seed, epoch): row groups are shuffl
 segments of each window of `window` row groups are shuffled together. So a position
 (epoch, offset) is all a checkpoint needs to continue exactly where it left off, each row group
 is read once per epoch, and memory holds at most `window` row groups whatever the dataset size.
+
+Within a window, segments of like length are batched together (length buckets, in shuffled
+order), and a batch is as wide as the longest of its crops that keeps padding within
+PADDING_TARGET; longer crops are cut to that width (at random, like every crop), as wav2vec 2.0
+crops a batch to its shortest sample. Short clips then share batches with short clips, and the
+model computes on little padding.
 """
 
 from __future__ import annotations
@@ -95,33 +101,64 @@ def build_index(
     )
 
 
-def epoch_order(index: SegmentIndex, seed: int, epoch: int, window: int) -> np.ndarray:
-    """Segment positions in the order epoch `epoch` visits them."""
+def epoch_order(index: SegmentIndex, seed: int, epoch: int, window: int, batch_size: int = 1,
+                crop: int | None = None) -> np.ndarray:
+    """Segment positions in the order epoch `epoch` visits them: windows of row groups in
+    shuffled order; within a window, segments shuffled, then sorted by crop length (min(valid,
+    crop)) into runs of `batch_size` that are shuffled again, so a batch holds crops of like length."""
     rng = np.random.default_rng([seed, epoch])
     units = np.unique(np.stack([index.file_of, index.row_group], 1), axis=0)
     units = units[rng.permutation(len(units))]
     unit_of = {(int(f), int(g)): i for i, (f, g) in enumerate(units)}
     rank = np.array([unit_of[(int(f), int(g))] for f, g in zip(index.file_of, index.row_group)]) // window
+    lengths = np.minimum(index.valid_samples, crop if crop is not None else index.segment_samples)
     order = []
     for w in range(int(rank.max()) + 1):
         members = np.flatnonzero(rank == w)
-        order.append(members[rng.permutation(len(members))])
+        members = members[rng.permutation(len(members))]
+        if batch_size > 1:
+            members = members[np.argsort(lengths[members], kind="stable")]
+            runs = [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+            members = np.concatenate([runs[i] for i in rng.permutation(len(runs))])
+        order.append(members)
     return np.concatenate(order)
+
+
+# Most of a batch tensor that may be padding; its width is chosen to stay within it.
+PADDING_TARGET = 0.08
+
+
+def batch_width(lengths: np.ndarray, target: float = PADDING_TARGET) -> int:
+    """The widest of the crops' lengths at which zero padding is at most `target` of the batch."""
+    for width in np.unique(lengths)[::-1]:
+        if np.maximum(width - lengths, 0).sum() <= target * len(lengths) * width:
+            return int(width)
+    return int(lengths.min())
 
 
 @dataclass
 class Batch:
-    audio: np.ndarray  # (B, crop) float32, normalised per crop, zero padded; a shard's rows only
-    attention_mask: np.ndarray  # (B, crop) int64; a shard's rows only
+    audio: np.ndarray  # (B, width) float32, normalised per crop, zero padded; a shard's rows only
     audio_seconds: float  # of the whole batch
     end_position: tuple[int, int]  # (epoch, offset) after this batch
-    lengths: np.ndarray | None = None  # valid samples of every crop of the whole batch
+    lengths: np.ndarray  # valid samples of every crop of the whole batch; width is their maximum
+
+    @property
+    def padding_share(self) -> float:
+        """Share of the whole batch's (B x width) samples that are padding."""
+        return 1.0 - float(self.lengths.sum()) / max(1, len(self.lengths) * self.audio.shape[1])
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance per crop, as wav2vec 2.0's feature extractor does: hydrophone
-    levels differ by tens of dB between recorders and sites."""
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+    levels differ by tens of dB between recorders and sites. Statistics in float64: a crop with a
+    large offset and little variation loses its variance to float32 cancellation; a constant or
+    empty crop stays zeros rather than dividing by ~0."""
+    if x.size == 0:
+        return x.astype(np.float32)
+    wide = x.astype(np.float64)
+    centred = wide - wide.mean()
+    return (centred / np.sqrt(centred.var() + 1e-7)).astype(np.float32)
 
 
 class CropStream:
@@ -132,13 +169,18 @@ class CropStream:
     """
 
     def __init__(self, index: SegmentIndex, batch_size: int, crop_seconds: float, seed: int,
-                 position: tuple[int, int] = (0, 0), window: int = 16, rows: tuple[int, int] | None = None):
+                 position: tuple[int, int] = (0, 0), window: int = 16, rows: tuple[int, int] | None = None,
+                 pin_memory: bool = False):
         self.index, self.batch_size, self.seed, self.window = index, batch_size, seed, window
         self.rows = rows or (0, batch_size)
         self.crop = min(round(crop_seconds * index.sample_rate), index.segment_samples)
+        self.pin_memory = pin_memory  # batches in page-locked memory: their copy to a GPU runs asynchronously
         self.epoch, self.offset = position
-        self._order = epoch_order(index, seed, self.epoch, window)
+        self._order = self._epoch_order()
         self._groups: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def _epoch_order(self) -> np.ndarray:
+        return epoch_order(self.index, self.seed, self.epoch, self.window, self.batch_size, self.crop)
 
     def _row_group(self, file: int, group: int) -> np.ndarray:
         key = (file, group)
@@ -153,29 +195,41 @@ class CropStream:
     def _next_item(self) -> tuple[int, int]:
         if self.offset >= len(self._order):
             self.epoch, self.offset = self.epoch + 1, 0
-            self._order = epoch_order(self.index, self.seed, self.epoch, self.window)
+            self._order = self._epoch_order()
         item = (int(self._order[self.offset]), self.offset)
         self.offset += 1
         return item
 
+    def _zeros(self, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        if self.pin_memory:
+            import torch
+
+            return torch.zeros(shape, dtype={np.float32: torch.float32, np.int64: torch.int64}[dtype],
+                               pin_memory=True).numpy()
+        return np.zeros(shape, dtype)
+
     def next_batch(self) -> Batch:
         first, last = self.rows
-        audio = np.zeros((last - first, self.crop), np.float32)
-        mask = np.zeros((last - first, self.crop), np.int64)
-        lengths = np.zeros(self.batch_size, np.int64)
-        seconds = 0.0
-        for b in range(self.batch_size):
+        items = []
+        for _ in range(self.batch_size):
             i, offset = self._next_item()
-            epoch = self.epoch  # after the item: an epoch boundary may have just been crossed
+            items.append((i, self.epoch, offset))  # the epoch after the item: a boundary may have just been crossed
+        lengths = np.minimum(self.index.valid_samples[[i for i, _, _ in items]], self.crop)
+        width = batch_width(lengths)
+        lengths = np.minimum(lengths, width)
+        picks = []
+        for (i, epoch, offset), length in zip(items, lengths):
             valid = int(self.index.valid_samples[i])
-            length = lengths[b] = min(valid, self.crop)
-            start = int(np.random.default_rng([self.seed, epoch, offset]).integers(0, valid - length + 1))
-            seconds += length / self.index.sample_rate
-            if first <= b < last:
-                samples = self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
-                audio[b - first, :length] = normalise(samples[start : start + length])
-                mask[b - first, :length] = 1
-        return Batch(audio, mask, seconds, (self.epoch, self.offset), lengths)
+            start = int(np.random.default_rng([self.seed, epoch, offset]).integers(0, valid - int(length) + 1))
+            picks.append((i, start, int(length)))
+        audio = self._zeros((last - first, width))
+        batch_lengths = self._zeros(lengths.shape, np.int64)
+        batch_lengths[:] = lengths
+        for b in range(first, last):
+            i, start, length = picks[b]
+            samples = self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
+            audio[b - first, :length] = normalise(samples[start : start + length])
+        return Batch(audio, float(lengths.sum()) / self.index.sample_rate, (self.epoch, self.offset), batch_lengths)
 
     def batches(self, count: int, prefetch: int = 2) -> Iterator[Batch]:
         """`count` batches, read ahead on a thread so the model never waits for Parquet."""

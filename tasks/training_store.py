@@ -19,6 +19,9 @@ METRIC_COLUMNS = (
     "grad_norm", "learning_rate", "temperature", "masked_frames", "audio_seconds", "audio_seconds_per_second",
 )
 
+HEALTH_COLUMNS = ("verdict", "accuracy", "chance", "perplexity", "max_perplexity", "code_usage", "loss",
+                  "loss_at_chance", "sentence")
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -66,6 +69,12 @@ def commit_chunk(
              info.mean_loss, _now()],
         )
         conn.execute("UPDATE checkpoints SET kept = list_contains(?, chunk) WHERE model_id = ?", [kept, model_id])
+        health = checkpoints.read_metrics(info.path)[1]
+        conn.execute("DELETE FROM chunk_health WHERE model_id = ? AND chunk = ?", [model_id, info.chunk])
+        if health:  # checkpoints written before verdicts were kept have none
+            conn.execute(f"INSERT INTO chunk_health (model_id, chunk, {', '.join(HEALTH_COLUMNS)}) "
+                         f"VALUES (?, ?{', ?' * len(HEALTH_COLUMNS)})",
+                         [model_id, info.chunk, *(health.get(c) for c in HEALTH_COLUMNS)])
         run_dir = info.path.parent
         conn.execute(
             """UPDATE models SET chunks_done = ?, steps_done = ?, latest_checkpoint = ?, best_checkpoint = ?, updated_at = ?
@@ -83,7 +92,7 @@ def uncommitted_checkpoints(conn: duckdb.DuckDBPyConnection, model_id: str, run_
     """Checkpoints written to disk whose commit a crash prevented, with their saved metrics."""
     done = committed_chunks(conn, model_id)
     return [
-        (info, json.loads((info.path / "metrics.json").read_text()))
+        (info, checkpoints.read_metrics(info.path)[0])
         for info in checkpoints.complete(run_dir)
         if info.chunk not in done
     ]

@@ -23,12 +23,21 @@ def _frames_glob(workspace: Workspace, model: EmbeddingModel) -> str:
 
 def fit_kmeans(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel, layer: int, k: int,
                sample_frames: int, seed: int) -> tuple[np.ndarray, float, int]:
-    """Centroids fitted on a seeded sample of the layer's frames (committed frames only)."""
+    """Centroids fitted on a seeded sample of the layer's frames (committed frames only).
+
+    The sample, and the order k-means sees it in, are a pure function of (seed, segment ids,
+    frame numbers): each frame is ranked by a hash of those. A reservoir sample depends on the
+    order the scan meets the rows, which differs between runs and between the files a resumed
+    run wrote its frames into, so the units of a resumed embed would differ from an uninterrupted one.
+    """
     rows = conn.execute(
-        f"""SELECT vector FROM read_parquet(?) f
-            WHERE layer = ? AND f.segment_id IN (SELECT segment_id FROM embedded_segments WHERE model_id = ? AND layer = ?)
-            USING SAMPLE reservoir({int(sample_frames)} ROWS) REPEATABLE ({int(seed)})""",
-        [_frames_glob(workspace, model), layer, model.model_id, layer],
+        """SELECT f.vector FROM read_parquet(?, filename = true) f
+           JOIN embedded_segments e ON e.model_id = ? AND e.layer = f.layer AND e.segment_id = f.segment_id
+                AND e.frame_file = regexp_extract(f.filename, '(embeddings/[^/]+/frames/[^/]+)$', 1)
+           WHERE f.layer = ?
+           ORDER BY md5(concat(?::VARCHAR, ':', f.segment_id, ':', f.frame)), f.segment_id, f.frame
+           LIMIT ?""",
+        [_frames_glob(workspace, model), model.model_id, layer, seed, int(sample_frames)],
     ).fetchall()
     x = np.asarray([r[0] for r in rows], np.float32)
     if len(x) < k:

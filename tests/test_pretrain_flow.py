@@ -13,6 +13,7 @@ from conftest import CLI
 from quick_ingest import ingest_quick
 from schemas.settings import PretrainSettings
 from tasks import store
+from tasks.training_health import VERDICTS
 from tasks.workspace import Workspace
 from test_training import synthetic_calls
 
@@ -67,6 +68,8 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
 
     resumed = pretrain(killed, "--chunks", "2")
     assert resumed.returncode == 0, resumed.stderr
+    # the summary says plainly whether the run learns (4 steps of a tiny model: it is at chance, or close)
+    assert "r@2 is " in resumed.stdout and "vs chance 0.048" in resumed.stdout, resumed.stdout
     expected, got = losses(reference), losses(killed)
     assert [r[:2] for r in got] == [(s, 1 + s // 4) for s in range(8)]
     for a, b in zip(expected, got):
@@ -81,9 +84,11 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
         model = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, frame_rate_hz, parameters, "
                              "segments_used, feature_encoder FROM models WHERE model_id = 'r'").fetchone()
         kept = conn.execute("SELECT chunk, kept FROM checkpoints ORDER BY chunk").fetchall()
+        health = conn.execute("SELECT chunk, verdict, chance FROM chunk_health ORDER BY chunk").fetchall()
     assert model[:4] == (3, 12, "checkpoints/r/chunk-0003", 50.0) and model[4] > 1e5 and model[5] == 24
     assert json.loads(model[6])["strides"] == [5, 2, 2, 2, 2, 2, 2]
     assert [k[0] for k in kept] == [1, 2, 3]
+    assert [h[0] for h in health] == [1, 2, 3] and all(h[1] in VERDICTS and h[2] == pytest.approx(1 / 21) for h in health)
 
 
 @pytest.mark.usefixtures("prefect_server")

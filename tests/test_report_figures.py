@@ -4,8 +4,11 @@ panels, sequence statistics, and build_report_content on a tiny real workspace."
 from __future__ import annotations
 
 import csv
+import re
+from urllib.parse import unquote
 
 import numpy as np
+import soundfile as sf
 import pytest
 import torch
 
@@ -18,6 +21,7 @@ from tasks.figures_maps import layer_multiples, map_panels, neighbour_gallery
 from tasks.figures_training import codebook_health_figure, training_curves_figure
 from tasks.figures_units import sequence_figure, unit_atlas_figure, unit_colours, unit_label_figure, unit_timeline_figure
 from tasks.report_data import SegmentInfo, UnitInventory
+from tasks.report_verdict import build_verdict, report_title, training_verdict
 from tasks.sequence_stats import bigram_counts, collapse_runs, purity, rank_frequency, unit_label_counts, zipf_slope
 from tasks.spectrograms import frame_windows, log_mel, mel_config
 from tasks.umap_maps import exact_cosine_knn, layer_map, neighbour_agreement
@@ -77,6 +81,22 @@ def test_unit_atlas_average_peaks_at_the_tone_frequency(tmp_path):
         for e in by_unit[unit].exemplars:
             assert units[e.segment_id][e.frame] == unit
             assert abs(centres[int(np.nanargmax(e.window[:, 10]))] - freq) < tolerance
+    # the contrast (unit mean minus the mean of every frame) of each tone unit peaks at its own tone, beyond
+    # the shifted-label null there, and the two signatures differ: each is quiet where the other is loud
+    peak = {}
+    for unit, freq, tolerance in ((1, 1000, 100), (2, 3000, 250)):
+        u = by_unit[unit]
+        column = np.where(u.significant[:, 10], u.contrast[:, 10], -np.inf)
+        peak[unit] = int(np.argmax(column))
+        assert abs(centres[peak[unit]] - freq) < tolerance, (unit, centres[peak[unit]])
+        assert u.contrast[peak[unit], 10] > 20 and u.distinctness > 3
+        assert u.exemplars[0].in_unit[10] and u.exemplars[0].in_unit.dtype == bool
+        assert list(u.run_lengths) == [45] * 4  # one 0.9-s run per segment
+    assert by_unit[1].contrast[peak[2], 10] < 0 and by_unit[2].contrast[peak[1], 10] < 0
+    assert np.corrcoef(by_unit[1].contrast.ravel(), by_unit[2].contrast.ravel())[0, 1] < 0.5
+    assert by_unit[1].group != by_unit[2].group
+    # the most distinct units come first, the background last
+    assert [u.unit for u in atlas.units][-1] == 0 and by_unit[0].distinctness < by_unit[2].distinctness
     # the background unit's average has no tonal peak at the assigned frame
     background = by_unit[0].mean_window[:, 10]
     assert np.nanmax(background) < np.nanmax(by_unit[1].mean_window[:, 10]) - 20
@@ -86,9 +106,56 @@ def test_unit_atlas_average_peaks_at_the_tone_frequency(tmp_path):
     fig = unit_atlas_figure(atlas, "test@1")
     titles = [ax.get_title() for ax in fig.axes]
     assert sum(t.startswith("unit ") for t in titles) == 3
-    assert len(fig.axes) == 3 * (1 + 3 + 1) + 1  # mean, exemplars, text per unit, and the colour bar
+    assert len(fig.axes) == 3 * (1 + 3 + 1 + 1) + 2  # contrast, exemplars, runs, text per unit; two colour bars
     png, svg = save(fig, tmp_path / "atlas")
     assert png.stat().st_size > 10_000 and svg.stat().st_size > 10_000
+
+
+def test_unit_lift_is_over_the_base_rate():
+    from tasks.unit_atlas import unit_lift
+
+    units = {"a": np.array([0, 0, 1, 1]), "b": np.array([0, 0, 0, 0]), "c": np.array([1, 1, 1, 1]), "d": np.array([2])}
+    lift = unit_lift(units, {"a": "orca", "b": "orca", "c": "humpback", "d": ""}, [0, 1], min_frames=1)
+    # 12 labelled frames, 8 orca: unit 0 (6 frames, all orca) is 1.5x the orca base rate; unit 1 (6 frames,
+    # 2 orca and 4 humpback) is 3/3 * ... humpback 4/6 over 4/12 = 2x
+    assert lift[0] == [("orca", 1.5, 6)]
+    assert lift[1][0] == ("humpback", 2.0, 4) and lift[1][1][0] == "orca" and abs(lift[1][1][1] - 0.5) < 1e-9
+
+
+def test_verdict_says_chance_or_which_layer_beats_which_baseline():
+    steps = np.arange(1, 21.0)
+    at_chance = {"step": steps, "loss": np.full(20, 3.1), "contrastive_loss": np.full(20, 3.0),
+                 "diversity_loss": np.full(20, 0.1), "accuracy": np.full(20, 0.057),
+                 "unused_code_share": np.full(20, 0.1), "perplexity": np.full((20, 2), 150.0)}
+    config = {"num_negatives": 20, "num_codevectors_per_group": 320, "num_codevector_groups": 2}
+    health = training_verdict(at_chance, config, "tiny@3", step=20)
+    assert health["verdict"] == "at chance" and abs(health["chance"] - 1 / 21) < 1e-12
+    rows = [{"kind": "model", "features": f"layer {k}", "layer": k,
+             "metrics": {"knn5_macro_f1": (v, v - 0.03, v + 0.03)}} for k, v in ((1, 0.15), (2, 0.17))]
+    rows += [{"kind": "baseline", "features": "log-mel stats", "layer": None,
+              "metrics": {"knn5_macro_f1": (0.29, 0.26, 0.32)}},
+             {"kind": "baseline", "features": "random weights (best layer)", "layer": None,
+              "metrics": {"knn5_macro_f1": (0.22, 0.19, 0.25)}}]
+    verdict = build_verdict(health, [("group 0", 40, 320)], ("species", rows, {"orca": 53, "humpback": 47}))
+    assert verdict.level == "bad" and "at chance" in verdict.headline and "not yet meaningful" in verdict.headline
+    assert any("does not beat log-mel" in d for d in verdict.details)
+    assert report_title("tiny@3", verdict) == "Report of tiny@3: at chance, no finding yet"
+    accuracy = verdict.training[0]
+    assert accuracy["value"] == 0.057 and "0.048" in accuracy["chance or limit"]
+    assert verdict.scorecard[-1]["features"].startswith("chance") and verdict.scorecard[1]["5-NN macro-F1"].startswith(
+        "0.170 [0.140, 0.200]")
+
+    learning = dict(at_chance, accuracy=np.full(20, 0.4), contrastive_loss=np.full(20, 1.5))
+    rows[1]["metrics"]["knn5_macro_f1"] = (0.37, 0.34, 0.40)
+    verdict = build_verdict(training_verdict(learning, config, "big@9"), [], ("species", rows, {"a": 5, "b": 5, "c": 5}))
+    assert verdict.level == "good" and verdict.best_layer == 2
+    assert verdict.headline == ("For 'species': layer 2 beats log-mel by 0.08 5-NN macro-F1 (0.37 vs 0.29; "
+                                "the intervals do not overlap).")
+    assert report_title("big@9", verdict) == "What big@9 learned"
+    rows[1]["metrics"]["knn5_macro_f1"] = (0.31, 0.27, 0.35)  # above log-mel, intervals overlapping
+    verdict = build_verdict(training_verdict(learning, config, "big@9"), [], ("species", rows, {"a": 5, "b": 5, "c": 5}))
+    assert verdict.level == "warn" and "not a clear win" in verdict.headline
+    assert report_title("big@9", verdict) == "Report of big@9"
 
 
 def test_exact_knn_umap_and_neighbours_without_self():
@@ -276,8 +343,19 @@ def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
             "unit-sequences", "unit-labels-kmeans-layer1"} <= {f.key for f in figures}
     for f in figures:
         assert (out / f.png).stat().st_size > 5_000 and (out / f.svg).stat().st_size > 5_000, f.key
-    clips = [c for s in content.sections for c in s.clips]
-    assert clips and all((out / c.wav).stat().st_size > 1_000 for c in clips)
+    assert not [c for s in content.sections for c in s.clips]  # listening moved to the unit pages
+    units_section = content.sections[1]
+    links = units_section.links
+    assert {link.group for link in links} >= {"k-means units of layer 1", "quantizer codevectors, group 0"}
+    for link in links:
+        page = (out / link.href).read_text()
+        assert link.href.startswith("units/") and "<audio" in page and "../assets/unit.js" in page
+        media = re.findall(r'(?:src|href)="\.\./((?:media|figures)/[^"]+)"', page)
+        assert media and all((out / unquote(src)).is_file() for src in media), (link.href, media)
+    wavs = sorted((out / "media" / "units").rglob("*.wav"))
+    assert wavs and all(sf.info(str(w)).duration < 4.0 for w in wavs)  # the run and a little context, not a segment
+    assert content.verdict is not None and content.verdict.training
+    assert content.title == report_title("rep@1", content.verdict)
     labels_section = content.sections[-1]
     assert labels_section.tables and {"unit", "purity", "top label"} <= set(labels_section.tables[0][0])
 
@@ -299,7 +377,8 @@ def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
     assert all((out / e.thumbnail[i]).stat().st_size > 100 and (out / e.audio[i]).stat().st_size > 1_000 for i in media)
     assert all(e.thumbnail[i] == "" and e.audio[i] == "" for i in range(n) if i not in media)
     assert content.configuration["report"]["resolved"]["layer"] == 1  # middle layer: no evaluation yet
-    assert content.configuration["model_config"]["num_hidden_layers"] == 2
+    assert content.configuration["model"]["transformer layers"] == 2  # the fields that matter, not the whole config
+    assert "model_config" not in content.configuration and "layerdrop" not in str(content.configuration)
 
     # idempotent: the same call again writes the same files, nothing more
     before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())

@@ -81,7 +81,31 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     assert flow_run.name.startswith("report-latest-")  # no --model given: named before the model is resolved
     by_key = {a.key: a for a in artifacts if a.key}
     assert by_key["report"].type == "markdown"
-    assert (out / "index.html").as_uri() in by_key["report"].data and "<img" not in by_key["report"].data
+    markdown = by_key["report"].data
+    # browsers block file:// links from the UI's http page; entities would be shown as typed
+    assert "file://" not in markdown and "&#x27;" not in markdown and "&amp;" not in markdown and "<img" not in markdown
+    assert "rp\\-1" in markdown and "\\-\\-serve" in markdown  # the folder and how to serve it, markdown-escaped
+    assert result["unit_pages"] > 0 and "page(s)" in markdown
+
+    # --serve's server: the folder over http on localhost, the unit pages and their clips included
+    import threading
+    import urllib.request
+
+    from flows.report import serve_folder
+
+    server = serve_folder(out)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        with urllib.request.urlopen(base + "index.html") as response:
+            page = response.read().decode()
+        assert response.status == 200 and 'id="verdict"' in page
+        unit_page = next(iter(sorted((out / "units").glob("*.html")))).name
+        with urllib.request.urlopen(base + "units/" + unit_page) as response:
+            assert response.status == 200 and "<audio" in response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
     assert by_key["report-sections"].type == "table"
     assert any(a.type == "progress" and a.data == 100.0 for a in artifacts)
 
