@@ -6,11 +6,12 @@ chunks), embeds every segment with the embed code, and scores every layer with t
 (splits by recording, intervals by bootstrap over recordings) beside log-mel statistics, MFCC
 statistics and the same architecture with random weights. Prints the table and the margin of each
 layer over log-mel statistics on the headline metric, with a *paired* bootstrap interval (the same
-resampled recordings score both feature sets), and whether the two features' own intervals overlap.
+resampled recordings score both feature sets), whether the two features' own intervals overlap, and
+the best layer's margin over the same layer with random weights (did pretraining add anything?).
 
 Corpora:
   synthetic  call-like signals with known classes, generated here: up- and downsweeps over the same
-             band distribution (identical log-mel mean and spread: only their direction differs),
+             band distribution (nearly the same log-mel mean and spread: their direction differs),
              click trains, harmonic stacks and tonal whistles at random pitch, each recording in its
              own coloured ocean-like noise (spectral slope, surf hump, ship hum, swell) at a random SNR.
   shared     the real recordings of ../shared/data/hydrophone, labels from its MANIFEST (species or
@@ -23,7 +24,7 @@ margin is optimistic for the model: read the per-layer margins too.
 Run:  .venv/bin/python bench/learning.py [--corpus synthetic|shared] [--steps 200] [--preset tiny]
           [--crop-seconds 2] [--batch-size 8] [--learning-rate 5e-4] [--mask-time-length 10]
           [--mask-time-prob 0.65] [--model-overrides KEY=VALUE ...] [--set FIELD=VALUE ...]
-          [--max-minutes M] [--device cpu|cuda] [--json OUT]
+          [--max-minutes M] [--pooling mean|mean+std] [--sample-rate 8000] [--device cpu|cuda] [--json OUT]
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def ocean_noise(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(n) / rate
     if rng.random() < 0.5:
         hum = rng.uniform(40, 160)
-        x += sum(rng.uniform(0.05, 0.3) / k * np.sin(2 * np.pi * k * hum * t + rng.uniform(0, 6.3)) for k in range(1, 5))
+        x += sum(rng.uniform(0.05, 0.3) / k * np.sin(2 * np.pi * k * hum * t + rng.uniform(0, 6.3))
+                 for k in range(1, 5))
     x *= 1 + 0.3 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 6.3))
     return (x / x.std()).astype(np.float32)
 
@@ -422,7 +424,8 @@ def print_result(result: BenchResult) -> None:
           f"classes {json.dumps(result.classes)}")
     print(f"pretraining: {result.steps_done} steps in {result.train_seconds:.0f} s; last steps: loss "
           f"{result.train_end['loss']:.3f}, masked-prediction accuracy {result.train_end['accuracy']:.3f} "
-          f"(chance {result.train_end['chance']:.3f}), perplexity {[round(p, 1) for p in result.train_end['perplexity']]}")
+          f"(chance {result.train_end['chance']:.3f}), "
+          f"perplexity {[round(p, 1) for p in result.train_end['perplexity']]}")
     print(f"model layers and random twin pooled over time as: {result.settings.get('pooling', 'mean')}")
     header = ["features", *metrics, f"{result.metric} - log-mel (paired)"]
     lines = [[name, *(_plain(card.get(m)) for m in metrics), _ci(result.margins.get(name))]

@@ -42,7 +42,6 @@ Run:  .venv/bin/python bench/pretrain.py  [--workspace DIR] [--presets tiny smal
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -63,8 +62,8 @@ from tasks import store
 from tasks.frontend import plan_feature_encoder
 from tasks.model_config import PRESETS, build_config
 from tasks.pretrain_run import MIN_FRAMES_PER_CROP
-from tasks.training import (CUDA_LOG_EVERY, Schedule, StepInputs, StepMetrics, TrainerState, autocast_for,
-                            build_trainer, code_statistics, data_stream, forward_step, pick_device, prepare_inputs,
+from tasks.training import (CUDA_LOG_EVERY, Schedule, StepInputs, StepMetrics, TrainerState, build_trainer,
+                            code_statistics, data_stream, forward_step, pick_device, prepare_inputs,
                             step_seed, train_steps)
 from tasks.training_data import PADDING_TARGET, Batch, SegmentIndex, build_index
 from tasks.workspace import Workspace

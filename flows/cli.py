@@ -443,7 +443,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from tasks.workspace import Workspace
 
     workspace = Workspace.at(getattr(args, "workspace", None))
-    with store.reading(workspace) as conn:
+    # --where is SQL someone typed: it runs on the same locked-down connection as `ceta2vec sql`
+    # (--hnsw refuses filters, and needs the vss extension that connection may not load).
+    opened = store.querying(workspace) if args.where else store.reading(workspace)
+    with opened as conn:
         result = similar(conn, args.segment_id, args.k, args.layer, args.model, args.pooling, args.where,
                          approximate=args.hnsw, workspace=workspace)
     _print_result(result, args.format)

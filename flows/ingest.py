@@ -135,7 +135,8 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
             log.warning("%s: %s: %s", problem.path, problem.stage, problem.reason)
         log.warning("nothing to ingest: no recording found in %s", ", ".join(settings.sources))
         return {"run_id": None, "workspace": str(ws.root), **counts.as_row(), "recordings_found": 0,
-                "failures": counts.failures, "label_warnings": label_warnings, "workspace_summary": None}
+                "failures": counts.failures, "label_warnings": label_warnings,
+                "workspace_summary": store.summary_of(ws)}
 
     ws.create()
     configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later

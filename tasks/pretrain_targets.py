@@ -70,7 +70,8 @@ def masked_prediction_terms(model, out, inputs, temperature: float) -> tuple[tor
     targets = frame_targets(inputs.audio, out.projected_states.shape[1], hop, int(config.sampling_rate), codes)
     with torch.autocast(out.projected_states.device.type, enabled=False):
         vectors = model.quantizer.codevectors.float().view(groups, codes, -1).permute(1, 0, 2).reshape(codes, -1)
-        embeddings = F.normalize(F.linear(vectors, model.project_q.weight.float(), model.project_q.bias.float()), dim=-1)
+        projected = F.linear(vectors, model.project_q.weight.float(), model.project_q.bias.float())
+        embeddings = F.normalize(projected, dim=-1)
         context = F.normalize(out.projected_states.float(), dim=-1, eps=1e-6)
         logits = context @ embeddings.T / temperature  # (rows, frames, codes)
         per_frame = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")

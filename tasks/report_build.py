@@ -196,6 +196,7 @@ class _Context:
     atlases: dict[str, UnitAtlas] = field(default_factory=dict)
     sequence_ids: list[str] = field(default_factory=list)  # the seeded sample of bigrams, lift and units x labels
     sequences: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # inventory key -> its frame units
+    warning: str | None = None  # the verdict on a model that has not learned, repeated on every unit page
 
     @property
     def main_inventory(self) -> UnitInventory | None:
@@ -236,6 +237,7 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
                    sequence_ids=sample_ids(scope.ids, SEQUENCE_SEGMENTS, settings.seed))
 
     verdict = _verdict(ctx, record)
+    ctx.warning = verdict.headline if verdict.level == "bad" else None
     maps, clusters = compute_maps(ws, scope, settings, say)
     say("drawing the maps", 0.53)
     sections = [map_section(scope, maps, clusters, figures), _units_section(ctx), _timeline_section(ctx),
@@ -395,7 +397,7 @@ def _units_section(ctx: _Context) -> ReportSection:
             for u in atlas.units:
                 contexts[u.unit].lift = u.lift
             pages = write_unit_pages(ctx.out_dir, atlas, scope.model.model_id, specs, units, audio, where, contexts,
-                                     len(sequences))
+                                     len(sequences), ctx.warning)
             links += [PageLink(f"unit {u.unit}", pages[u.unit], _unit_note(u), inv.name) for u in atlas.units]
             tables.append([{"inventory": inv.name, "unit": u.unit, "frames": u.frames,
                             "share %": round(100 * u.share, 2), "mean run ms": round(1000 * u.mean_run_s, 1),

@@ -347,6 +347,17 @@ def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> lis
     return removed
 
 
+def summary_of(workspace: Workspace) -> dict:
+    """`workspace_summary` of a workspace, all zeros where there is none yet (nothing created)."""
+    if workspace.exists():
+        with reading(workspace) as conn:
+            return workspace_summary(conn)
+    with duckdb.connect() as conn:
+        for ddl in TABLES + VIEWS:
+            conn.execute(ddl)
+        return workspace_summary(conn)
+
+
 def workspace_summary(conn: duckdb.DuckDBPyConnection) -> dict:
     """What the workspace holds, for `ceta2vec status` and the flow's summary artifact."""
     recordings, hours, stored, sites = conn.execute(

@@ -13,7 +13,6 @@ logits are cosines divided by 0.1, which bf16 would round to steps of 0.06.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time

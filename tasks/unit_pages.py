@@ -184,8 +184,10 @@ def lift_rows(lift: dict[str, list[tuple[str, float, int]]]) -> list[dict]:
 
 
 def unit_page_html(atlas: UnitAtlas, unit: AtlasUnit, model_id: str, signature: str, media: list[ExemplarMedia],
-                   context: UnitContext, pages: dict[int, str], samples: int) -> str:
-    """The page, with every path relative to units/ (one folder below the report)."""
+                   context: UnitContext, pages: dict[int, str], samples: int, warning: str | None = None) -> str:
+    """The page, with every path relative to units/ (one folder below the report); `warning`, the
+    report's verdict on a model that has not learned, stands above everything a reader might take
+    for a finding."""
     up = "../"
     name = atlas.inventory.name
     twins = [u.unit for u in atlas.units if u.group == unit.group and u.unit != unit.unit]
@@ -230,6 +232,7 @@ def unit_page_html(atlas: UnitAtlas, unit: AtlasUnit, model_id: str, signature: 
 <h1>{esc(name)}: unit {unit.unit}</h1>
 <p class="meta">{" · ".join(facts)}</p>
 </header>
+{f'<p class="verdict verdict-bad headline" role="note">{prose(warning)}</p>' if warning else ""}
 <main>
 <section id="listen"><h2>Listen and look</h2>
 <p>Each exemplar is the unit's run around one of its most typical frames ({esc(atlas.centre)}), with
@@ -264,8 +267,8 @@ the unit is more common there than the recording's share of all frames would giv
 
 def write_unit_pages(out_dir: Path, atlas: UnitAtlas, model_id: str, specs: dict[str, np.ndarray],
                      units: dict[str, np.ndarray], audio: dict[str, np.ndarray],
-                     where: dict[str, tuple[str, float]], contexts: dict[int, UnitContext], samples: int
-                     ) -> dict[int, str]:
+                     where: dict[str, tuple[str, float]], contexts: dict[int, UnitContext], samples: int,
+                     warning: str | None = None) -> dict[int, str]:
     """A page per atlas unit; returns unit -> page path relative to out_dir."""
     pages = {u.unit: page_path(atlas.inventory.key, u.unit) for u in atlas.units}
     limit = contrast_range([u.contrast for u in atlas.units])
@@ -274,6 +277,6 @@ def write_unit_pages(out_dir: Path, atlas: UnitAtlas, model_id: str, specs: dict
         media = exemplar_media(out_dir, atlas, unit, specs, units, audio, where)
         signature = signature_figure(out_dir, atlas, unit, limit)
         html = unit_page_html(atlas, unit, model_id, signature, media, contexts.get(unit.unit, UnitContext()),
-                              pages, samples)
+                              pages, samples, warning)
         write_text_atomic(out_dir / pages[unit.unit], html)
     return pages

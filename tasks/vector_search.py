@@ -41,6 +41,11 @@ def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int
     layer = default_layer(layers) if layer is None else layer
     if approximate:
         return _similar_hnsw(conn, workspace, segment_id, k, layer, model, pooling, where)
+    if where:
+        from tasks.queries import check_read_only
+
+        # One SELECT with the filter in parentheses: a filter cannot close the query and start another.
+        check_read_only(f"SELECT 1 WHERE ({where})")
     exists = conn.execute("SELECT count(*) FROM segment_embeddings WHERE model_id = ? AND segment_id = ? AND layer = ?",
                           [model, segment_id, layer]).fetchone()[0]
     if not exists:
@@ -51,7 +56,7 @@ def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int
                     FROM segment_labels l WHERE l.segment_id = n.segment_id) AS labels,
                    round(n.distance, 6) AS distance
             FROM similar_segments(?, ?, ?, use_pooling := ?) n
-            {'WHERE ' + where if where else ''}
+            {'WHERE (' + where + ')' if where else ''}
             ORDER BY n.segment_id <> ?, n.distance, n.segment_id LIMIT ?""",
         [segment_id, model, layer, pooling, segment_id, k],
     )

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
+import duckdb
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from tasks.embedding import embed_batch
 from tasks.frontend import plan_feature_encoder
 from tasks.model_config import build_config
 from tasks.pretrain_run import resolve_run, train_chunk, training_index
+from tasks.queries import QueryRefused
 from tasks.vector_search import similar
 from tasks.workspace import Workspace
 from test_training import synthetic_calls
@@ -151,6 +153,17 @@ def test_similar_agrees_with_numpy_including_filters(trained, tmp_path):
         filtered = similar(conn, ids[query], 3, 1, "emb@1", where="file_name IN ('short.wav', 'call_01.wav')")
         expected = [ids[i] for i in sorted(keep, key=lambda i: (distance[i], ids[i]))[:3]]
         assert [r[0] for r in filtered.rows] == expected
+    # `similar --where` runs on the sandboxed connection of `ceta2vec sql`: the same answer there,
+    # and a filter that tries to end the query and start another is refused before it runs
+    with store.querying(ws) as conn:
+        sandboxed = similar(conn, ids[query], 3, 1, "emb@1", where="file_name IN ('short.wav', 'call_01.wav')")
+        assert sandboxed.rows == filtered.rows
+        before = ws.db_path.read_bytes()
+        for hostile in [f"true); COPY (SELECT 'x' AS x) TO '{ws.db_path}' (FORMAT csv); SELECT 1 WHERE (true",
+                        "true) UNION ALL SELECT * FROM read_text('/etc/passwd') WHERE (true"]:
+            with pytest.raises((QueryRefused, duckdb.Error)):
+                similar(conn, ids[query], 3, 1, "emb@1", where=hostile)
+        assert ws.db_path.read_bytes() == before
 
 
 def test_sql_during_a_concurrent_embedding_run_succeeds(trained, tmp_path):

@@ -210,3 +210,17 @@ def test_a_commit_refused_for_space_raises_the_real_cause_not_a_rollback_error(t
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert "File too large" in str(raised.value) and disk_full(raised.value), raised.value
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_file_swapped_for_a_fifo_after_discovery_is_refused_not_waited_on(tmp_path):
+    from tasks.audio import probe
+    from tasks.failures import IngestFailure
+
+    path = write(tmp_path / "a.wav", noise(1.0, 16000), 16000, "PCM_16")
+    (source,) = discover([str(path)]).files
+    path.unlink()
+    os.mkfifo(path)  # nobody ever writes to it: opening or reading it the plain way blocks forever
+    with pytest.raises(IngestFailure, match="FIFO"):
+        content_hash(source.path)
+    with pytest.raises(IngestFailure, match="not a regular file"):
+        probe(source.path)

@@ -92,6 +92,10 @@ def test_escape_attempts_exit_2_and_leave_every_file_as_it_was(ws, capsys):
             admitted.append((statement, code, err))
         assert snapshot(ws.root.parent) == before, statement
     assert admitted == []
+    for statement in ["SELECT * FROM checkpoint()", "SELECT * FROM force_checkpoint()"]:  # no-ops when read-only
+        assert main(["sql", statement, "--workspace", str(ws.root)]) in (0, 2), statement
+        capsys.readouterr()
+        assert snapshot(ws.root.parent) == before, statement
 
 
 def test_reading_still_works_through_views_and_explain(ws, capsys):
