@@ -42,6 +42,10 @@ class RunSpec:
         return Wav2Vec2Config.from_dict(self.config)
 
 
+# What runs created before these settings existed trained with.
+LEGACY_RECIPE = {"lr_scaling": "none", "feature_grad_mult": 1.0}
+
+
 def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings: PretrainSettings) -> RunSpec:
     """The run named by the settings: created on first use, continued after.
 
@@ -55,7 +59,9 @@ def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings:
         raise WorkspaceError(f"{workspace.root} holds no ingested audio: run `ceta2vec ingest` first")
     sample_rate = int(config_rows["sample_rate"])
     if row:
-        stored = PretrainSettings(**json.loads(row[0]))
+        # A run created before a recipe setting existed continues with the behaviour it was trained
+        # with, not with today's default.
+        stored = PretrainSettings(**{**LEGACY_RECIPE, **json.loads(row[0])})
         clashes = [
             f"{name}: run has {getattr(stored, name)!r}, asked for {getattr(settings, name)!r}"
             for name in sorted(settings.model_fields_set - PRETRAIN_MUTABLE)

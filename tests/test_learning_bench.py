@@ -55,3 +55,33 @@ def test_bench_scores_every_layer_and_baseline_with_finite_intervals(tmp_path):
     assert result.best_layer in {"layer 0", "layer 1", "layer 2"}
     value, low, high = result.over_random
     assert all(math.isfinite(v) for v in (value, low, high)) and low <= high
+
+
+def test_logmel_rq_targets_ignore_gain_and_train(tmp_path):
+    import torch
+
+    from schemas.settings import PretrainSettings
+    from tasks.pretrain_targets import frame_targets
+    from tasks.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    audio = learning.ocean_noise(8000, 4000, rng)
+    sweep = learning.call("upsweep", 4000, rng)
+    audio[1000 : 1000 + len(sweep)] += 3 * sweep
+    x = torch.from_numpy(np.stack([audio, learning.ocean_noise(8000, 4000, rng)]))
+    targets = frame_targets(x, 100, 80, 4000, 32)
+    assert targets.shape == (2, 100) and int(targets.min()) >= 0 and int(targets.max()) < 32
+    # the bands are standardised over the crop: the level of a recording is not what the targets say
+    assert torch.equal(targets, frame_targets(10 * x, 100, 80, 4000, 32))
+
+    labels = learning.make_synthetic(tmp_path / "audio", 4000, 2, 2, 1.0, (0.0, 6.0), seed=0)
+    ws = Workspace.at(str(tmp_path / "ws"))
+    learning.ingest(ws, tmp_path / "audio", labels, 4000, 1.0)
+    settings = PretrainSettings(workspace=str(ws.root), run="rq", steps_per_chunk=2, chunks=1, batch_size=4,
+                                crop_seconds=1.0, device="cpu",
+                                model_overrides={"num_hidden_layers": 1, "pretrain_targets": "logmel-rq"})
+    steps, _, end = learning.pretrain(ws, settings, learning.Budget(steps=2), log=lambda *a, **k: None)
+    assert steps == 2 and math.isfinite(end["loss"])
+    # cross-entropy over 64 codes from random weights: near log(64), not the contrastive loss's scale
+    assert abs(end["loss"] - math.log(64)) < 1.0
+    assert end["chance"] == 1 / 64

@@ -99,3 +99,23 @@ def test_changing_a_runs_defining_settings_is_refused(ingested, tmp_path):
     refused = subprocess.run([CLI, "pretrain", "--workspace", ws, "--run", "r", "--batch-size", "2"],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "batch_size: run has 4, asked for 2" in refused.stderr
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_created_before_a_recipe_setting_existed_continues_with_its_old_recipe(ingested, tmp_path):
+    """LR scaling and the encoder's gradient scale came later: an older run continued must not
+    switch recipe half-way, while a new run gets today's defaults."""
+    from tasks.pretrain_run import resolve_run
+
+    ws = Workspace.at(tmp_path / "ws")
+    shutil.copytree(ingested / "ws", ws.root)
+    pretrain_in_process(ws.root, chunks=1)
+    with store.writing(ws) as conn:
+        stored = json.loads(conn.execute("SELECT settings FROM models WHERE model_id = 'r'").fetchone()[0])
+        assert stored["lr_scaling"] == "sqrt" and stored["feature_grad_mult"] == 0.1  # today's defaults
+        old = {k: v for k, v in stored.items() if k not in ("lr_scaling", "feature_grad_mult")}
+        conn.execute("UPDATE models SET settings = ? WHERE model_id = 'r'", [json.dumps(old)])
+        spec = resolve_run(conn, ws, PretrainSettings(workspace=str(ws.root), run="r", chunks=2))
+        fresh = resolve_run(conn, ws, PretrainSettings(workspace=str(ws.root), run="new"))
+    assert (spec.settings.lr_scaling, spec.settings.feature_grad_mult) == ("none", 1.0)
+    assert (fresh.settings.lr_scaling, fresh.settings.feature_grad_mult) == ("sqrt", 0.1)
