@@ -147,6 +147,12 @@ def print_scorecard(result: dict) -> None:
         print_table(["features"] + [title for _, title in used], table, title=f"{model_id} (95% intervals over recordings)")
         console.print(f"best layer (5-NN macro-F1): {model['best_layer']}; figure: {model['figure'][0]}",
                       markup=False, highlight=False)
+        # The answer in words, beside every baseline: a model that loses says so here, not only in a table.
+        from tasks.report_verdict import scorecard_statements
+
+        segments = {k: v["segments"] for k, v in result["class_counts"].items()}
+        for sentence in scorecard_statements(model["rows"], result["label_column"], segments)[1]:
+            console.print(f"verdict: {sentence}", markup=False, highlight=False)
 
 
 def print_pipeline_result(result: dict, program: str = "ceta2vec") -> None:

@@ -62,6 +62,13 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
     assert logmel["knn1_accuracy"] > 0.9 and logmel["probe_macro_f1"] > 0.9
     assert intervals == 0 and auc > 0  # two classes: ROC-AUC reported
     assert model["best_layer"] in (0, 1, 2)
+    # the CLI says in words where the best layer stands against each baseline
+    from flows.console import console, print_scorecard
+
+    with console.capture() as printed:
+        print_scorecard(result)
+    verdicts = [line for line in printed.get().splitlines() if line.startswith("verdict: ")]
+    assert any("log-mel" in line for line in verdicts) and any("MFCC" in line for line in verdicts), verdicts
 
 
 def test_background_label_for_event_labelled_recordings(tones_and_clicks):
