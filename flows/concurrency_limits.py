@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 
 DUCKDB_WRITER = "ceta2vec-duckdb-writer"
 GPU = "ceta2vec-gpu"
@@ -32,6 +32,8 @@ GPU = "ceta2vec-gpu"
 WRITER_WAIT_S = 3600.0
 # A killed holder's slot comes back this long after its last renewal (renewed while held).
 LEASE_S = 60.0
+# After this long without the writer slot, assume a dead holder the server will not reap.
+STALE_SLOT_S = 3 * LEASE_S
 
 _created: set[tuple[str, str]] = set()
 _created_lock = threading.Lock()
@@ -95,19 +97,36 @@ def _slot(name: str, slots: int, timeout_s: float | None) -> Iterator[None]:
     # processes: its 423 answers carry a Retry-After of up to 30 s, far too long a wait for a turn
     # another thread of the same run is about to give back.
     with _local_turn(_local(name, slots), name, timeout_s):
-        if shared_server():
-            from prefect.concurrency.sync import concurrency
-
-            ensure_limit(name, slots)
-            turn = concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S, strict=False)
-        else:
-            turn = nullcontext()
-        with turn:
+        with ExitStack() as turn:
+            if shared_server():
+                _server_turn(turn, name, slots, timeout_s)
             setattr(_held, attr, 1)
             try:
                 yield
             finally:
                 setattr(_held, attr, 0)
+
+
+def _server_turn(stack: ExitStack, name: str, slots: int, timeout_s: float | None) -> None:
+    """Hold one of the server's slots of `name` for the rest of `stack`.
+
+    A slot whose holder died is given back only when the server reaps its lease, and servers
+    without the repossessor service (the ephemeral and test servers) never do: one such slot
+    would stall every later run for good. So the writer waits STALE_SLOT_S at most, then goes on
+    under DuckDB's own file lock (which `tasks.store.connect` waits for), saying so in the log.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    ensure_limit(name, slots)
+    stale_after = STALE_SLOT_S if name == DUCKDB_WRITER else None
+    wait = min(t for t in (timeout_s, stale_after) if t is not None) if (timeout_s or stale_after) else None
+    try:
+        stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=False))
+    except TimeoutError:
+        if stale_after is None or (timeout_s is not None and timeout_s <= stale_after):
+            raise
+        log.warning("no %s slot was given back in %.0f s (a holder that died without its lease being reaped?): "
+                    "writing under DuckDB's file lock alone", name, stale_after)
 
 
 @contextmanager

@@ -1,0 +1,47 @@
+"""A writer slot whose holder died is not waited on for ever (the test and ephemeral servers never
+reap leases): after STALE_SLOT_S the run writes under DuckDB's own file lock and says so."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+import pytest
+
+from tasks import store
+from tasks.workspace import Workspace
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_writer_slot_left_by_a_dead_holder_does_not_stall_a_run(tmp_path, monkeypatch):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from flows import concurrency_limits as limits
+
+    monkeypatch.setattr(limits, "STALE_SLOT_S", 3.0)
+    limits.ensure_limit(limits.DUCKDB_WRITER, 1)
+    with get_client(sync_client=True) as client:  # a holder that took the slot and then died
+        lease = UUID(client.increment_concurrency_slots_with_lease(
+            names=[limits.DUCKDB_WRITER], slots=1, mode="concurrency", lease_duration=600).json()["lease_id"])
+    ws = Workspace.at(tmp_path / "ws")
+    ws.create()
+
+    @flow
+    def write_once() -> None:
+        with store.writing(ws) as conn:
+            conn.execute("CREATE TABLE answer AS SELECT 42 AS x")
+
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # Prefect's logging config stops propagation
+    logging.getLogger("flows.concurrency_limits").addHandler(handler)
+    try:
+        write_once()
+    finally:
+        logging.getLogger("flows.concurrency_limits").removeHandler(handler)
+        with get_client(sync_client=True) as client:
+            client.release_concurrency_slots_with_lease(lease)
+    with store.reading(ws) as conn:
+        assert conn.execute("SELECT x FROM answer").fetchone() == (42,)
+    assert any("writing under DuckDB's file lock alone" in line for line in said), said
