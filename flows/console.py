@@ -165,6 +165,13 @@ def print_pipeline_result(result: dict, program: str = "ceta2vec") -> None:
     console.print(table)
     ws = result["workspace"]
     lines = [f"report:   {result['report']}", f"explorer: {result['explorer']}"] if result.get("report") else []
+    card = result.get("scorecard")
+    if card and card.get("best_baseline"):  # the answer in one line, whichever way it goes
+        beaten = card["score"] > card["baseline_score"]
+        lines.insert(0, f"verdict:  {result['model_id']} layer {card['best_layer']} "
+                        f"{'is above' if beaten else 'does not beat'} {card['best_baseline']} "
+                        f"({card['metric']} {card['score']:.3f} vs {card['baseline_score']:.3f}"
+                        f"{'; see the report for intervals' if beaten else ''})")
     lines.append("next:")
     if result.get("example_segment"):
         lines.append(f"  {program} similar {result['example_segment']} -k 5 --workspace {ws}")

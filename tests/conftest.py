@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 # `make test` runs the suite on pytest-xdist workers, a module per worker at a time (`--dist
 # loadfile`); the longest modules go first so that none is left running alone at the end.
 LONGEST_FIRST = ("test_pipeline_flow", "test_deployments", "test_embedding", "test_pretrain_flow", "test_training",
-                 "test_report_figures", "test_dask_runner", "test_report_flow", "test_cli", "test_ddp")
+                 "test_report_figures", "test_hardening_ingest", "test_evaluate_flow", "test_explorer_selection",
+                 "test_dask_runner", "test_report_flow", "test_report_pages_browser", "test_report_browser", "test_cli",
+                 "test_ddp", "test_hardening_sql", "test_readme_sql", "test_learning_bench")
 
 
 def pytest_collection_modifyitems(items):

@@ -382,6 +382,8 @@ def test_killed_inside_every_stage_then_rerun_equals_an_uninterrupted_run(pipeli
     done = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "report: " in done.stdout and "similar " in done.stdout
+    verdict = [line for line in done.stdout.splitlines() if line.startswith("verdict: ")]
+    assert len(verdict) == 1 and ("does not beat" in verdict[0] or "is above" in verdict[0]), verdict
 
     # recordings, segments, their audio, labels: identical
     for sql in ("SELECT recording_id, content_hash, file_name, duration_s, segment_count, site FROM recordings ORDER BY 1",
