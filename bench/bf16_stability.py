@@ -1,7 +1,7 @@
 """Does a preset train in bf16 without a NaN? The trainer's own loop under bf16 autocast, on CPU too.
 
 On a GPU the trainer runs bf16 autocast itself; on CPU it trains in fp32, so this wraps its loop
-(`tasks.training.train_steps`) in `torch.autocast("cpu", torch.bfloat16)` to put the same
+(`tasks.training.loop.train_steps`) in `torch.autocast("cpu", torch.bfloat16)` to put the same
 numerics to the test where no GPU is lent. It prints the loss, accuracy, gradient norm and code
 perplexity every `--every` steps, and stops at the first non-finite loss or gradient norm
 (TrainingDiverged), at `--steps`, or after `--minutes`. Exit code 1 on divergence, else 0.
@@ -20,10 +20,16 @@ import time
 import torch
 
 from schemas.settings import PretrainSettings
-from tasks import store
-from tasks.pretrain_run import resolve_run, training_index
-from tasks.training import Schedule, TrainingDiverged, build_trainer, data_stream, effective_learning_rate, train_steps
-from tasks.workspace import Workspace
+from tasks.training.loop import (
+    Schedule,
+    TrainingDiverged,
+    build_trainer,
+    data_stream,
+    effective_learning_rate,
+    train_steps,
+)
+from tasks.training.run import resolve_run, training_index
+from tasks.workspace import Workspace, database
 
 
 class OutOfTime(Exception):
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                                 batch_size=args.batch_size, crop_seconds=args.crop_seconds, chunks=1,
                                 steps_per_chunk=args.steps, learning_rate=args.learning_rate,
                                 lr_scaling=args.lr_scaling, feature_grad_mult=args.feature_grad_mult, device=args.device)
-    with store.reading(ws) as conn:  # nothing is written: no run is created in the workspace
+    with database.reading(ws) as conn:  # nothing is written: no run is created in the workspace
         spec = resolve_run(conn, ws, settings)
         index = training_index(conn, ws, spec)
     device = torch.device(args.device)

@@ -37,7 +37,7 @@ SAMPLE = ROOT / "data" / "sample"
 GOAL = 0.8
 
 sys.path.insert(0, str(ROOT))
-from tasks.embedding import embed_batch, load_model  # noqa: E402
+from tasks.embedding.encode import embed_batch, load_model  # noqa: E402
 from tasks.workspace import Workspace  # noqa: E402
 
 

@@ -183,26 +183,26 @@ class BenchResult:
 def code_fingerprint() -> dict:
     import hashlib
 
-    files = ("tasks/training.py", "tasks/training_data.py", "tasks/model_config.py", "tasks/pretrain_targets.py")
+    files = ("tasks/training/loop.py", "tasks/training/data.py", "tasks/training/model_config.py", "tasks/training/logmel_targets.py")
     return {f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:10] for f in files if (ROOT / f).exists()}
 
 
 def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: float) -> int:
     """The ingest flow's per-file work (decode, resample, segment, quality, commit) without Prefect."""
     from schemas.settings import IngestSettings
-    from tasks import store
-    from tasks.discovery import content_hash, discover
-    from tasks.failures import IngestFailure
-    from tasks.ingest import prepare_recording
-    from tasks.labels import read_labels
+    from tasks.audio.failures import IngestFailure
+    from tasks.ingest.discovery import content_hash, discover
+    from tasks.ingest.labels import read_labels
+    from tasks.ingest.recording import prepare_recording
+    from tasks.workspace import database
 
     settings = IngestSettings(sources=[str(sources)], workspace=str(ws.root), sample_rate=sample_rate,
                               segment_seconds=segment_seconds)
     ws.create()
     files = discover(settings.sources).files
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
-        store.ensure_dataset_config(conn, {
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
+        database.ensure_dataset_config(conn, {
             "sample_rate": str(settings.sample_rate), "segment_seconds": str(settings.segment_seconds),
             "hop_seconds": str(settings.hop_seconds), "final_segment": settings.final_segment,
         })
@@ -213,28 +213,28 @@ def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: f
             except IngestFailure as failure:
                 print(f"  not ingested: {source.path.name}: {failure}", flush=True)
                 continue
-            store.commit_recording(conn, ws, staged, "bench-learning")
+            database.commit_recording(conn, ws, staged, "bench-learning")
             done += 1
-        store.refresh_segment_audio_view(conn, ws)
-        store.apply_labels_file(conn, str(labels), read_labels(labels), [str(f.path) for f in files])
+        database.refresh_segment_audio_view(conn, ws)
+        database.apply_labels_file(conn, str(labels), read_labels(labels), [str(f.path) for f in files])
     return done
 
 
 def chance_accuracy(config) -> float:
-    from tasks.pretrain_targets import alternative_targets
+    from tasks.training.logmel_targets import alternative_targets
 
     return 1 / config.num_codevectors_per_group if alternative_targets(config) else 1 / (config.num_negatives + 1)
 
 
 def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]:
     """Train the run chunk by chunk until the step budget (or the wall-clock cap) is spent."""
-    from tasks import store
-    from tasks.pretrain_run import resolve_run, train_chunk, training_index
+    from tasks.training.run import resolve_run, train_chunk, training_index
+    from tasks.workspace import database
 
     started = time.perf_counter()
     steps_done, tail = 0, []
     while steps_done < budget.steps:
-        with store.reading(ws) as conn:
+        with database.reading(ws) as conn:
             spec = resolve_run(conn, ws, settings)
             index = training_index(conn, ws, spec)
         if steps_done == 0:
@@ -259,16 +259,23 @@ def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]
 
 def embed(ws, run: str, device) -> tuple[str, list[int], str]:
     """Every segment through the latest checkpoint, mean-pooled per layer, stored as the embed flow stores it."""
-    from tasks import store
-    from tasks.embed_run import all_layers, commit_batch, embed_segments, pending_segments, register, resolve_checkpoint
+    from tasks.embedding.run import (
+        all_layers,
+        commit_batch,
+        embed_segments,
+        pending_segments,
+        register,
+        resolve_checkpoint,
+    )
+    from tasks.workspace import database
 
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         model = resolve_checkpoint(conn, ws, run, None)
         register(conn, ws, model)
         layers = all_layers(model)
         refs = pending_segments(conn, ws, model, layers)
     staged = embed_segments(ws, model, refs, layers, ["mean", "std"], device, write_frames=False)
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         commit_batch(conn, ws, model, staged, layers)
     return model.model_id, layers, model.export_dir
 
@@ -277,8 +284,7 @@ def paired_margin(metric: str, x: np.ndarray, reference: np.ndarray, labelled, s
                   n_boot: int) -> list[float]:
     """metric(x) - metric(reference) with an interval from resampling whole recordings: the same
     draws score both, so the interval is of the difference, not of two independent numbers."""
-    from tasks.evaluation import (Predictions, bootstrap, knn_predictions, macro_f1, probe_predictions,
-                                  roc_auc)
+    from tasks.evaluation.metrics import Predictions, bootstrap, knn_predictions, macro_f1, probe_predictions, roc_auc
 
     y, groups = labelled.labels, labelled.recordings
 
@@ -306,7 +312,7 @@ def random_twin_std(config: dict, audio: list[np.ndarray], frame_seconds: float,
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 
-    from tasks.embedding import embed_batch
+    from tasks.embedding.encode import embed_batch
 
     torch.manual_seed(seed)
     model = Wav2Vec2ForPreTraining(Wav2Vec2Config.from_dict(config)).eval()
@@ -328,12 +334,18 @@ def score(ws, model_id: str, layers: list[int], export_dir: str, label_column: s
     statistics are (the evaluate flow scores means only)."""
     from transformers import Wav2Vec2Config
 
-    from tasks import store
-    from tasks.embed_run import read_audio
-    from tasks.evaluate_run import (baseline_features, labelled_segments, model_vectors, random_model_features,
-                                    score_features, segment_refs)
+    from tasks.embedding.run import read_audio
+    from tasks.evaluation.run import (
+        baseline_features,
+        labelled_segments,
+        model_vectors,
+        random_model_features,
+        score_features,
+        segment_refs,
+    )
+    from tasks.workspace import database
 
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         labelled = labelled_segments(conn, label_column, None)
         embedded = {r[0] for r in conn.execute(
             "SELECT DISTINCT segment_id FROM embedded_segments WHERE model_id = ?", [model_id]).fetchall()}
@@ -367,7 +379,7 @@ def run_bench(workdir: Path, corpus: str, label_column: str, pretrain_fields: di
               n_boot: int = 200, synthetic: dict | None = None, pooling: str = "mean", log=print) -> BenchResult:
     """Ingest → pretrain → embed → score, in `workdir`; the core of this benchmark."""
     from schemas.settings import PretrainSettings
-    from tasks.training import pick_device
+    from tasks.training.loop import pick_device
     from tasks.workspace import Workspace
 
     ws = Workspace.at(str(workdir / "ws"))

@@ -5,7 +5,7 @@ What it measures, in one run, for each preset (default tiny and small), on one m
 * pure step: forward, backward, gradient clipping and the AdamW step on ONE batch that is already
   in memory (on the device), with its mask and distractor indices computed once beforehand:
   the most a step can do on this machine;
-* loop step: the trainer's own `tasks.training.train_steps`, i.e. crops streamed from the
+* loop step: the trainer's own `tasks.training.loop.train_steps`, i.e. crops streamed from the
   workspace's Parquet segments on the prefetch thread (length-bucketed, pinned on a GPU),
   per-step seeding, span masking and distractor sampling on the device, the model step and
   every metric (accuracy, perplexity, code usage), kept on the device and read back once per
@@ -58,15 +58,26 @@ import torch
 import transformers
 
 from schemas.settings import PretrainSettings
-from tasks import store
-from tasks.frontend import plan_feature_encoder
-from tasks.model_config import PRESETS, build_config
-from tasks.pretrain_run import MIN_FRAMES_PER_CROP
-from tasks.training import (CUDA_LOG_EVERY, Schedule, StepInputs, StepMetrics, TrainerState, build_trainer,
-                            code_statistics, data_stream, forward_step, pick_device, prepare_inputs,
-                            step_seed, train_steps)
-from tasks.training_data import PADDING_TARGET, Batch, SegmentIndex, build_index
-from tasks.workspace import Workspace
+from tasks.training.data import PADDING_TARGET, Batch, SegmentIndex, build_index
+from tasks.training.frontend import plan_feature_encoder
+from tasks.training.loop import (
+    CUDA_LOG_EVERY,
+    Schedule,
+    StepInputs,
+    StepMetrics,
+    TrainerState,
+    build_trainer,
+    code_statistics,
+    data_stream,
+    forward_step,
+    pick_device,
+    prepare_inputs,
+    step_seed,
+    train_steps,
+)
+from tasks.training.model_config import PRESETS, build_config
+from tasks.training.run import MIN_FRAMES_PER_CROP
+from tasks.workspace import Workspace, database
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_OUT = ROOT / "bench" / "out"
@@ -114,8 +125,8 @@ def load_index(workspace: Workspace, settings: PretrainSettings) -> SegmentIndex
     """The segments a run with `settings` would train on (same filter as `ceta2vec pretrain`)."""
     if not workspace.exists():
         raise BenchError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest` first)")
-    with store.reading(workspace) as conn:
-        config = store.dataset_config(conn)
+    with database.reading(workspace) as conn:
+        config = database.dataset_config(conn)
         if "sample_rate" not in config:
             raise BenchError(f"{workspace.root} holds no ingested audio: run `ceta2vec ingest` first")
         plan = plan_feature_encoder(int(config["sample_rate"]), settings.frame_ms, settings.receptive_field_ms)

@@ -34,12 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.settings import ReportSettings  # noqa: E402
 from schemas.tables import embedding_table, embedding_table_ddl  # noqa: E402
-from tasks import store  # noqa: E402
-from tasks.embed_run import refresh_views  # noqa: E402
-from tasks.report_build import FigureWriter, compute_maps, map_section, resolve_scope  # noqa: E402
-from tasks.report_content import ExplorerData  # noqa: E402
-from tasks.umap_maps import EXACT_MAX, unit_rows  # noqa: E402
-from tasks.workspace import Workspace  # noqa: E402
+from tasks.embedding.run import refresh_views  # noqa: E402
+from tasks.report.build import FigureWriter, compute_maps, map_section, resolve_scope  # noqa: E402
+from tasks.report.content import ExplorerData  # noqa: E402
+from tasks.report.umap_maps import EXACT_MAX, unit_rows  # noqa: E402
+from tasks.workspace import (
+    Workspace,  # noqa: E402
+    database,  # noqa: E402
+)
 
 LABELS = ["orca", "humpback", "sperm whale", "bowhead", "dolphin", "ship", "rain", "none"]
 
@@ -51,9 +53,9 @@ def synthetic_workspace(root: Path, n: int, dim: int, layers: int, seed: int) ->
     n_rec = max(1, n // 10)
     clusters = 20
     rec_cluster = rng.integers(0, clusters, n_rec)
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
-        store.ensure_dataset_config(conn, {"sample_rate": "16000", "segment_seconds": "10.0", "hop_seconds": "10.0",
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
+        database.ensure_dataset_config(conn, {"sample_rate": "16000", "segment_seconds": "10.0", "hop_seconds": "10.0",
                                            "final_segment": "pad"})
         conn.execute(f"""
             INSERT INTO recordings
@@ -102,9 +104,9 @@ def synthetic_workspace(root: Path, n: int, dim: int, layers: int, seed: int) ->
 
 
 def recall_against_exact(ws: Workspace, scope, neighbours: np.ndarray, layer: int, queries: int, seed: int) -> float:
-    from tasks.report_data import segment_vectors
+    from tasks.report.data import segment_vectors
 
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         u = unit_rows(segment_vectors(conn, scope.model, layer, scope.ids))
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(u), min(queries, len(u)), replace=False)
@@ -153,15 +155,21 @@ def maps_run(n: int, dim: int, layers: int, seed: int, out: Path) -> dict:
 
 def capped_figures(out: Path, seed: int) -> dict[str, float]:
     """Draw + save time of the figures whose inputs are capped, on synthetic inputs of the capped sizes."""
-    from tasks.figures import save
-    from tasks.figures_maps import neighbour_gallery
-    from tasks.figures_training import codebook_health_figure, training_curves_figure
-    from tasks.figures_units import sequence_figure, unit_atlas_figure, unit_colours, unit_label_figure, unit_timeline_figure
-    from tasks.report_build import ATLAS_SEGMENTS, SEQUENCE_SEGMENTS
-    from tasks.report_data import UnitInventory
-    from tasks.sequence_stats import bigram_counts, purity, rank_frequency, unit_label_counts
-    from tasks.spectrograms import mel_config
-    from tasks.unit_atlas import build_unit_atlas
+    from tasks.report.build import ATLAS_SEGMENTS, SEQUENCE_SEGMENTS
+    from tasks.report.data import UnitInventory
+    from tasks.report.figures import save
+    from tasks.report.figures_maps import neighbour_gallery
+    from tasks.report.figures_training import codebook_health_figure, training_curves_figure
+    from tasks.report.figures_units import (
+        sequence_figure,
+        unit_atlas_figure,
+        unit_colours,
+        unit_label_figure,
+        unit_timeline_figure,
+    )
+    from tasks.report.sequence_stats import bigram_counts, purity, rank_frequency, unit_label_counts
+    from tasks.report.spectrograms import mel_config
+    from tasks.report.unit_atlas import build_unit_atlas
 
     rng = np.random.default_rng(seed)
     mel = mel_config(16000, 320, 400)

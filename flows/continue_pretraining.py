@@ -9,11 +9,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.pretrain import pretrain
-from flows.run_names import named_by
+from flows.runtime.names import named_by
 from schemas.settings import PretrainSettings
-from tasks import store
-from tasks.training_store import chunks_done
-from tasks.workspace import Workspace
+from tasks.catalog.runs import chunks_done
+from tasks.workspace import Workspace, database
 
 
 @flow(name="continue-pretraining", flow_run_name=named_by("continue-pretraining", ("run", "preset"), "tiny"))
@@ -22,8 +21,8 @@ def continue_pretraining(settings: PretrainSettings, more_chunks: int = 1) -> di
     if more_chunks < 1:
         raise ValueError(f"more_chunks must be at least 1, got {more_chunks}")
     ws = Workspace.at(settings.workspace)
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
         done = chunks_done(conn, settings.run_name)
     get_run_logger().info("run %s has %d chunk(s); training chunks %d to %d", settings.run_name, done, done + 1,
                           done + more_chunks)

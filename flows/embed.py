@@ -13,17 +13,27 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
+from flows.runtime import policies as policy
+from flows.runtime.names import named_by
+from flows.runtime.runners import fan_out
 from schemas.settings import EmbedSettings
-from tasks import store
-from tasks.embed_run import (EmbeddingModel, SegmentRef, StagedBatch, all_layers, commit_batch, embed_segments,
-                             pending_segments, plan_batches, refresh_views, register, remove_unclaimed_frames,
-                             resolve_checkpoint)
-from tasks.training import pick_device
-from tasks.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
-from flows import task_policies as policy
-from flows.run_names import named_by
-from flows.task_runners import fan_out
-from tasks.workspace import Workspace
+from tasks.embedding.run import (
+    EmbeddingModel,
+    SegmentRef,
+    StagedBatch,
+    all_layers,
+    commit_batch,
+    embed_segments,
+    pending_segments,
+    plan_batches,
+    refresh_views,
+    register,
+    remove_unclaimed_frames,
+    resolve_checkpoint,
+)
+from tasks.embedding.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
+from tasks.training.loop import pick_device
+from tasks.workspace import Workspace, database
 
 PROGRESS_EVERY_S = 2.0
 # Forward batches per task: one task, one staged file and one commit per group, so Prefect's
@@ -50,7 +60,7 @@ def embed_batch_task(ws_root: str, model: EmbeddingModel, refs: list[SegmentRef]
       timeout_seconds=policy.LONG_READ_TIMEOUT_S)
 def kmeans_task(ws_root: str, model: EmbeddingModel, layer: int, settings: EmbedSettings) -> int:
     ws = Workspace.at(ws_root)
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         centroids = load_unit_model(conn, ws, model.model_id, layer)
         if centroids is None:
             centroids, inertia, frames = fit_kmeans(conn, ws, model, layer, settings.units_k,
@@ -64,16 +74,16 @@ def embed(settings: EmbedSettings) -> dict:
     """Extract embeddings and units of every segment not yet embedded by this checkpoint."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
         model = resolve_checkpoint(conn, ws, settings.run, settings.chunk)
         register(conn, ws, model)
-        for leftover in store.remove_orphans(conn, ws) + remove_unclaimed_frames(conn, ws):
+        for leftover in database.remove_orphans(conn, ws) + remove_unclaimed_frames(conn, ws):
             log.info("removed %s left by an interrupted run", leftover)
         layers = settings.layers if settings.layers is not None else all_layers(model)
         bad = [layer for layer in layers if not 0 <= layer < model.layers]
         if bad:
-            raise store.WorkspaceError(f"{model.model_id} has layers 0..{model.layers - 1}; asked for {bad}")
+            raise database.WorkspaceError(f"{model.model_id} has layers 0..{model.layers - 1}; asked for {bad}")
         pending = pending_segments(conn, ws, model, layers)
     log.info("%s: %d segments to embed (layers %s)", model.model_id, len(pending), layers)
 
@@ -85,7 +95,7 @@ def embed(settings: EmbedSettings) -> dict:
         submit = lambda refs: pool.submit(embed_batch_task, ws_root=str(ws.root), model=model, refs=refs,  # noqa: E731
                                           layers=layers, settings=settings, n_more=len(refs) - 1)
         for refs, staged in pool.windowed(submit, batches):
-            with store.writing(ws) as conn:
+            with database.writing(ws) as conn:
                 commit_batch(conn, ws, model, staged, layers)
             seconds += staged.audio_seconds
             bar.update(len(refs))
@@ -100,7 +110,7 @@ def embed(settings: EmbedSettings) -> dict:
     if settings.frame_vectors:
         for layer in settings.kmeans_layers if settings.kmeans_layers is not None else layers:
             units[layer] = kmeans_task(str(ws.root), model, layer, settings)
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         stats = refresh_unit_stats(conn, model)
         refresh_views(conn, ws)
         totals = conn.execute(

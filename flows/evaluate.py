@@ -12,21 +12,30 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from flows import task_policies as policy
 from flows.embed import embed
-from flows.run_names import named_by
+from flows.runtime import policies as policy
+from flows.runtime.names import named_by
 from schemas.settings import EmbedSettings, EvaluateSettings, ReportSettings
-from tasks import checkpoints, store
-from tasks.evaluate_run import (LabelledSet, baseline_features, best_layer, labelled_segments, model_vectors,
-                                random_model_features, score_features, segment_refs, unit_scores, write_evaluations)
-from tasks.embed_run import read_audio
-from tasks.figures import evaluation_figure
-from tasks.labels import read_labels
-from tasks.vector_search import default_model
-from tasks.workspace import Workspace
+from tasks.embedding.run import read_audio
+from tasks.embedding.search import default_model
+from tasks.evaluation.run import (
+    LabelledSet,
+    baseline_features,
+    best_layer,
+    labelled_segments,
+    model_vectors,
+    random_model_features,
+    score_features,
+    segment_refs,
+    unit_scores,
+    write_evaluations,
+)
+from tasks.ingest.labels import read_labels
+from tasks.report.figures import evaluation_figure
+from tasks.training import checkpoints
+from tasks.workspace import Workspace, database
 
-
-# The scorecard tasks are pure: cached on the content they read (flows/task_policies.py), so an
+# The scorecard tasks are pure: cached on the content they read (flows/runtime/policies.py), so an
 # unchanged model, segment set and labels are not scored twice; retried on a lock held past the wait.
 SCORING = dict(cache_expiration=policy.CACHE_EXPIRATION, retries=policy.DB_RETRIES,
                retry_delay_seconds=policy.DB_RETRY_DELAYS, retry_condition_fn=policy.retry_transient,
@@ -36,7 +45,7 @@ SCORING = dict(cache_expiration=policy.CACHE_EXPIRATION, retries=policy.DB_RETRI
 @task(name="score-layer", task_run_name="score {model_id} layer {layer}", cache_key_fn=policy.layer_scores_key,
       **SCORING)
 def score_layer(ws_root: str, model_id: str, layer: int, labelled: LabelledSet, seed: int, n_boot: int) -> dict:
-    with store.reading(Workspace.at(ws_root)) as conn:
+    with database.reading(Workspace.at(ws_root)) as conn:
         x = model_vectors(conn, model_id, layer, labelled.segment_ids)
     return {"kind": "model", "features": f"layer {layer}", "layer": layer,
             "metrics": score_features(x, labelled, seed, n_boot)}
@@ -44,14 +53,14 @@ def score_layer(ws_root: str, model_id: str, layer: int, labelled: LabelledSet, 
 
 @task(name="score-units", task_run_name="score units of {model_id}", cache_key_fn=policy.unit_scores_key, **SCORING)
 def score_units(ws_root: str, model_id: str, labelled: LabelledSet) -> list[dict]:
-    with store.reading(Workspace.at(ws_root)) as conn:
+    with database.reading(Workspace.at(ws_root)) as conn:
         return [{"kind": "model", **row} for row in unit_scores(conn, model_id, labelled)]
 
 
 @task(name="score-baselines", task_run_name="score baselines", cache_key_fn=policy.baseline_scores_key, **SCORING)
 def score_baselines(ws_root: str, model_id: str, labelled: LabelledSet, seed: int, n_boot: int) -> list[dict]:
     ws = Workspace.at(ws_root)
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         refs = segment_refs(conn, ws, labelled.segment_ids)
         export, rate, frame = conn.execute(
             "SELECT checkpoint, (SELECT value FROM workspace_config WHERE key = 'sample_rate')::INTEGER, frame_seconds "
@@ -74,7 +83,7 @@ def scorecard_stem(ws: Workspace, model_id: str, label_column: str) -> Path:
     """Inside the model's report folder, under the name the report links it by, so the figure travels
     with the report."""
     from flows.report import report_folder
-    from tasks.report_verdict import scorecard_key
+    from tasks.report.verdict import scorecard_key
 
     return report_folder(ws, ReportSettings(workspace=str(ws.root)), model_id) / "figures" / scorecard_key(label_column)
 
@@ -84,10 +93,10 @@ def evaluate(settings: EvaluateSettings) -> dict:
     """Score every layer and unit inventory of a model against labels, beside baselines."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
         if settings.labels:
-            stored, recordings, unmatched = store.apply_labels_file(conn, settings.labels, read_labels(Path(settings.labels)))
+            stored, recordings, unmatched = database.apply_labels_file(conn, settings.labels, read_labels(Path(settings.labels)))
             log.info("labels: %d rows for %d recordings from %s (%d unmatched)", stored, recordings, settings.labels,
                      len(unmatched))
         labelled = labelled_segments(conn, settings.label_column, settings.background)
@@ -119,7 +128,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
     evaluation_id = f"eval-{uuid.uuid4().hex[:12]}"
     results = {}
     for done, mid in enumerate(model_ids, start=1):
-        with store.reading(ws) as conn:
+        with database.reading(ws) as conn:
             layers = [r[0] for r in conn.execute(
                 "SELECT DISTINCT layer FROM segment_embeddings WHERE model_id = ? ORDER BY layer", [mid]).fetchall()]
         rows = []
@@ -128,7 +137,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
             update_progress_artifact(progress, progress=100.0 * (done + scored / (len(layers) + 1)) / steps)
         rows += score_units(str(ws.root), mid, labelled) + baselines
         update_progress_artifact(progress, progress=100.0 * (done + 1) / steps)
-        with store.writing(ws) as conn:
+        with database.writing(ws) as conn:
             write_evaluations(conn, evaluation_id, settings.label_column, mid, rows, labelled)
         figure = evaluation_figure(rows, settings.label_column, mid, scorecard_stem(ws, mid, settings.label_column))
         best = best_layer(rows)

@@ -18,19 +18,18 @@ from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
+from flows.runtime import policies as policy
+from flows.runtime.names import named_by
+from flows.runtime.runners import FanOut, fan_out
 from schemas.settings import IngestSettings
-from tasks import store
-from tasks.discovery import Discovery, SourceFile, content_hash, discover, printable
-from tasks.failures import disk_full
-from tasks.ingest import StagedRecording, describe_failure, prepare_recording
-from tasks.ingest_plan import InOrder, IngestCounts, batches, dedupe, plan_files
-from tasks.labels import LabelRow, read_labels
-from tasks.transient_errors import is_transient
-from flows import task_policies as policy
-from flows.run_names import named_by
-from flows.task_runners import FanOut, fan_out
-from tasks.storage import configure_storage
-from tasks.workspace import Workspace
+from tasks.audio.failures import disk_full
+from tasks.ingest.discovery import Discovery, SourceFile, content_hash, discover, printable
+from tasks.ingest.labels import LabelRow, read_labels
+from tasks.ingest.plan import IngestCounts, InOrder, batches, dedupe, plan_files
+from tasks.ingest.recording import StagedRecording, describe_failure, prepare_recording
+from tasks.workspace import Workspace, database
+from tasks.workspace.storage import configure_storage
+from tasks.workspace.transient_errors import is_transient
 
 
 class IngestRunFailed(RuntimeError):
@@ -53,7 +52,7 @@ COMMIT_EVERY_S = 0.5
 
 # Retried (all three only read, or write staged files under fresh names) on transient errors only.
 # No timeout on the two submitted to the thread pool: there Prefect cannot interrupt a blocking
-# read (flows/task_policies.py); discover runs in the flow's own thread.
+# read (flows/runtime/policies.py); discover runs in the flow's own thread.
 @task(name="discover", cache_policy=NO_CACHE, retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS,
       retry_condition_fn=policy.retry_transient, timeout_seconds=policy.DISCOVER_TIMEOUT_S)
 def discover_sources(sources: list[str]) -> Discovery:
@@ -136,17 +135,17 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
         log.warning("nothing to ingest: no recording found in %s", ", ".join(settings.sources))
         return {"run_id": None, "workspace": str(ws.root), **counts.as_row(), "recordings_found": 0,
                 "failures": counts.failures, "label_warnings": label_warnings,
-                "workspace_summary": store.summary_of(ws)}
+                "workspace_summary": database.summary_of(ws)}
 
     ws.create()
     configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
-        store.ensure_dataset_config(conn, wanted, fix=False)  # a clash is refused now, before any decoding
-        for orphan in store.remove_orphans(conn, ws):
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
+        database.ensure_dataset_config(conn, wanted, fix=False)  # a clash is refused now, before any decoding
+        for orphan in database.remove_orphans(conn, ws):
             log.info("removed %s left by an interrupted run", orphan)
-        store.start_run(conn, run_id, str(flow_run.id) if flow_run.id else None, settings.model_dump(mode="json"))
-        known = store.known_sources(conn)
+        database.start_run(conn, run_id, str(flow_run.id) if flow_run.id else None, settings.model_dump(mode="json"))
+        known = database.known_sources(conn)
 
     plan = plan_files(found.files, known)
     counts.skipped = len(plan.unchanged)
@@ -164,8 +163,8 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
             else:
                 fingerprinted.append((source, result))
     fingerprinted.sort(key=lambda pair: pair[0].key)  # discovery order, whichever group finished first
-    with store.writing(ws) as conn:
-        dedup = dedupe(fingerprinted, store.recordings_by_hash(conn, (d for _, d in fingerprinted)))
+    with database.writing(ws) as conn:
+        dedup = dedupe(fingerprinted, database.recordings_by_hash(conn, (d for _, d in fingerprinted)))
         for outcome in failures:
             _record_failure(conn, outcome, run_id, counts, log)
     unique, duplicates = dedup.unique, dedup.duplicates
@@ -214,20 +213,20 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
     bar.close()
     update_progress_artifact(progress, progress=100.0)
 
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         for source, digest, original in duplicates:
-            target = original or store.recordings_by_hash(conn, [digest]).get(digest)
+            target = original or database.recordings_by_hash(conn, [digest]).get(digest)
             if not target:
                 continue
-            if store.record_duplicate(conn, source.key, source.size_bytes, source.mtime_ns, digest, target):
+            if database.record_duplicate(conn, source.key, source.size_bytes, source.mtime_ns, digest, target):
                 counts.duplicates += 1
             else:
                 counts.skipped += 1  # a concurrent run committed this very path first
         if settings.labels:
             _apply_labels(conn, settings.labels, label_rows, found.files, log)
-        store.refresh_segment_audio_view(conn, ws)
-        store.finish_run(conn, run_id, counts.as_row())
-        summary = store.workspace_summary(conn)
+        database.refresh_segment_audio_view(conn, ws)
+        database.finish_run(conn, run_id, counts.as_row())
+        summary = database.workspace_summary(conn)
 
     _publish_summary(counts, summary, run_id)
     log.info("ingest finished: %d ingested, %d unchanged, %d duplicates, %d failed, %d segments added",
@@ -257,9 +256,9 @@ def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: Ing
     """One writer connection for everything that finished since the last commit."""
     if not outcomes:
         return
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         if any(o.staged is not None for o in outcomes):
-            store.ensure_dataset_config(conn, wanted)  # fixed with the first recording stored
+            database.ensure_dataset_config(conn, wanted)  # fixed with the first recording stored
         for outcome in outcomes:
             if outcome.staged is None:
                 _record_failure(conn, outcome, run_id, counts, log)
@@ -268,7 +267,7 @@ def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: Ing
 
 
 def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCounts, log) -> None:
-    store.record_problem(conn, outcome.source.key, outcome.stage, outcome.reason, run_id,
+    database.record_problem(conn, outcome.source.key, outcome.stage, outcome.reason, run_id,
                          size_bytes=outcome.source.size_bytes or None)
     counts.failed += 1
     counts.failures.append((outcome.source.key, outcome.stage, outcome.reason))
@@ -276,14 +275,14 @@ def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCount
 
 
 def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, counts: IngestCounts, log) -> None:
-    stored = store.commit_recording(conn, ws, staged, run_id)
+    stored = database.commit_recording(conn, ws, staged, run_id)
     if stored is None:  # committed meanwhile by a concurrent run, or as another path of this one
-        known = store.known_sources(conn).get(staged.path)
+        known = database.known_sources(conn).get(staged.path)
         if known and known[2] == staged.recording_id:
             counts.skipped += 1
         else:
-            original = store.recordings_by_hash(conn, [staged.content_hash])[staged.content_hash]
-            store.record_duplicate(conn, staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, original)
+            original = database.recordings_by_hash(conn, [staged.content_hash])[staged.content_hash]
+            database.record_duplicate(conn, staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, original)
             counts.duplicates += 1
         return
     counts.bytes_added += stored
@@ -296,7 +295,7 @@ def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, c
 
 
 def _apply_labels(conn, labels_file: str, rows: list[LabelRow], files: list[SourceFile], log) -> None:
-    stored, recordings, unmatched = store.apply_labels_file(conn, labels_file, rows, [f.key for f in files])
+    stored, recordings, unmatched = database.apply_labels_file(conn, labels_file, rows, [f.key for f in files])
     log.info("labels: %d label rows stored for %d recordings", stored, recordings)
     if unmatched:
         log.warning("labels: %d file name(s) in %s match no ingested recording, e.g. %s",

@@ -17,13 +17,21 @@ from flows.embed import embed
 from flows.evaluate import evaluate
 from flows.ingest import ingest
 from flows.pretrain import pretrain
-from flows.run_names import named_by
+from flows.runtime.names import named_by
 from schemas.settings import PipelineSettings, ReportSettings
-from tasks import store
-from tasks.pipeline_plan import (embed_settings, evaluate_settings, evaluation_is_current, ingest_settings,
-                                 pretrain_settings, report_settings, report_stage, scorecard_summary, workspace_root)
-from tasks.pipeline_summary import StageRow, example_segment, pipeline_markdown
-from tasks.workspace import Workspace
+from tasks.pipeline.plan import (
+    embed_settings,
+    evaluate_settings,
+    evaluation_is_current,
+    ingest_settings,
+    pretrain_settings,
+    report_settings,
+    report_stage,
+    scorecard_summary,
+    workspace_root,
+)
+from tasks.pipeline.summary import StageRow, example_segment, pipeline_markdown
+from tasks.workspace import Workspace, database
 
 
 @flow(name="pipeline", flow_run_name=named_by("pipeline", ("site",), "unsited"))
@@ -60,13 +68,13 @@ def pipeline(settings: PipelineSettings) -> dict:
     if evaluation is None:
         stages.append(StageRow("evaluate", "skipped", "no label column given (--label-column)"))
     else:
-        with store.reading(ws) as conn:
+        with database.reading(ws) as conn:
             current = evaluation_is_current(conn, evaluation)
         if current:
             log.info("the scorecard of %s for '%s' is up to date: evaluate skipped", model_id, evaluation.label_column)
         else:
             evaluate(evaluation)
-        with store.reading(ws) as conn:
+        with database.reading(ws) as conn:
             scorecard = scorecard_summary(conn, model_id, evaluation.label_column)
         detail = (f"'{evaluation.label_column}' on {scorecard['segments']} segments / {scorecard['recordings']} "
                   f"recordings: best layer {scorecard['best_layer']} ({scorecard['metric']} {scorecard['score']}); "
@@ -84,7 +92,7 @@ def pipeline(settings: PipelineSettings) -> dict:
             log.info("the report of %s is up to date: %s", model_id, pages["report"])
         stages.append(StageRow("report", outcome, pages["report"], link=pages["report"]))
 
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         segment = example_segment(conn, model_id)
     summary = {"workspace": str(ws.root), "model_id": model_id, "report": pages and pages["report"],
                "explorer": pages and pages["explorer"], "scorecard": scorecard,

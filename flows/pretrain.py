@@ -17,14 +17,23 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
+from flows.runtime import policies as policy
+from flows.runtime.limits import gpu as gpu_slot
+from flows.runtime.names import named_by
 from schemas.settings import PretrainSettings
-from tasks import checkpoints, store, training_store
-from tasks.pretrain_run import ChunkResult, RunSpec, collapse_warning, resolve_run, stored_settings, train_chunk, training_index
-from tasks.training import StepMetrics, pick_device
-from flows import task_policies as policy
-from flows.concurrency_limits import gpu as gpu_slot
-from flows.run_names import named_by
-from tasks.workspace import Workspace
+from tasks.catalog import runs
+from tasks.training import checkpoints
+from tasks.training.loop import StepMetrics, pick_device
+from tasks.training.run import (
+    ChunkResult,
+    RunSpec,
+    collapse_warning,
+    resolve_run,
+    stored_settings,
+    train_chunk,
+    training_index,
+)
+from tasks.workspace import Workspace, database
 
 PROGRESS_EVERY_S = 2.0
 
@@ -35,8 +44,8 @@ PROGRESS_EVERY_S = 2.0
 def prepare_run(settings: PretrainSettings) -> RunSpec:
     ws = Workspace.at(settings.workspace)
     log = get_run_logger()
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
         spec = resolve_run(conn, ws, settings)
         index = training_index(conn, ws, spec)
         model = spec.model_config()
@@ -45,7 +54,7 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
         parameters = sum(p.numel() for p in Wav2Vec2ForPreTraining(model).parameters())
         row = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, best_checkpoint FROM models WHERE model_id = ?",
                            [spec.model_id]).fetchone()
-        training_store.upsert_model(conn, {
+        runs.upsert_model(conn, {
             "model_id": spec.model_id, "preset": spec.settings.preset, "settings": stored_settings(spec),
             "model_config": spec.config, "feature_encoder": spec.plan.describe(),
             "sample_rate": spec.plan.sample_rate, "frame_rate_hz": spec.plan.frame_rate_hz,
@@ -55,9 +64,9 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
             "chunks_done": row[0] if row else 0, "steps_done": row[1] if row else 0,
             "latest_checkpoint": row[2] if row else None, "best_checkpoint": row[3] if row else None,
         })
-        for info, metrics in training_store.uncommitted_checkpoints(conn, spec.model_id, spec.run_dir):
+        for info, metrics in runs.uncommitted_checkpoints(conn, spec.model_id, spec.run_dir):
             log.info("recording chunk %d of %s, written before an interruption", info.chunk, spec.model_id)
-            training_store.commit_chunk(conn, ws, spec.model_id, info, metrics)
+            runs.commit_chunk(conn, ws, spec.model_id, info, metrics)
     log.info("run %s (%s preset, %.1f M parameters): %s", spec.model_id, spec.settings.preset, parameters / 1e6, spec.plan.summary())
     log.info("training data: %d segments, %.3f h", len(index), index.hours)
     return spec
@@ -73,7 +82,7 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
     written = next((i for i in checkpoints.complete(spec.run_dir) if i.chunk == chunk), None)
     if written is not None:  # an earlier attempt wrote it and then failed (pruning, say): not trained twice
         return ChunkResult.written(written)
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         index = training_index(conn, ws, spec)
     log = get_run_logger()
     steps = spec.settings.steps_per_chunk
@@ -102,7 +111,7 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
 @task(name="copy-checkpoints", task_run_name="copy the checkpoints of {run_dir} to {url}", cache_policy=NO_CACHE,
       retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
 def mirror_checkpoints(run_dir: str, url: str) -> list[str]:
-    from tasks.storage import mirror_checkpoints as mirror
+    from tasks.workspace.storage import mirror_checkpoints as mirror
 
     copied = mirror(Path(run_dir), url)
     get_run_logger().info("checkpoints copied to %s/checkpoints/%s: %s", url.rstrip("/"), Path(run_dir).name,
@@ -117,8 +126,8 @@ def pretrain(settings: PretrainSettings) -> dict:
     ws = Workspace.at(settings.workspace)
     _require_segments(ws)
     spec = prepare_run(settings)
-    with store.reading(ws) as conn:
-        start = training_store.chunks_done(conn, spec.model_id)
+    with database.reading(ws) as conn:
+        start = runs.chunks_done(conn, spec.model_id)
     if start >= spec.settings.chunks:
         log.info("run %s already has %d chunk(s); raise --chunks to continue it", spec.model_id, start)
     summaries = []
@@ -126,9 +135,9 @@ def pretrain(settings: PretrainSettings) -> dict:
         s = spec.settings
         result = run_chunk.with_options(timeout_seconds=policy.chunk_timeout_s(
             s.steps_per_chunk, s.grad_accum, s.batch_size, s.crop_seconds))(spec, chunk)
-        rows = training_store.metrics_as_rows(result.metrics)
-        with store.writing(ws) as conn:
-            training_store.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)
+        rows = runs.metrics_as_rows(result.metrics)
+        with database.writing(ws) as conn:
+            runs.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)
         if ws.storage.remote:  # a workspace whose segments are on object storage keeps its checkpoints there too
             mirror_checkpoints(str(spec.run_dir), ws.storage.url)
         summary = _chunk_summary(result)
@@ -157,13 +166,13 @@ def pretrain(settings: PretrainSettings) -> dict:
 def _require_segments(ws: Workspace) -> None:
     """Refuse, in words, a workspace with nothing to train on (else DuckDB's "No files found that
     match the pattern" surfaces from deep inside the training index)."""
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         try:
             segments = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
         except duckdb.CatalogException:
             segments = 0
     if not segments:
-        raise store.WorkspaceError(f"{ws.root} holds no segments to train on (no recording was ingested); "
+        raise database.WorkspaceError(f"{ws.root} holds no segments to train on (no recording was ingested); "
                                    f"run `ceta2vec ingest SOURCE --workspace {ws.root}` first")
 
 

@@ -14,12 +14,11 @@ from prefect.artifacts import create_table_artifact
 
 from flows.embed import embed
 from flows.evaluate import evaluate
-from flows.run_names import named_by
+from flows.runtime.names import named_by
 from schemas.settings import EmbedSettings, EvaluateSettings, RefreshSettings, ReportSettings
-from tasks import store
-from tasks.pipeline_plan import evaluation_is_current, report_stage
-from tasks.refresh_plan import plan_refresh
-from tasks.workspace import Workspace
+from tasks.pipeline.plan import evaluation_is_current, report_stage
+from tasks.pipeline.refresh import plan_refresh
+from tasks.workspace import Workspace, database
 
 
 @flow(name="refresh", flow_run_name=named_by("refresh", ("run",), "latest"))
@@ -27,8 +26,8 @@ def refresh(settings: RefreshSettings) -> dict:
     """Embed what is new, score every label column, redraw the report (subflows embed → evaluate → report)."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
         plan = plan_refresh(conn, settings.run, settings.label_columns)
     if plan.run is None:
         log.info("no trained checkpoint in %s yet: nothing to embed (run pretraining first)", ws.root)
@@ -41,7 +40,7 @@ def refresh(settings: RefreshSettings) -> dict:
     scored = []
     for column in plan.label_columns:
         evaluation = EvaluateSettings(workspace=str(ws.root), label_column=column, model=model_id)
-        with store.reading(ws) as conn:
+        with database.reading(ws) as conn:
             current = not settings.force and evaluation_is_current(conn, evaluation)
         if current:
             steps.append((f"evaluate {column}", "up to date", "same segments and classes as the stored scorecard"))

@@ -12,21 +12,24 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from tqdm import tqdm
 
-from flows import task_policies as policy
-from flows.run_names import named_by
+from flows.runtime import policies as policy
+from flows.runtime.names import named_by
 from schemas.settings import ReportSettings
-from tasks import store
-from tasks.explorer_page import write_explorer
-from tasks.report_content import ReportContent
-from tasks.report_data import resolve_model
-from tasks.report_html import write_report
-from tasks.workspace import Workspace
+from tasks.report.content import ReportContent
+from tasks.report.data import resolve_model
+from tasks.report.explorer_page import write_explorer
+from tasks.report.html import write_report
+from tasks.workspace import Workspace, database
 
 PROGRESS_EVERY_S = 1.0
 
@@ -40,7 +43,7 @@ def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Pat
 
 @task(name="build-report-content", task_run_name="figures and media of {settings.model}", cache_policy=NO_CACHE)
 def build_content(settings: ReportSettings, out_dir: str) -> ReportContent:
-    from tasks.report_build import build_report_content
+    from tasks.report.build import build_report_content
 
     log = get_run_logger()
     artifact = create_progress_artifact(progress=0.0, description=f"report of {settings.model}: figures and media")
@@ -73,7 +76,7 @@ def write_pages(content: ReportContent, out_dir: str) -> tuple[str, str]:
 @task(name="publish-report", task_run_name="copy the report to {url}", cache_policy=NO_CACHE,
       retries=policy.IO_RETRIES, retry_delay_seconds=policy.IO_RETRY_DELAYS, retry_condition_fn=policy.retry_transient)
 def publish(out_dir: str, url: str) -> int:
-    from tasks.storage import publish_folder
+    from tasks.workspace.storage import publish_folder
 
     return len(publish_folder(Path(out_dir), url))
 
@@ -130,8 +133,8 @@ def report(settings: ReportSettings) -> dict:
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
     if not ws.exists():
-        raise store.WorkspaceError(f"no workspace at {ws.root}: run `ceta2vec ingest` first")
-    with store.reading(ws) as conn:
+        raise database.WorkspaceError(f"no workspace at {ws.root}: run `ceta2vec ingest` first")
+    with database.reading(ws) as conn:
         model_id = resolve_model(conn, settings.model).model_id
     settings = settings.model_copy(update={"model": model_id})  # the folder and its content name the same model
     out_dir = report_folder(ws, settings, model_id)

@@ -171,7 +171,7 @@ TABLES: tuple[str, ...] = (
         PRIMARY KEY (model_id, step)
     )
     """,
-    # Is the run learning? The verdict on each chunk's last log interval (tasks.training_health);
+    # Is the run learning? The verdict on each chunk's last log interval (tasks.training.health);
     # a table of its own, so workspaces made before it gain it when the schema is next applied.
     """
     CREATE TABLE IF NOT EXISTS chunk_health (

@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
 from signals import noise, tone, write
 
 RATE = 16000

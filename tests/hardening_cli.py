@@ -8,7 +8,6 @@ import resource
 import subprocess
 
 import pytest
-
 from conftest import CLI
 
 

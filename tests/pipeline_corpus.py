@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from schemas.settings import PipelineSettings
 from signals import click_train, noise, tone, write
+
+from schemas.settings import PipelineSettings
 
 TINY = dict(segment_seconds=2.0, preset="tiny", chunks=2, steps_per_chunk=3, batch_size=4, crop_seconds=1.0,
             model_overrides={"num_hidden_layers": 2}, units_k=8, kmeans_sample_frames=500, bootstrap=10,

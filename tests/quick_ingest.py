@@ -6,40 +6,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas.settings import IngestSettings, PretrainSettings
-from tasks import store
-from tasks.discovery import content_hash, discover
-from tasks.ingest import prepare_recording
-from tasks.workspace import Workspace
+from tasks.ingest.discovery import content_hash, discover
+from tasks.ingest.recording import prepare_recording
+from tasks.workspace import Workspace, database
 
 
 def ingest_quick(workspace: Workspace, folder: Path, **options) -> None:
     settings = IngestSettings(sources=[str(folder)], workspace=str(workspace.root), **options)
     workspace.create()
-    with store.writing(workspace) as conn:
-        store.apply_schema(conn, workspace)
-        store.ensure_dataset_config(conn, {
+    with database.writing(workspace) as conn:
+        database.apply_schema(conn, workspace)
+        database.ensure_dataset_config(conn, {
             "sample_rate": str(settings.sample_rate), "segment_seconds": str(settings.segment_seconds),
             "hop_seconds": str(settings.hop_seconds), "final_segment": settings.final_segment,
         })
         for source in discover(settings.sources).files:
             staged = prepare_recording(source, content_hash(source.path), settings, workspace)
-            store.commit_recording(conn, workspace, staged, "test")
-        store.refresh_segment_audio_view(conn, workspace)
+            database.commit_recording(conn, workspace, staged, "test")
+        database.refresh_segment_audio_view(conn, workspace)
 
 
 def train_tiny_chunk(workspace: Workspace, run: str) -> None:
     """One 2-step chunk of a 2-layer tiny model on the workspace's segments, recorded in `models`,
     `checkpoints` and `train_metrics` as the pretrain flow records it."""
-    from tasks.pretrain_run import resolve_run, train_chunk, training_index
-    from tasks.training_store import commit_chunk, metrics_as_rows, upsert_model
+    from tasks.catalog.runs import commit_chunk, metrics_as_rows, upsert_model
+    from tasks.training.run import resolve_run, train_chunk, training_index
 
     settings = PretrainSettings(workspace=str(workspace.root), run=run, steps_per_chunk=2, chunks=1, batch_size=4,
                                 crop_seconds=1.0, model_overrides={"num_hidden_layers": 2})
-    with store.writing(workspace) as conn:
+    with database.writing(workspace) as conn:
         spec = resolve_run(conn, workspace, settings)
         index = training_index(conn, workspace, spec)
     result = train_chunk(spec, index)
-    with store.writing(workspace) as conn:
+    with database.writing(workspace) as conn:
         upsert_model(conn, {"model_id": run, "preset": "tiny", "settings": settings.model_dump(),
                             "model_config": spec.config, "feature_encoder": spec.plan.describe(),
                             "sample_rate": index.sample_rate, "frame_rate_hz": 50.0, "receptive_field_ms": 25.0,

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from tasks.report_content import AudioClip, ExplorerData, FigureRef, ReportContent, ReportSection  # noqa: E402
+from tasks.report.content import AudioClip, ExplorerData, FigureRef, ReportContent, ReportSection  # noqa: E402
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 HOSTILE_WAV = HOSTILE + ".wav"

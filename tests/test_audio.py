@@ -2,10 +2,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from signals import dominant_frequency, noise, sweep, tone, write
-from tasks.audio import MIX, ChannelPolicy, ReadReport, StreamResampler, probe, stream_audio
-from tasks.failures import IngestFailure
+
+from tasks.audio.decode import MIX, ChannelPolicy, ReadReport, StreamResampler, probe, stream_audio
+from tasks.audio.failures import IngestFailure
 
 
 def read_all(path: Path, policy="mix", out_rate=16000, block_seconds=0.37):

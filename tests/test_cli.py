@@ -1,5 +1,6 @@
 """The `ceta2vec` command as a user runs it: real subprocesses, real Prefect engine."""
 
+import argparse
 import json
 import os
 import signal
@@ -8,11 +9,10 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import CLI
 from signals import noise, sweep, tone, write
-from tasks import store
-from tasks.workspace import Workspace
+
+from tasks.workspace import Workspace, database
 
 
 def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
@@ -23,10 +23,11 @@ def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_every_subcommand_has_help_with_examples(capsys):
-    from flows.cli import COMMANDS, build_parser
+    from flows.cli.commands import build_parser
 
-    assert {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report", "sql"} <= set(COMMANDS)
-    for command in COMMANDS:
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report", "sql"} <= set(subcommands)
+    for command in subcommands:
         with pytest.raises(SystemExit) as done:
             build_parser().parse_args([command, "--help"])
         out = capsys.readouterr().out
@@ -113,7 +114,7 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
     results = {}
     for ws in (interrupted, reference):
         workspace = Workspace.at(ws)
-        with store.reading(workspace) as conn:
+        with database.reading(workspace) as conn:
             results[ws] = conn.execute(
                 "SELECT segment_id, recording_id, start_s, rms_dbfs FROM segments ORDER BY segment_id").fetchall()
             assert conn.execute("SELECT count(*) FROM recordings").fetchone()[0] == 40
@@ -137,14 +138,14 @@ def test_unreadable_file_is_reported(tmp_path):
     ws = tmp_path / "ws"
     result = subprocess.run([*prefix, CLI, "ingest", folder, "--workspace", ws], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    with store.reading(Workspace.at(ws)) as conn:
+    with database.reading(Workspace.at(ws)) as conn:
         errors = conn.execute("SELECT path, stage, reason FROM ingest_errors").fetchall()
         assert conn.execute("SELECT file_name FROM recordings").fetchall() == [("ok.wav",)]
     assert errors == [(str(secret), "read", "permission denied")]
 
 
 def test_cli_options_map_onto_the_settings_fields():
-    from flows.cli import _settings, build_parser
+    from flows.cli.commands import _settings, build_parser
     from schemas.settings import EmbedSettings, IngestSettings, PretrainSettings
 
     embed = _settings(EmbedSettings, build_parser().parse_args(["embed", "--no-frame-vectors", "--layers", "0", "2"]))

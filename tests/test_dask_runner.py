@@ -9,13 +9,12 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from signals import tone, write
+from test_training import synthetic_calls
 
 from schemas.settings import EmbedSettings, IngestSettings, PretrainSettings
-from signals import tone, write
-from tasks import store
-from tasks.pretrain_run import resolve_run, train_chunk, training_index
-from tasks.workspace import Workspace
-from test_training import synthetic_calls
+from tasks.training.run import resolve_run, train_chunk, training_index
+from tasks.workspace import Workspace, database
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -40,7 +39,7 @@ def ingest(ws: Workspace, corpus, **options) -> dict:
 
 
 def rows(ws: Workspace, sql: str) -> list[tuple]:
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -98,7 +97,7 @@ def test_embed_on_a_running_dask_cluster_matches_threads(ingested, cluster, tmp_
     shutil.copytree(threads.root, local.root)
     settings = PretrainSettings(workspace=str(local.root), run="emb", preset="tiny", batch_size=4, crop_seconds=1.0,
                                 model_overrides={"num_hidden_layers": 2}, steps_per_chunk=2, chunks=1)
-    with store.writing(local) as conn:
+    with database.writing(local) as conn:
         spec = resolve_run(conn, local, settings)
         index = training_index(conn, local, spec)
     train_chunk(spec, index)

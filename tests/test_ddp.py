@@ -8,15 +8,14 @@ import shutil
 
 import pytest
 import torch
+from quick_ingest import ingest_quick
+from test_training import synthetic_calls
 from transformers import Wav2Vec2Model
 
-from quick_ingest import ingest_quick
 from schemas.settings import PretrainSettings
-from tasks import store
-from tasks.distributed_training import DistributedTrainingFailed
-from tasks.pretrain_run import resolve_run, train_chunk, training_index
-from tasks.workspace import Workspace
-from test_training import synthetic_calls
+from tasks.training.distributed import DistributedTrainingFailed
+from tasks.training.run import resolve_run, train_chunk, training_index
+from tasks.workspace import Workspace, database
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ def copy(source, target) -> Workspace:
 def chunk(ws: Workspace, nproc: int, log: list | None = None):
     """The run's next chunk, as the flow's task trains it."""
     settings = PretrainSettings(workspace=str(ws.root), nproc=nproc, **OPTIONS)
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         spec = resolve_run(conn, ws, settings)
         index = training_index(conn, ws, spec)
     return train_chunk(spec, index, on_log=log.append if log is not None else None)
@@ -89,7 +88,7 @@ def test_the_flow_resumes_a_two_process_run_reproducibly(first_chunks, tmp_path)
     # the flow records chunk 1 (written outside it, as if interrupted) and trains chunk 2 on two processes
     flowed = copy(two.root, tmp_path / "flowed")
     assert pretrain(PretrainSettings(workspace=str(flowed.root), nproc=2, **OPTIONS))["chunks_trained"] == 1
-    with store.reading(flowed) as conn:
+    with database.reading(flowed) as conn:
         rows = conn.execute("SELECT step, chunk, loss, accuracy, learning_rate, temperature, masked_frames "
                             "FROM train_metrics WHERE model_id = 'd' ORDER BY step").fetchall()
     assert [r[:2] for r in rows] == [(s, 1 + s // STEPS) for s in range(2 * STEPS)]

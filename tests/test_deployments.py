@@ -18,9 +18,9 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from signals import tone, write
 
 from deployments.definitions import REFRESH_TAG, TAG, yaml_definitions
-from signals import tone, write
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

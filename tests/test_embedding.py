@@ -8,25 +8,24 @@ import signal
 import subprocess
 import time
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
-import duckdb
 import pytest
 import torch
-
 from conftest import CLI
 from quick_ingest import ingest_quick
-from schemas.settings import EmbedSettings, PretrainSettings
 from signals import noise, tone, write
-from tasks import store
-from tasks.embedding import embed_batch
-from tasks.frontend import plan_feature_encoder
-from tasks.model_config import build_config
-from tasks.pretrain_run import resolve_run, train_chunk, training_index
-from tasks.queries import QueryRefused
-from tasks.vector_search import similar
-from tasks.workspace import Workspace
 from test_training import synthetic_calls
+
+from schemas.settings import EmbedSettings, PretrainSettings
+from tasks.catalog.queries import QueryRefused
+from tasks.embedding.encode import embed_batch
+from tasks.embedding.search import similar
+from tasks.training.frontend import plan_feature_encoder
+from tasks.training.model_config import build_config
+from tasks.training.run import resolve_run, train_chunk, training_index
+from tasks.workspace import Workspace, database
 
 TINY = dict(preset="tiny", batch_size=4, crop_seconds=1.0, model_overrides={"num_hidden_layers": 2},
             steps_per_chunk=2, chunks=1, run="emb")
@@ -43,12 +42,12 @@ def trained(tmp_path_factory):
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
     settings = PretrainSettings(workspace=str(ws.root), **TINY)
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         spec = resolve_run(conn, ws, settings)
         index = training_index(conn, ws, spec)
     train_chunk(spec, index)
-    with store.writing(ws) as conn:
-        from tasks.training_store import upsert_model
+    with database.writing(ws) as conn:
+        from tasks.catalog.runs import upsert_model
         upsert_model(conn, {"model_id": "emb", "preset": "tiny", "settings": {}, "model_config": spec.config,
                             "feature_encoder": spec.plan.describe(), "sample_rate": 16000, "frame_rate_hz": 50.0,
                             "receptive_field_ms": 25.0, "parameters": 1, "segments_used": len(index),
@@ -72,7 +71,7 @@ EMBEDDABLE = "SELECT count(*) FROM segments WHERE valid_s >= 0.025"
 
 
 def rows(ws, sql, params=None):
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         return conn.execute(sql, params or []).fetchall()
 
 
@@ -141,7 +140,7 @@ def test_similar_agrees_with_numpy_including_filters(trained, tmp_path):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     query = 3
     distance = 1 - x @ x[query]
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         found = similar(conn, ids[query], 5, 1, "emb@1")
         assert found.rows[0][0] == ids[query]
         expected = [ids[i] for i in np.argsort(distance, kind="stable")[:5]]
@@ -155,7 +154,7 @@ def test_similar_agrees_with_numpy_including_filters(trained, tmp_path):
         assert [r[0] for r in filtered.rows] == expected
     # `similar --where` runs on the sandboxed connection of `ceta2vec sql`: the same answer there,
     # and a filter that tries to end the query and start another is refused before it runs
-    with store.querying(ws) as conn:
+    with database.querying(ws) as conn:
         sandboxed = similar(conn, ids[query], 3, 1, "emb@1", where="file_name IN ('short.wav', 'call_01.wav')")
         assert sandboxed.rows == filtered.rows
         before = ws.db_path.read_bytes()
@@ -210,19 +209,19 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
 
 @pytest.mark.usefixtures("prefect_server")
 def test_optional_hnsw_index_with_measured_recall(trained, tmp_path):
-    from tasks.store import WorkspaceError
-    from tasks.vector_index import build_hnsw
+    from tasks.embedding.index import build_hnsw
+    from tasks.workspace.database import WorkspaceError
 
     ws = copy_of(trained, tmp_path)
     run_embed(ws, layers=[1], poolings=["mean"], frame_vectors=False)
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         info = build_hnsw(conn, ws, "emb@1", 1)
     assert info.path.exists() and info.rows == rows(ws, EMBEDDABLE)[0][0]
     assert 0.9 <= info.recall_at_10 <= 1.0
     assert rows(ws, "SELECT layer, recall_at_10 FROM vector_indexes") == [(1, info.recall_at_10)]
     assert rows(ws, "SELECT count(*) FROM duckdb_indexes()") == [(0,)]  # the workspace DB holds no HNSW index
     query = rows(ws, "SELECT min(segment_id) FROM segments")[0][0]
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         approx = similar(conn, query, 5, 1, "emb@1", approximate=True, workspace=ws)
         exact = similar(conn, query, 5, 1, "emb@1")
         assert approx.rows[0][0] == query and len(approx.rows) == 5

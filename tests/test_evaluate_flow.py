@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from quick_ingest import ingest_quick, train_tiny_chunk
-from schemas.settings import EmbedSettings, EvaluateSettings
 from signals import click_train, noise, tone, write
-from tasks import store
-from tasks.evaluate_run import labelled_segments
-from tasks.workspace import Workspace
+
+from schemas.settings import EmbedSettings, EvaluateSettings
+from tasks.evaluation.run import labelled_segments
+from tasks.workspace import Workspace, database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -51,7 +50,7 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
     model = result["models"]["ev@1"]
     figures = ws.reports_dir / "ev-1" / "figures"  # inside the report folder, where the report links it
     assert (figures / "evaluate-sound.png").exists() and (figures / "evaluate-sound.svg").exists()
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         features = {r[0] for r in conn.execute("SELECT DISTINCT features FROM evaluations").fetchall()}
         logmel = dict(conn.execute("SELECT metric, value FROM evaluations WHERE features = 'log-mel stats'").fetchall())
         intervals = conn.execute("SELECT count(*) FROM evaluations WHERE ci_low > value OR ci_high < value").fetchone()[0]
@@ -63,7 +62,7 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
     assert intervals == 0 and auc > 0  # two classes: ROC-AUC reported
     assert model["best_layer"] in (0, 1, 2)
     # the CLI says in words where the best layer stands against each baseline
-    from flows.console import console, print_scorecard
+    from flows.cli.console import console, print_scorecard
 
     with console.capture() as printed:
         print_scorecard(result)
@@ -73,10 +72,10 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
 
 def test_background_label_for_event_labelled_recordings(tones_and_clicks):
     root, ws = tones_and_clicks
-    with store.writing(ws) as conn:
-        from tasks.labels import read_labels
+    with database.writing(ws) as conn:
+        from tasks.ingest.labels import read_labels
 
-        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
         plain = labelled_segments(conn, "sound", None)
         with_background = labelled_segments(conn, "sound", "quiet")
     assert "quiet" not in plain.labels
@@ -91,12 +90,11 @@ def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks
     a report drawn by refresh must be stamped, so the next refresh finds it up to date."""
     from flows.refresh import refresh
     from schemas.settings import RefreshSettings
-
-    from tasks.labels import read_labels
+    from tasks.ingest.labels import read_labels
 
     root, ws = tones_and_clicks
-    with store.writing(ws) as conn:
-        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+    with database.writing(ws) as conn:
+        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     stamp = ws.reports_dir / ".pipeline-ev.json"
     stamp.unlink(missing_ok=True)
     first = refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"]))

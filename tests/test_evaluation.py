@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.evaluation import grouped_folds, knn_predictions, purity_pnmi, scorecard
+from tasks.evaluation.metrics import grouped_folds, knn_predictions, purity_pnmi, scorecard
 
 
 def planted(n_recordings=12, per=6, classes=3, dim=16, spread=0.15, seed=0):

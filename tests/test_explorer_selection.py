@@ -1,5 +1,5 @@
 """The explorer's frame/unit mode, colour choices, lasso and box selection, the selection grid and CSV export,
-in a real headless Chromium opened from disk; and the frame sampling of tasks/explorer_frames.py.
+in a real headless Chromium opened from disk; and the frame sampling of tasks/report/explorer_frames.py.
 
 The data is synthetic but made of real files: thumbnails are log-mel spectrograms of synthetic calls drawn by
 the report's own code, clips are real WAVs, and the last segment of each recording is zero-padded.
@@ -13,17 +13,23 @@ import math
 import shutil
 from pathlib import Path
 
+import headless_chromium
 import numpy as np
 import pytest
 import soundfile as sf
-
-import headless_chromium
 from report_samples import HOSTILE, HOSTILE_WAV
-from tasks.explorer_frames import (ExplorerFrames, estimated_frames, frame_levels, frame_segments, freq_ticks,
-                                   pick_frames)
-from tasks.explorer_page import write_explorer
-from tasks.report_content import ExplorerData, ReportContent
-from tasks.spectrograms import log_mel, mel_config, save_thumbnail
+
+from tasks.report.content import ExplorerData, ReportContent
+from tasks.report.explorer_frames import (
+    ExplorerFrames,
+    estimated_frames,
+    frame_levels,
+    frame_segments,
+    freq_ticks,
+    pick_frames,
+)
+from tasks.report.explorer_page import write_explorer
+from tasks.report.spectrograms import log_mel, mel_config, save_thumbnail
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RATE = 8000
@@ -423,12 +429,12 @@ from test_report_figures import tiny_workspace  # noqa: E402,F401  (the fixture:
 
 
 def test_explorer_frames_of_a_real_workspace(tiny_workspace):  # noqa: F811
-    from tasks import store
-    from tasks.explorer_frames import explorer_columns, explorer_frames
-    from tasks.report_data import embedded_segment_ids, frame_units, resolve_model, segment_info, unit_inventories
+    from tasks.report.data import embedded_segment_ids, frame_units, resolve_model, segment_info, unit_inventories
+    from tasks.report.explorer_frames import explorer_columns, explorer_frames
+    from tasks.workspace import database
 
     ws = tiny_workspace
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         model = resolve_model(conn, None)
         inventories = unit_inventories(conn, model)
         ids = embedded_segment_ids(conn, model, [1])
@@ -444,7 +450,7 @@ def test_explorer_frames_of_a_real_workspace(tiny_workspace):  # noqa: F811
     assert len(frames) == 150 and frames.coords.shape == (150, 2) and np.isfinite(frames.coords).all()
     assert {ids[r] for r in frames.segment} <= set(media)  # the media segments hold enough frames
     assert frames.main_units == main.name and set(frames.units) == {inv.name for inv in inventories}
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         stored = frame_units(conn, model, main, media)
     assert [int(stored[ids[r]][j]) for r, j in zip(frames.segment, frames.frame)] == frames.units[main.name].tolist()
     assert np.all((frames.time_s > 0) & (frames.time_s <= info.valid_s[frames.segment]))

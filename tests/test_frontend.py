@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2Model
 
-from tasks.frontend import plan_feature_encoder, receptive_field
-from tasks.model_config import build_config
+from tasks.training.frontend import plan_feature_encoder, receptive_field
+from tasks.training.model_config import build_config
 
 
 def test_16k_gives_the_papers_encoder():

@@ -10,23 +10,22 @@ import resource
 from pathlib import Path
 
 import pytest
-
 from bad_inputs import make_corpus
 from hardening_cli import api_env, cli, error_line  # noqa: F401 - api_env is a fixture
+from signals import noise, tone, write
+
 from flows.ingest import FileOutcome, IngestRunFailed, _commit, ingest
 from schemas.settings import IngestSettings
-from signals import noise, tone, write
-from tasks import store
-from tasks.discovery import content_hash, discover
-from tasks.ingest import prepare_recording
-from tasks.ingest_plan import IngestCounts
-from tasks.workspace import Workspace
+from tasks.ingest.discovery import content_hash, discover
+from tasks.ingest.plan import IngestCounts
+from tasks.ingest.recording import prepare_recording
+from tasks.workspace import Workspace, database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def query(workspace: Workspace, sql: str, params=None) -> list[tuple]:
-    with store.reading(workspace) as conn:
+    with database.reading(workspace) as conn:
         return conn.execute(sql, params or []).fetchall()
 
 
@@ -72,7 +71,7 @@ def test_a_corpus_of_50_bad_and_good_kinds_never_stops_or_hangs_the_run(tmp_path
         1 for n, e in expected.items() if e == "any" and n in stored)
     assert not list(ws.staging_dir.iterdir())
     # the names that are not UTF-8 are stored escaped, and found again as unchanged
-    from tasks.discovery import printable
+    from tasks.ingest.discovery import printable
 
     bad_name = printable(Path(os.fsdecode(os.fsencode(folder) + b"/latin1-\xe9t\xe9.wav")))
     assert query(ws, "SELECT file_name FROM recordings WHERE path = ?", [bad_name]) == [("latin1-\\xe9t\\xe9.wav",)]
@@ -129,8 +128,8 @@ def test_a_recording_committed_by_a_concurrent_run_is_not_counted_twice(tmp_path
     settings = IngestSettings(sources=[str(folder)], workspace=str(workspace.root))
     wanted = {"sample_rate": "16000", "segment_seconds": "10.0", "hop_seconds": "10.0", "final_segment": "pad"}
     workspace.create()
-    with store.writing(workspace) as conn:
-        store.apply_schema(conn, workspace)
+    with database.writing(workspace) as conn:
+        database.apply_schema(conn, workspace)
 
     def staged(files):
         return [FileOutcome(f, staged=prepare_recording(f, content_hash(f.path), settings, workspace)) for f in files]
@@ -166,7 +165,7 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_no_staged_files(tmp_path, api
 
 
 def test_commands_before_an_ingest_say_so_in_one_line_and_create_nothing(tmp_path, api_env, capsys):
-    from flows.cli import main
+    from flows.cli.commands import main
 
     missing = tmp_path / "typo-ws"
     for args in (["pretrain"], ["embed"], ["report"], ["evaluate", "--label-column", "species"], ["status"],
@@ -195,7 +194,7 @@ def test_a_commit_refused_for_space_raises_the_real_cause_not_a_rollback_error(t
     """DuckDB's own COMMIT hitting a real EFBIG (this process's file size limit, for a moment)."""
     import duckdb
 
-    from tasks.failures import disk_full
+    from tasks.audio.failures import disk_full
 
     conn = duckdb.connect(str(tmp_path / "x.duckdb"))
     conn.execute("CREATE TABLE t (a VARCHAR)")
@@ -204,7 +203,7 @@ def test_a_commit_refused_for_space_raises_the_real_cause_not_a_rollback_error(t
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, hard))
     try:
         with pytest.raises(duckdb.Error) as raised:
-            with store.transaction(conn):
+            with database.transaction(conn):
                 conn.execute("INSERT INTO t SELECT repeat('x', 1000) || i FROM range(20000) r(i)")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
@@ -213,8 +212,8 @@ def test_a_commit_refused_for_space_raises_the_real_cause_not_a_rollback_error(t
 
 
 def test_a_file_swapped_for_a_fifo_after_discovery_is_refused_not_waited_on(tmp_path):
-    from tasks.audio import probe
-    from tasks.failures import IngestFailure
+    from tasks.audio.decode import probe
+    from tasks.audio.failures import IngestFailure
 
     path = write(tmp_path / "a.wav", noise(1.0, 16000), 16000, "PCM_16")
     (source,) = discover([str(path)]).files

@@ -5,11 +5,11 @@ written, in one line naming the file."""
 from __future__ import annotations
 
 import pytest
-
 from hardening_cli import api_env, cli, error_line  # noqa: F401 - api_env is a fixture
 from signals import noise, write
-from tasks import store
-from tasks.labels import LabelsError, read_labels
+
+from tasks.ingest.labels import LabelsError, read_labels
+from tasks.workspace import database
 
 BAD_ROWS = (
     "file,start_s,end_s,species\n"
@@ -64,7 +64,7 @@ def test_an_ingest_with_bad_label_rows_takes_all_audio_and_the_good_labels(tmp_p
     labels.write_text(BAD_ROWS)
     result = ingest(IngestSettings(sources=[str(tmp_path / "rec")], workspace=str(workspace.root), labels=str(labels)))
     assert result["ingested"] == 2 and len(result["label_warnings"]) == 6
-    with store.reading(workspace) as conn:
+    with database.reading(workspace) as conn:
         stored = conn.execute("""SELECT r.file_name, l.label_value, l.start_s, l.end_s FROM labels l
                                  JOIN recordings r USING (recording_id) ORDER BY 1""").fetchall()
     assert stored == [("a.wav", "orca", None, None), ("b.wav", "humpback", 0.0, 4.0)]

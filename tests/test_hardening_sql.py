@@ -10,12 +10,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from conftest import CLI
 from quick_ingest import ingest_quick
 from signals import noise, write
-from tasks import store
-from tasks.workspace import Workspace
+
+from tasks.workspace import Workspace, database
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -79,7 +78,7 @@ def escapes(ws: Workspace) -> list[str]:
 
 
 def test_escape_attempts_exit_2_and_leave_every_file_as_it_was(ws, capsys):
-    from flows.cli import main
+    from flows.cli.commands import main
 
     before = snapshot(ws.root.parent)
     attempts = escapes(ws)
@@ -99,7 +98,7 @@ def test_escape_attempts_exit_2_and_leave_every_file_as_it_was(ws, capsys):
 
 
 def test_reading_still_works_through_views_and_explain(ws, capsys):
-    from flows.cli import main
+    from flows.cli.commands import main
 
     for statement in ["SELECT count(*) FROM segment_audio", "EXPLAIN ANALYZE SELECT count(*) FROM segments",
                       "DESCRIBE recordings", "SHOW TABLES", "SUMMARIZE segments", "FROM segments LIMIT 1",
@@ -112,7 +111,7 @@ def test_reading_still_works_through_views_and_explain(ws, capsys):
 def test_the_engine_refuses_writes_files_and_extensions_without_the_parser(ws):
     """The parser's check bypassed: the sandboxed connection itself holds."""
     before = snapshot(ws.root.parent)
-    with store.querying(ws) as conn:
+    with database.querying(ws) as conn:
         assert conn.execute("SELECT count(*) FROM segment_audio").fetchone()[0] == 3
         for statement in [f"COPY (SELECT 'x' AS x) TO '{ws.db_path}' (FORMAT csv)",
                           f"EXPLAIN ANALYZE COPY (SELECT 'x' AS x) TO '{ws.db_path}' (FORMAT csv)",

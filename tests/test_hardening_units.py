@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.arrow import FRAME_SCHEMA
-from tasks import store
-from tasks.embed_run import EmbeddingModel
-from tasks.units import fit_kmeans
-from tasks.workspace import Workspace
+from tasks.embedding.run import EmbeddingModel
+from tasks.embedding.units import fit_kmeans
+from tasks.workspace import Workspace, database
 
 MODEL = EmbeddingModel(model_id="m@1", run="m", chunk=1, export_dir="", export_sha256="", dim=8, layers=1,
                        frame_seconds=0.02, sample_rate=16000, receptive_field=400, table="segment_embeddings__m_1")
@@ -43,14 +42,14 @@ def embedded(root, parts: int, seed: int) -> Workspace:
         chosen = [r for s in chunk for r in rows[s * FRAMES:(s + 1) * FRAMES][:: -1 if part % 2 else 1]]
         pq.write_table(pa.Table.from_pylist(chosen, FRAME_SCHEMA), ws.root / name, row_group_size=97)
         ledger += [(MODEL.model_id, f"seg-{s:03d}", 0, FRAMES, name, datetime.now(timezone.utc)) for s in chunk]
-    with store.writing(ws) as conn:
-        store.apply_schema(conn, ws)
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
         conn.executemany("INSERT INTO embedded_segments VALUES (?, ?, ?, ?, ?, ?)", ledger)
     return ws
 
 
 def fit(ws: Workspace, sample: int, seed: int = 7):
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         return fit_kmeans(conn, ws, MODEL, 0, 6, sample, seed)
 
 

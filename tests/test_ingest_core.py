@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from signals import dominant_frequency, tone, write
 
 from schemas.settings import IngestSettings
-from signals import dominant_frequency, tone, write
-from tasks.discovery import SourceFile, content_hash, discover
-from tasks.ingest import prepare_recording
+from tasks.ingest.discovery import SourceFile, content_hash, discover
+from tasks.ingest.recording import prepare_recording
 
 
 def prepare(path, workspace, **options):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from signals import dominant_frequency, noise, sweep, tone, write
 
 from flows.ingest import IngestRunFailed, ingest
 from schemas.settings import IngestSettings
-from signals import dominant_frequency, noise, sweep, tone, write
-from tasks import store
-from tasks.store import WorkspaceError
+from tasks.workspace import database
+from tasks.workspace.database import WorkspaceError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -23,7 +23,7 @@ def run(workspace, *sources, **options):
 
 
 def query(workspace, sql, params=None):
-    with store.reading(workspace) as conn:
+    with database.reading(workspace) as conn:
         return conn.execute(sql, params or []).fetchall()
 
 
@@ -194,7 +194,7 @@ def test_labels_for_recordings_and_events(tmp_path, workspace):
 
 def test_a_file_left_between_rename_and_commit_is_invisible_and_replaced(tmp_path, workspace, monkeypatch):
     src = write(tmp_path / "r" / "one.wav", noise(12.0, 16000), 16000, "PCM_16")
-    monkeypatch.setattr(store, "commit_recording", _commit_that_dies_after_publish(store.commit_recording))
+    monkeypatch.setattr(database, "commit_recording", _commit_that_dies_after_publish(database.commit_recording))
     with pytest.raises(BaseException):
         run(workspace, src)
     orphans = list(workspace.segments_dir.rglob("*.parquet"))
@@ -208,7 +208,7 @@ def test_a_file_left_between_rename_and_commit_is_invisible_and_replaced(tmp_pat
 
 
 def _commit_that_dies_after_publish(real_commit):
-    from tasks.segment_files import publish
+    from tasks.workspace.segment_files import publish
 
     def commit(conn, ws, staged, run_id):
         publish(Path(staged.staged_file), ws.root / staged.dataset_file)

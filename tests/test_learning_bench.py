@@ -16,7 +16,7 @@ import learning  # noqa: E402
 
 def test_up_and_downsweeps_share_their_log_mel_statistics():
     # the point of the synthetic corpus: direction is invisible to a log-mel summary, not to a model
-    from tasks.baseline_features import logmel_stats
+    from tasks.evaluation.baselines import logmel_stats
 
     rate = 8000
     for seed in range(4):
@@ -61,7 +61,7 @@ def test_logmel_rq_targets_ignore_gain_and_train(tmp_path):
     import torch
 
     from schemas.settings import PretrainSettings
-    from tasks.pretrain_targets import frame_targets
+    from tasks.training.logmel_targets import frame_targets
     from tasks.workspace import Workspace
 
     rng = np.random.default_rng(0)

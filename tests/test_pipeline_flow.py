@@ -14,8 +14,8 @@ import json
 import logging
 import os
 import random
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import CLI
 from pipeline_corpus import cli_args, settings_for
-from schemas.settings import IngestSettings, PipelineSettings, PretrainSettings
 from signals import noise, write
-from tasks import store
-from tasks.workspace import Workspace
+
+from schemas.settings import IngestSettings, PipelineSettings, PretrainSettings
+from tasks.workspace import Workspace, database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -40,12 +39,12 @@ DATA_TABLES = ("recordings", "segments", "source_files", "labels", "models", "ch
 
 
 def counts(ws: Path) -> dict[str, int]:
-    with store.reading(Workspace.at(ws)) as conn:
+    with database.reading(Workspace.at(ws)) as conn:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in DATA_TABLES}
 
 
 def rows(ws: Path, sql: str, params=None) -> list[tuple]:
-    with store.reading(Workspace.at(ws)) as conn:
+    with database.reading(Workspace.at(ws)) as conn:
         return conn.execute(sql, params or []).fetchall()
 
 
@@ -117,8 +116,13 @@ def test_a_second_run_does_nothing(first_run):
 
 
 def test_pipeline_settings_map_onto_every_stage():
-    from tasks.pipeline_plan import (embed_settings, evaluate_settings, ingest_settings, pretrain_settings,
-                                     report_settings)
+    from tasks.pipeline.plan import (
+        embed_settings,
+        evaluate_settings,
+        ingest_settings,
+        pretrain_settings,
+        report_settings,
+    )
 
     p = PipelineSettings(sources=["a", "b"], workspace="/tmp/x", site="LK", labels="l.csv", label_column="species",
                          preset="small", chunks=7, steps_per_chunk=11, batch_size=3, crop_seconds=2.5, units_k=9,
@@ -153,7 +157,7 @@ def test_pipeline_settings_map_onto_every_stage():
 
 
 def test_the_run_command_takes_its_options_from_pipeline_settings():
-    from flows.cli import _settings, build_parser
+    from flows.cli.commands import _settings, build_parser
 
     args = build_parser().parse_args(["run", "data/sample", "more/", "--labels", "l.csv", "--label-column", "species",
                                       "--preset", "tiny", "--chunks", "3", "--steps-per-chunk", "30", "--no-report",
@@ -165,9 +169,9 @@ def test_the_run_command_takes_its_options_from_pipeline_settings():
 
 
 def labelled_set(ws: Path, column: str = "sound"):
-    from tasks.evaluate_run import labelled_segments
+    from tasks.evaluation.run import labelled_segments
 
-    with store.reading(Workspace.at(ws)) as conn:
+    with database.reading(Workspace.at(ws)) as conn:
         return labelled_segments(conn, column, None)
 
 
@@ -199,10 +203,10 @@ def test_scorecard_tasks_are_cached_by_content_not_by_path_or_run(first_run, tmp
     relabelled = root / "relabelled.csv"
     with open(relabelled, "w", newline="") as handle:
         csv.writer(handle).writerows([["file", "sound"]] + [[f"r{i}.wav", "tone" if i < 3 else "clicks"] for i in range(6)])
-    with store.writing(Workspace.at(ws)) as conn:
-        from tasks.labels import read_labels
+    with database.writing(Workspace.at(ws)) as conn:
+        from tasks.ingest.labels import read_labels
 
-        store.apply_labels_file(conn, str(relabelled), read_labels(relabelled))
+        database.apply_labels_file(conn, str(relabelled), read_labels(relabelled))
     changed = labelled_set(ws)
     computed = score_states(ws, changed)
     assert {k: v[0] for k, v in computed.items()} == {"layer 1": "Completed", "units": "Completed",
@@ -270,8 +274,8 @@ def test_two_flow_runs_at_once_on_one_workspace(tmp_path):
     ceta2vec-duckdb-writer global concurrency limit (one process here, so the file lock cannot)."""
     from prefect.client.orchestration import get_client
 
-    from flows.concurrency_limits import DUCKDB_WRITER
     from flows.ingest import ingest
+    from flows.runtime.limits import DUCKDB_WRITER
 
     for i in range(8):
         folder = tmp_path / ("a" if i % 2 else "b")
@@ -341,7 +345,7 @@ def run_and_kill(args: list[str], stage: str, delay: float) -> list[str]:
 
 
 def query(ws: Path, sql: str) -> list[tuple]:
-    with store.reading(Workspace.at(ws)) as conn:
+    with database.reading(Workspace.at(ws)) as conn:
         return conn.execute(sql).fetchall()
 
 

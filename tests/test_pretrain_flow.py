@@ -8,21 +8,20 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import CLI
 from quick_ingest import ingest_quick
-from schemas.settings import PretrainSettings
-from tasks import store
-from tasks.training_health import VERDICTS
-from tasks.workspace import Workspace
 from test_training import synthetic_calls
+
+from schemas.settings import PretrainSettings
+from tasks.training.health import VERDICTS
+from tasks.workspace import Workspace, database
 
 ARGS = ["--run", "r", "--steps-per-chunk", "4", "--batch-size", "4", "--crop-seconds", "1.0",
         "--model-overrides", "num_hidden_layers=2"]
 
 
 def losses(ws_path):
-    with store.reading(Workspace.at(ws_path)) as conn:
+    with database.reading(Workspace.at(ws_path)) as conn:
         return conn.execute("SELECT step, chunk, loss, accuracy, perplexity FROM train_metrics ORDER BY step").fetchall()
 
 
@@ -80,7 +79,7 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
     assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 1
     assert [r[0] for r in losses(killed)] == list(range(12))
     assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 0
-    with store.reading(Workspace.at(killed)) as conn:
+    with database.reading(Workspace.at(killed)) as conn:
         model = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, frame_rate_hz, parameters, "
                              "segments_used, feature_encoder FROM models WHERE model_id = 'r'").fetchone()
         kept = conn.execute("SELECT chunk, kept FROM checkpoints ORDER BY chunk").fetchall()
@@ -105,12 +104,12 @@ def test_changing_a_runs_defining_settings_is_refused(ingested, tmp_path):
 def test_a_run_created_before_a_recipe_setting_existed_continues_with_its_old_recipe(ingested, tmp_path):
     """LR scaling and the encoder's gradient scale came later: an older run continued must not
     switch recipe half-way, while a new run gets today's defaults."""
-    from tasks.pretrain_run import resolve_run
+    from tasks.training.run import resolve_run
 
     ws = Workspace.at(tmp_path / "ws")
     shutil.copytree(ingested / "ws", ws.root)
     pretrain_in_process(ws.root, chunks=1)
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         stored = json.loads(conn.execute("SELECT settings FROM models WHERE model_id = 'r'").fetchone()[0])
         assert stored["lr_scaling"] == "sqrt" and stored["feature_grad_mult"] == 0.1  # today's defaults
         old = {k: v for k, v in stored.items() if k not in ("lr_scaling", "feature_grad_mult")}

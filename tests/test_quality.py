@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
 from signals import click_train, tone
-from tasks.quality import DBFS_FLOOR, dropout_fraction, segment_quality
+
+from tasks.audio.quality import DBFS_FLOOR, dropout_fraction, segment_quality
 
 
 def test_sine_levels():

@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-
 from test_report_figures import tiny_workspace  # noqa: F401 - the module-scoped fixture, shared
-from tasks import store
-from tasks.queries import run_query
+
+from tasks.catalog.queries import run_query
+from tasks.workspace import database
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # The README's names (string literals) and where each example names a run or segment.
@@ -40,7 +40,7 @@ def test_the_readme_has_the_examples_this_test_runs():
 
 def test_every_readme_sql_example_runs(tiny_workspace):  # noqa: F811
     ws = tiny_workspace
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         model, run = conn.execute("SELECT model_id, run FROM embedding_models LIMIT 1").fetchone()
         segment, site = conn.execute(
             "SELECT s.segment_id, s.site FROM segments s JOIN segment_labels l USING (segment_id) "

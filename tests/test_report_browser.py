@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pytest
-
 import headless_chromium
+import pytest
 from report_samples import HOSTILE, HOSTILE_WAV, report_content
-from tasks.explorer_page import write_explorer
-from tasks.report_html import write_report
+
+from tasks.report.explorer_page import write_explorer
+from tasks.report.html import write_report
 
 pytestmark = pytest.mark.slow
 
@@ -200,8 +200,9 @@ def test_explorer_hover_click_listen_neighbours_filters(driver, written, tmp_pat
 def test_explorer_data_script_cannot_be_broken_out_of(tmp_path):
     """'</script>' and '<!--' in names stay inside the JSON string (as \\u003c escapes)."""
     from report_samples import explorer_data
-    from tasks.explorer_page import data_script
-    from tasks.report_content import ReportContent
+
+    from tasks.report.content import ReportContent
+    from tasks.report.explorer_page import data_script
 
     data = explorer_data(20, None, media=0)
     data.recording[1] = "</script><script>window.__pwned=1</script><!--.wav"
@@ -217,7 +218,8 @@ def test_explorer_data_script_cannot_be_broken_out_of(tmp_path):
 
 def test_explorer_rejects_columns_of_different_lengths(tmp_path):
     from report_samples import explorer_data
-    from tasks.report_content import ReportContent
+
+    from tasks.report.content import ReportContent
 
     data = explorer_data(30, None, media=0)
     data.site = data.site[:-1]
@@ -238,8 +240,8 @@ def test_report_source_escapes_text_and_encodes_paths(tmp_path):
 
 
 def test_many_clips_start_folded_and_a_shared_caption_is_said_once(tmp_path):
-    from tasks.report_content import AudioClip, ReportSection
-    from tasks.report_html import FOLD_CLIPS, render_report
+    from tasks.report.content import AudioClip, ReportSection
+    from tasks.report.html import FOLD_CLIPS, render_report
 
     content = report_content(tmp_path, n=10)
     content.sections.append(ReportSection("atlas", "Atlas", "", clips=[

@@ -8,25 +8,37 @@ import re
 from urllib.parse import unquote
 
 import numpy as np
-import soundfile as sf
 import pytest
+import soundfile as sf
 import torch
-
 from quick_ingest import ingest_quick, train_tiny_chunk
-from schemas.settings import ReportSettings
 from signals import click_train, noise, tone, write
-from tasks import store
-from tasks.figures import save
-from tasks.figures_maps import layer_multiples, map_panels, neighbour_gallery
-from tasks.figures_training import codebook_health_figure, training_curves_figure
-from tasks.figures_units import sequence_figure, unit_atlas_figure, unit_colours, unit_label_figure, unit_timeline_figure
-from tasks.report_data import SegmentInfo, UnitInventory
-from tasks.report_verdict import build_verdict, report_title, training_verdict
-from tasks.sequence_stats import bigram_counts, collapse_runs, purity, rank_frequency, unit_label_counts, zipf_slope
-from tasks.spectrograms import frame_windows, log_mel, mel_config
-from tasks.umap_maps import exact_cosine_knn, layer_map, neighbour_agreement
-from tasks.unit_atlas import build_unit_atlas
-from tasks.workspace import Workspace
+
+from schemas.settings import ReportSettings
+from tasks.report.data import SegmentInfo, UnitInventory
+from tasks.report.figures import save
+from tasks.report.figures_maps import layer_multiples, map_panels, neighbour_gallery
+from tasks.report.figures_training import codebook_health_figure, training_curves_figure
+from tasks.report.figures_units import (
+    sequence_figure,
+    unit_atlas_figure,
+    unit_colours,
+    unit_label_figure,
+    unit_timeline_figure,
+)
+from tasks.report.sequence_stats import (
+    bigram_counts,
+    collapse_runs,
+    purity,
+    rank_frequency,
+    unit_label_counts,
+    zipf_slope,
+)
+from tasks.report.spectrograms import frame_windows, log_mel, mel_config
+from tasks.report.umap_maps import exact_cosine_knn, layer_map, neighbour_agreement
+from tasks.report.unit_atlas import build_unit_atlas
+from tasks.report.verdict import build_verdict, report_title, training_verdict
+from tasks.workspace import Workspace, database
 
 RATE, HOP, FIELD = 16000, 320, 400
 
@@ -112,7 +124,7 @@ def test_unit_atlas_average_peaks_at_the_tone_frequency(tmp_path):
 
 
 def test_unit_lift_is_over_the_base_rate():
-    from tasks.unit_atlas import unit_lift
+    from tasks.report.unit_atlas import unit_lift
 
     units = {"a": np.array([0, 0, 1, 1]), "b": np.array([0, 0, 0, 0]), "c": np.array([1, 1, 1, 1]), "d": np.array([2])}
     lift = unit_lift(units, {"a": "orca", "b": "orca", "c": "humpback", "d": ""}, [0, 1], min_frames=1)
@@ -281,10 +293,17 @@ def test_figures_have_their_panels(tmp_path):
 def tiny_workspace(tmp_path_factory):
     """Ingested tones and clicks with labels, a tiny model trained 2 steps, embedded with k-means units
     (plain functions, no Prefect: the flows are tested elsewhere)."""
-    from tasks.embed_run import (all_layers, commit_batch, embed_segments, pending_segments, refresh_views, register,
-                                 resolve_checkpoint)
-    from tasks.labels import read_labels
-    from tasks.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
+    from tasks.embedding.run import (
+        all_layers,
+        commit_batch,
+        embed_segments,
+        pending_segments,
+        refresh_views,
+        register,
+        resolve_checkpoint,
+    )
+    from tasks.embedding.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
+    from tasks.ingest.labels import read_labels
 
     root = tmp_path_factory.mktemp("report")
     rows = []
@@ -300,16 +319,16 @@ def tiny_workspace(tmp_path_factory):
         writer.writerows(rows)
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    with store.writing(ws) as conn:
-        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+    with database.writing(ws) as conn:
+        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     train_tiny_chunk(ws, "rep")
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         model = resolve_checkpoint(conn, ws, "rep", None)
         register(conn, ws, model)
         layers = all_layers(model)
         pending = pending_segments(conn, ws, model, layers)
     staged = embed_segments(ws, model, pending, layers, ["mean"], torch.device("cpu"))
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         commit_batch(conn, ws, model, staged, layers)
         for layer in layers:
             centroids, inertia, frames = fit_kmeans(conn, ws, model, layer, 6, 400, 0)
@@ -321,7 +340,7 @@ def tiny_workspace(tmp_path_factory):
 
 
 def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
-    from tasks.report_build import build_report_content
+    from tasks.report.build import build_report_content
 
     ws = tiny_workspace
     out = tmp_path / "report"
@@ -389,17 +408,17 @@ def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
 
 
 def test_clear_errors_for_a_missing_model_layer_or_embeddings(tiny_workspace, tmp_path, workspace):
-    from tasks.report_build import build_report_content
+    from tasks.report.build import build_report_content
 
     ws = tiny_workspace
-    with pytest.raises(store.WorkspaceError, match="no embedding model 'nope@1'.*rep@1"):
+    with pytest.raises(database.WorkspaceError, match="no embedding model 'nope@1'.*rep@1"):
         build_report_content(ws, ReportSettings(workspace=str(ws.root), model="nope@1"), tmp_path / "a")
-    with pytest.raises(store.WorkspaceError, match="layers 0, 1, 2, not layer 7"):
+    with pytest.raises(database.WorkspaceError, match="layers 0, 1, 2, not layer 7"):
         build_report_content(ws, ReportSettings(workspace=str(ws.root), layer=7), tmp_path / "b")
-    with pytest.raises(store.WorkspaceError, match="no segment has a 'mood' label"):
+    with pytest.raises(database.WorkspaceError, match="no segment has a 'mood' label"):
         build_report_content(ws, ReportSettings(workspace=str(ws.root), label_column="mood"), tmp_path / "c")
     workspace.create()
-    with store.writing(workspace) as conn:
-        store.apply_schema(conn, workspace)
-    with pytest.raises(store.WorkspaceError, match="no embeddings"):
+    with database.writing(workspace) as conn:
+        database.apply_schema(conn, workspace)
+    with pytest.raises(database.WorkspaceError, match="no embeddings"):
         build_report_content(workspace, ReportSettings(workspace=str(workspace.root)), tmp_path / "d")

@@ -7,16 +7,15 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pytest
-
 import headless_chromium
+import pytest
 from quick_ingest import ingest_quick, train_tiny_chunk
 from report_samples import HOSTILE, HOSTILE_WAV
-from schemas.settings import EmbedSettings, ReportSettings
 from signals import click_train, noise, tone, write
-from tasks import store
-from tasks.labels import read_labels
-from tasks.workspace import Workspace
+
+from schemas.settings import EmbedSettings, ReportSettings
+from tasks.ingest.labels import read_labels
+from tasks.workspace import Workspace, database
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
@@ -38,8 +37,8 @@ def embedded(tmp_path_factory):
         writer.writerows(rows)
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    with store.writing(ws) as conn:
-        store.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+    with database.writing(ws) as conn:
+        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     train_tiny_chunk(ws, "rp")
     from flows.embed import embed
 
@@ -110,7 +109,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     assert any(a.type == "progress" and a.data == 100.0 for a in artifacts)
 
     # re-run through the CLI with the same settings: same folder, same files, nothing piles up
-    from flows.cli import EXIT_OK, main
+    from flows.cli.commands import EXIT_OK, main
 
     # and copied to an fsspec URL (file:// here; s3:// in test_storage.py), stale objects there removed
     first = files_under(out)
@@ -161,7 +160,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
 
 
 def test_cli_report_refuses_an_unknown_model(embedded, capsys):
-    from flows.cli import EXIT_USAGE, main
+    from flows.cli.commands import EXIT_USAGE, main
 
     root, ws = embedded
     assert main(["report", "--workspace", str(ws.root), "--model", "nope@9"]) == EXIT_USAGE
@@ -182,8 +181,9 @@ def test_report_folder_default_and_output(tmp_path):
 def test_explorer_draws_100k_points_in_chromium(tmp_path):
     """100,000 segments, two layers, 8 neighbours each: the page loads, draws every point and stays interactive."""
     from report_samples import explorer_data
-    from tasks.explorer_page import write_explorer
-    from tasks.report_content import ReportContent
+
+    from tasks.report.content import ReportContent
+    from tasks.report.explorer_page import write_explorer
 
     data = explorer_data(100_000, tmp_path, media=20, k=8)
     page = write_explorer(ReportContent("100k points", "synth@1", "now", [], {}, [], data), tmp_path)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pytest
-
 import headless_chromium
+import pytest
 from test_report_figures import tiny_workspace  # noqa: F401 - the module-scoped fixture, shared
+
 from schemas.settings import ReportSettings
-from tasks import store
+from tasks.workspace import database
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 pytestmark = pytest.mark.slow
@@ -24,15 +24,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report(tiny_workspace, tmp_path_factory):  # noqa: F811
     """The workspace scored for 'sound' (layers, log-mel and MFCC baselines), then its report written."""
-    from tasks.embed_run import read_audio
-    from tasks.evaluate_run import (baseline_features, labelled_segments, model_vectors, score_features,
-                                    segment_refs, write_evaluations)
-    from tasks.explorer_page import write_explorer
-    from tasks.report_build import build_report_content
-    from tasks.report_html import write_report
+    from tasks.embedding.run import read_audio
+    from tasks.evaluation.run import (
+        baseline_features,
+        labelled_segments,
+        model_vectors,
+        score_features,
+        segment_refs,
+        write_evaluations,
+    )
+    from tasks.report.build import build_report_content
+    from tasks.report.explorer_page import write_explorer
+    from tasks.report.html import write_report
 
     ws = tiny_workspace
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         labelled = labelled_segments(conn, "sound", None)
         model_id, layers = conn.execute("SELECT model_id, layers FROM embedding_models").fetchone()
         labelled = labelled.restricted_to({r[0] for r in conn.execute(

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.segmenting import FlagLedger, Segmenter
+from tasks.audio.segmenting import FlagLedger, Segmenter
 
 
 def run(segmenter: Segmenter, x: np.ndarray, block: int):

@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from tasks.staging import owned_path, remove_leftovers
+
+from tasks.workspace.staging import owned_path, remove_leftovers
 
 WRITER = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tasks.staging import owned_path
+from tasks.workspace.staging import owned_path
 path = owned_path(Path(sys.argv[1]), sys.argv[2])
 path.write_text("half-written")
 print(path, flush=True)

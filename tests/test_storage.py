@@ -9,14 +9,13 @@ import shutil
 
 import numpy as np
 import pytest
-
 from quick_ingest import ingest_quick
-from schemas.settings import EmbedSettings, IngestSettings, PretrainSettings
-from tasks import store
-from tasks.pretrain_run import resolve_run, train_chunk, training_index
-from tasks.storage import StorageError
-from tasks.workspace import Workspace
 from test_training import synthetic_calls
+
+from schemas.settings import EmbedSettings, IngestSettings, PretrainSettings
+from tasks.training.run import resolve_run, train_chunk, training_index
+from tasks.workspace import Workspace, database
+from tasks.workspace.storage import StorageError
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -43,7 +42,7 @@ def s3(tmp_path_factory):
 
 
 def rows(ws: Workspace, sql: str) -> list[tuple]:
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -107,7 +106,7 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     for name, source in (("local", local_source), ("remote", remote_source)):
         ws = Workspace.at(tmp_path / name)
         shutil.copytree(source.root, ws.root)  # the remote copy still points at the same bucket
-        with store.writing(ws) as conn:
+        with database.writing(ws) as conn:
             spec = resolve_run(conn, ws, PretrainSettings(workspace=str(ws.root), **TRAIN))
             index = training_index(conn, ws, spec)
         chunk = train_chunk(spec, index)
@@ -139,7 +138,7 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     assert sorted(p[len(base) + 1:] for p in fs.find(base)) == local_files
     assert "hf/model.safetensors" in local_files and "manifest.json" in local_files
     assert fs.cat_file(f"{base}/state.pt") == (chunk_dir / "state.pt").read_bytes()
-    from tasks.storage import mirror_checkpoints
+    from tasks.workspace.storage import mirror_checkpoints
 
     assert mirror_checkpoints(chunk_dir.parent, BUCKET) == []  # the same manifest there: nothing copied
     fs.pipe(f"{BUCKET.removeprefix('s3://')}/checkpoints/s/chunk-0009/manifest.json", b"{}")  # a chunk pruned here
@@ -157,7 +156,7 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
 def test_a_report_folder_is_published_to_s3_and_stale_objects_removed(s3, tmp_path):
     import fsspec
 
-    from tasks.storage import publish_folder
+    from tasks.workspace.storage import publish_folder
 
     report = tmp_path / "tiny-3"
     (report / "figures").mkdir(parents=True)

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tasks.timestamps import parse_start_time
+from tasks.audio.timestamps import parse_start_time
 
 UTC = timezone.utc
 

@@ -7,22 +7,38 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from quick_ingest import ingest_quick
+from signals import click_train, noise, sweep, tone, write
 from transformers import Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2GumbelVectorQuantizer
 
-from quick_ingest import ingest_quick
 from schemas.settings import PretrainSettings
-from signals import click_train, noise, sweep, tone, write
-from tasks import checkpoints, store, training_store
-from tasks.pretrain_run import collapse_warning, resolve_run, train_chunk, training_index
-from tasks.frontend import plan_feature_encoder
-from tasks.model_config import build_config
-from tasks.training import (Schedule, StepMetrics, TrainingDiverged, build_trainer, data_stream, effective_learning_rate,
-                            forward_step, load_checkpoint, pick_device, prepare_inputs, restore_rng_states, restore_state,
-                            sample_negatives, span_mask, step_seed, train_steps)
-from tasks.training_data import Batch
-from tasks.training_health import VERDICTS, training_health
-from tasks.workspace import Workspace
+from tasks.catalog import runs
+from tasks.training import checkpoints
+from tasks.training.data import Batch
+from tasks.training.frontend import plan_feature_encoder
+from tasks.training.health import VERDICTS, training_health
+from tasks.training.loop import (
+    Schedule,
+    StepMetrics,
+    TrainingDiverged,
+    build_trainer,
+    data_stream,
+    effective_learning_rate,
+    forward_step,
+    load_checkpoint,
+    pick_device,
+    prepare_inputs,
+    restore_rng_states,
+    restore_state,
+    sample_negatives,
+    span_mask,
+    step_seed,
+    train_steps,
+)
+from tasks.training.model_config import build_config
+from tasks.training.run import collapse_warning, resolve_run, train_chunk, training_index
+from tasks.workspace import Workspace, database
 
 RATE = 16000
 FAST = dict(preset="tiny", batch_size=4, crop_seconds=1.0, model_overrides={"num_hidden_layers": 2},
@@ -54,7 +70,7 @@ def calls_workspace(tmp_path_factory):
 
 def fresh_spec(workspace, **options):
     settings = PretrainSettings(workspace=str(workspace.root), **{**FAST, **options})
-    with store.writing(workspace) as conn:
+    with database.writing(workspace) as conn:
         spec = resolve_run(conn, workspace, settings)
         index = training_index(conn, workspace, spec)
     return spec, index
@@ -108,7 +124,7 @@ def test_nan_silent_and_held_out_segments_are_not_trained_on(tmp_path):
     ws = Workspace.at(tmp_path / "ws")
     ingest_quick(ws, folder, segment_seconds=2.0)
     spec, index = fresh_spec(ws, exclude_recordings=["held_out.wav"])
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         names = dict(conn.execute("SELECT segment_id, file_name FROM segments_with_recordings").fetchall())
         nan_segment = conn.execute("SELECT segment_id FROM segments WHERE nonfinite_count > 0").fetchall()
     assert len(nan_segment) == 1 and nan_segment[0][0] not in index.segment_ids
@@ -287,10 +303,10 @@ def test_the_chunk_verdict_is_kept_with_the_checkpoint_and_in_duckdb(calls_works
     assert health == result.health and health["verdict"] in VERDICTS
     assert health["sentence"].startswith(f"health@1 is {health['verdict']}: ")
     assert [s["step"] for s in steps] == [0, 1]
-    with store.writing(ws) as conn:
+    with database.writing(ws) as conn:
         conn.execute("DROP TABLE chunk_health")  # a workspace made before verdicts were kept
-        store.apply_schema(conn, ws)
-        training_store.commit_chunk(conn, ws, "health", result.checkpoint, steps)
+        database.apply_schema(conn, ws)
+        runs.commit_chunk(conn, ws, "health", result.checkpoint, steps)
         row = conn.execute("SELECT chunk, verdict, chance, sentence FROM chunk_health WHERE model_id = 'health'").fetchall()
     assert row == [(1, health["verdict"], pytest.approx(1 / 21), health["sentence"])]
 

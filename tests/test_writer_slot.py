@@ -8,8 +8,7 @@ from uuid import UUID
 
 import pytest
 
-from tasks import store
-from tasks.workspace import Workspace
+from tasks.workspace import Workspace, database
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -17,7 +16,7 @@ def test_a_writer_slot_left_by_a_dead_holder_does_not_stall_a_run(tmp_path, monk
     from prefect import flow
     from prefect.client.orchestration import get_client
 
-    from flows import concurrency_limits as limits
+    from flows.runtime import limits as limits
 
     monkeypatch.setattr(limits, "STALE_SLOT_S", 3.0)
     limits.ensure_limit(limits.DUCKDB_WRITER, 1)
@@ -29,19 +28,19 @@ def test_a_writer_slot_left_by_a_dead_holder_does_not_stall_a_run(tmp_path, monk
 
     @flow
     def write_once() -> None:
-        with store.writing(ws) as conn:
+        with database.writing(ws) as conn:
             conn.execute("CREATE TABLE answer AS SELECT 42 AS x")
 
     said: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: said.append(record.getMessage())  # Prefect's logging config stops propagation
-    logging.getLogger("flows.concurrency_limits").addHandler(handler)
+    logging.getLogger("flows.runtime.limits").addHandler(handler)
     try:
         write_once()
     finally:
-        logging.getLogger("flows.concurrency_limits").removeHandler(handler)
+        logging.getLogger("flows.runtime.limits").removeHandler(handler)
         with get_client(sync_client=True) as client:
             client.release_concurrency_slots_with_lease(lease)
-    with store.reading(ws) as conn:
+    with database.reading(ws) as conn:
         assert conn.execute("SELECT x FROM answer").fetchone() == (42,)
     assert any("writing under DuckDB's file lock alone" in line for line in said), said

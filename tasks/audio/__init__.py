@@ -1,0 +1,1 @@
+"""Reading recordings: decode and resample, segment, timestamps from names, quality measures."""

@@ -1,0 +1,1 @@
+"""All SQL over the workspace's tables: recordings, training runs, embeddings, evaluations, status."""

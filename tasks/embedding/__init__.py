@@ -1,0 +1,1 @@
+"""Checkpoint to vectors: per-layer embeddings, discrete units, vector search."""

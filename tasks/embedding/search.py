@@ -1,0 +1,127 @@
+"""Nearest-neighbour search over segment embeddings, and export for other tools.
+
+Exact cosine search (the `similar_segments` macro) is the default: correct under any filter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from tasks.catalog.queries import QueryResult
+from tasks.workspace import Workspace
+from tasks.workspace.database import WorkspaceError
+
+
+def default_model(conn: duckdb.DuckDBPyConnection, model_id: str | None) -> tuple[str, int]:
+    """(model id, number of layers): the named embedding model, or the most recent one."""
+    if model_id:
+        row = conn.execute("SELECT model_id, layers FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
+    else:
+        row = conn.execute("SELECT model_id, layers FROM embedding_models ORDER BY created_at DESC LIMIT 1").fetchone()
+    if not row:
+        known = [r[0] for r in conn.execute("SELECT model_id FROM embedding_models").fetchall()]
+        raise WorkspaceError(f"no embedding model {model_id or ''} (embedded: {', '.join(known) or 'none'}; "
+                             "run `ceta2vec embed` first)")
+    return row[0], row[1]
+
+
+def default_layer(layers: int) -> int:
+    """The middle transformer layer: wav2vec 2.0's last layers specialise in its own training task.
+    (The segment itself is listed first: float rounding can put a near-twin a hair closer.)"""
+    return max(1, layers // 2)
+
+
+def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int | None, model_id: str | None,
+            pooling: str = "mean", where: str | None = None, approximate: bool = False,
+            workspace: Workspace | None = None) -> QueryResult:
+    model, layers = default_model(conn, model_id)
+    layer = default_layer(layers) if layer is None else layer
+    if approximate:
+        return _similar_hnsw(conn, workspace, segment_id, k, layer, model, pooling, where)
+    if where:
+        from tasks.catalog.queries import check_read_only
+
+        # One SELECT with the filter in parentheses: a filter cannot close the query and start another.
+        check_read_only(f"SELECT 1 WHERE ({where})")
+    exists = conn.execute("SELECT count(*) FROM segment_embeddings WHERE model_id = ? AND segment_id = ? AND layer = ?",
+                          [model, segment_id, layer]).fetchone()[0]
+    if not exists:
+        raise WorkspaceError(f"segment {segment_id!r} has no layer-{layer} embedding from {model}")
+    cursor = conn.execute(
+        f"""SELECT n.segment_id, n.file_name, round(n.start_s, 3) AS offset_s, n.site,
+                   (SELECT string_agg(DISTINCT l.label_column || '=' || l.label_value, ', ')
+                    FROM segment_labels l WHERE l.segment_id = n.segment_id) AS labels,
+                   round(n.distance, 6) AS distance
+            FROM similar_segments(?, ?, ?, use_pooling := ?) n
+            {'WHERE (' + where + ')' if where else ''}
+            ORDER BY n.segment_id <> ?, n.distance, n.segment_id LIMIT ?""",
+        [segment_id, model, layer, pooling, segment_id, k],
+    )
+    return QueryResult([d[0] for d in cursor.description], cursor.fetchall())
+
+
+def _similar_hnsw(conn, workspace, segment_id: str, k: int, layer: int, model: str, pooling: str,
+                  where: str | None) -> QueryResult:
+    from tasks.embedding.index import hnsw_neighbours
+
+    if where:
+        raise WorkspaceError("--hnsw answers unfiltered queries only (an HNSW index gives wrong answers under a "
+                             "filter); drop --hnsw for an exact filtered search")
+    row = conn.execute("SELECT v.path, m.dim FROM vector_indexes v JOIN embedding_models m USING (model_id) "
+                       "WHERE v.model_id = ? AND v.layer = ? AND v.pooling = ?", [model, layer, pooling]).fetchone()
+    if not row:
+        raise WorkspaceError(f"no HNSW index for {model} layer {layer} ({pooling}); build one with "
+                             f"`ceta2vec index --model {model} --layer {layer}`")
+    found = hnsw_neighbours(workspace, row[0], row[1], segment_id, k)
+    order = {sid: i for i, (sid, _) in enumerate(found)}
+    cursor = conn.execute(
+        """SELECT s.segment_id, r.file_name, round(s.start_s, 3) AS offset_s, s.site,
+                  (SELECT string_agg(DISTINCT l.label_column || '=' || l.label_value, ', ')
+                   FROM segment_labels l WHERE l.segment_id = s.segment_id) AS labels
+           FROM segments s JOIN recordings r USING (recording_id) WHERE s.segment_id IN (SELECT unnest(?))""",
+        [list(order)],
+    )
+    distance = dict(found)
+    rows = sorted((tuple(r) + (round(distance[r[0]], 6),) for r in cursor.fetchall()),
+                  key=lambda r: (r[0] != segment_id, order[r[0]]))
+    return QueryResult([d[0] for d in cursor.description] + ["distance"], rows)
+
+
+def export_embeddings(conn: duckdb.DuckDBPyConnection, model_id: str | None, layer: int | None, pooling: str,
+                      fmt: str, output: Path) -> tuple[int, Path]:
+    """Write segment vectors with their ids (and recording, offset) as Parquet, CSV or NumPy."""
+    model, layers = default_model(conn, model_id)
+    layers_wanted = "TRUE" if layer is None else f"e.layer = {int(layer)}"
+    query = f"""SELECT e.model_id, e.segment_id, s.recording_id, r.file_name, s.start_s, s.site, e.layer, e.pooling, e.vector
+                FROM segment_embeddings e JOIN segments s USING (segment_id) JOIN recordings r USING (recording_id)
+                WHERE e.model_id = $model AND e.pooling = $pooling AND {layers_wanted}
+                ORDER BY e.layer, e.segment_id"""
+    params = {"model": model, "pooling": pooling}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in ("parquet", "csv"):
+        rel = conn.execute(query, params).to_arrow_table()
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(rel, output)
+        else:
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+
+            vectors = rel.column("vector").to_pylist()
+            rel = rel.drop(["vector"]).append_column("vector", pa.array([" ".join(f"{v:.7g}" for v in vec) for vec in vectors]))
+            pacsv.write_csv(rel, output)
+        return rel.num_rows, output
+    if fmt == "npy":
+        rows = conn.execute(query, params).fetchall()
+        np.save(output, np.asarray([r[-1] for r in rows], np.float32))
+        ids = output.with_suffix(".ids.csv")
+        with open(ids, "w") as handle:
+            handle.write("row,model_id,segment_id,recording_id,file_name,start_s,site,layer,pooling\n")
+            for i, r in enumerate(rows):
+                handle.write(",".join(str(v).replace(",", " ") for v in (i, *r[:-1])) + "\n")
+        return len(rows), output
+    raise ValueError(f"unknown export format {fmt!r} (parquet, csv, npy)")

@@ -1,0 +1,1 @@
+"""Recordings in, Parquet segments out: discovery, per-file preparation, labels."""

@@ -1,0 +1,28 @@
+"""What a refresh after new audio or a new checkpoint works on: the run to embed with and the
+label columns to score. Whether each step is still needed is decided by the same checks as the
+pipeline's (tasks/pipeline/plan.py), so a refresh and a pipeline run never redo each other's work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from tasks.catalog.runs import chunks_done
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    run: str | None                # None: no trained checkpoint yet, nothing to embed
+    label_columns: list[str]       # columns to score, in the workspace's order
+
+
+def plan_refresh(conn: duckdb.DuckDBPyConnection, run: str | None, label_columns: list[str] | None) -> RefreshPlan:
+    if run is None:
+        row = conn.execute("SELECT model_id FROM models WHERE chunks_done > 0 ORDER BY updated_at DESC LIMIT 1").fetchone()
+        run = row[0] if row else None
+    elif not chunks_done(conn, run):
+        run = None
+    if label_columns is None:
+        label_columns = [r[0] for r in conn.execute("SELECT DISTINCT label_column FROM labels ORDER BY 1").fetchall()]
+    return RefreshPlan(run, list(label_columns))

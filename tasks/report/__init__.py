@@ -1,0 +1,1 @@
+"""What the network learned, drawn: figures, unit atlas and pages, the HTML report and explorer."""

@@ -1,0 +1,76 @@
+"""The layout of a workspace folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from schemas.settings import default_workspace
+from tasks.workspace.storage import SegmentStorage, read_storage
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything ceta2vec keeps lives under one folder:
+
+    ```
+    <root>/
+      ceta2vec.duckdb        tables and views (recordings, segments, ingest_errors, ...)
+      segments/              Parquet dataset, site=<slug>/date=<YYYY-MM-DD|unknown>/rec-<id>.parquet
+                             (or at the fsspec URL in storage.json: see tasks/workspace/storage.py)
+      staging/               files being written; never read, cleared on the next run
+      checkpoints/           pretraining runs
+      reports/               figures and HTML reports
+    ```
+    """
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | Path | None = None) -> "Workspace":
+        return cls(Path(path or default_workspace()).expanduser().resolve())
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "ceta2vec.duckdb"
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / "segments"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @cached_property
+    def storage(self) -> SegmentStorage:
+        """Where the segment dataset lives (this folder unless the first ingest gave --storage)."""
+        return read_storage(self.root)
+
+    @property
+    def segments_glob(self) -> str:
+        return self.storage.glob
+
+    def segment_file(self, relative: str) -> str:
+        """Path or URL of a dataset file given relative to the workspace (`segments/…`)."""
+        return self.storage.location(relative)
+
+    def exists(self) -> bool:
+        return self.db_path.exists()
+
+    def create(self) -> "Workspace":
+        for folder in (self.root, self.segments_dir, self.staging_dir, self.checkpoints_dir, self.reports_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
