@@ -191,6 +191,7 @@ def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: f
     """The ingest flow's per-file work (decode, resample, segment, quality, commit) without Prefect."""
     from schemas.settings import IngestSettings
     from tasks.audio.failures import IngestFailure
+    from tasks.catalog import recordings
     from tasks.ingest.discovery import content_hash, discover
     from tasks.ingest.labels import read_labels
     from tasks.ingest.recording import prepare_recording
@@ -202,7 +203,7 @@ def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: f
     files = discover(settings.sources).files
     with database.writing(ws) as conn:
         database.apply_schema(conn, ws)
-        database.ensure_dataset_config(conn, {
+        recordings.ensure_dataset_config(conn, {
             "sample_rate": str(settings.sample_rate), "segment_seconds": str(settings.segment_seconds),
             "hop_seconds": str(settings.hop_seconds), "final_segment": settings.final_segment,
         })
@@ -213,10 +214,10 @@ def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: f
             except IngestFailure as failure:
                 print(f"  not ingested: {source.path.name}: {failure}", flush=True)
                 continue
-            database.commit_recording(conn, ws, staged, "bench-learning")
+            recordings.commit_recording(conn, ws, staged, "bench-learning")
             done += 1
         database.refresh_segment_audio_view(conn, ws)
-        database.apply_labels_file(conn, str(labels), read_labels(labels), [str(f.path) for f in files])
+        recordings.apply_labels_file(conn, str(labels), read_labels(labels), [str(f.path) for f in files])
     return done
 
 
@@ -259,18 +260,12 @@ def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]
 
 def embed(ws, run: str, device) -> tuple[str, list[int], str]:
     """Every segment through the latest checkpoint, mean-pooled per layer, stored as the embed flow stores it."""
-    from tasks.embedding.run import (
-        all_layers,
-        commit_batch,
-        embed_segments,
-        pending_segments,
-        register,
-        resolve_checkpoint,
-    )
+    from tasks.catalog.embeddings import pending_segments, register
+    from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
     from tasks.workspace import database
 
     with database.writing(ws) as conn:
-        model = resolve_checkpoint(conn, ws, run, None)
+        model = checkpoint_to_embed(conn, ws, run, None)
         register(conn, ws, model)
         layers = all_layers(model)
         refs = pending_segments(conn, ws, model, layers)
@@ -334,15 +329,10 @@ def score(ws, model_id: str, layers: list[int], export_dir: str, label_column: s
     statistics are (the evaluate flow scores means only)."""
     from transformers import Wav2Vec2Config
 
+    from tasks.catalog.evaluations import labelled_segments
+    from tasks.catalog.recordings import segment_refs
     from tasks.embedding.run import read_audio
-    from tasks.evaluation.run import (
-        baseline_features,
-        labelled_segments,
-        model_vectors,
-        random_model_features,
-        score_features,
-        segment_refs,
-    )
+    from tasks.evaluation.run import baseline_features, model_vectors, random_model_features, score_features
     from tasks.workspace import database
 
     with database.reading(ws) as conn:

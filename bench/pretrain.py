@@ -58,6 +58,7 @@ import torch
 import transformers
 
 from schemas.settings import PretrainSettings
+from tasks.catalog import recordings
 from tasks.training.data import PADDING_TARGET, Batch, SegmentIndex, build_index
 from tasks.training.frontend import plan_feature_encoder
 from tasks.training.loop import (
@@ -126,7 +127,7 @@ def load_index(workspace: Workspace, settings: PretrainSettings) -> SegmentIndex
     if not workspace.exists():
         raise BenchError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest` first)")
     with database.reading(workspace) as conn:
-        config = database.dataset_config(conn)
+        config = recordings.dataset_config(conn)
         if "sample_rate" not in config:
             raise BenchError(f"{workspace.root} holds no ingested audio: run `ceta2vec ingest` first")
         plan = plan_feature_encoder(int(config["sample_rate"]), settings.frame_ms, settings.receptive_field_ms)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.settings import ReportSettings  # noqa: E402
 from schemas.tables import embedding_table, embedding_table_ddl  # noqa: E402
-from tasks.embedding.run import refresh_views  # noqa: E402
+from tasks.catalog.embeddings import refresh_views  # noqa: E402
 from tasks.report.build import FigureWriter, compute_maps, map_section, resolve_scope  # noqa: E402
 from tasks.report.content import ExplorerData  # noqa: E402
 from tasks.report.umap_maps import EXACT_MAX, unit_rows  # noqa: E402
@@ -104,7 +104,7 @@ def synthetic_workspace(root: Path, n: int, dim: int, layers: int, seed: int) ->
 
 
 def recall_against_exact(ws: Workspace, scope, neighbours: np.ndarray, layer: int, queries: int, seed: int) -> float:
-    from tasks.report.data import segment_vectors
+    from tasks.catalog.embeddings import segment_vectors
 
     with database.reading(ws) as conn:
         u = unit_rows(segment_vectors(conn, scope.model, layer, scope.ids))
@@ -155,8 +155,8 @@ def maps_run(n: int, dim: int, layers: int, seed: int, out: Path) -> dict:
 
 def capped_figures(out: Path, seed: int) -> dict[str, float]:
     """Draw + save time of the figures whose inputs are capped, on synthetic inputs of the capped sizes."""
+    from tasks.catalog.units import UnitInventory
     from tasks.report.build import ATLAS_SEGMENTS, SEQUENCE_SEGMENTS
-    from tasks.report.data import UnitInventory
     from tasks.report.figures import save
     from tasks.report.figures_maps import neighbour_gallery
     from tasks.report.figures_training import codebook_health_figure, training_curves_figure

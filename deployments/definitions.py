@@ -172,13 +172,14 @@ def matching_workspace(watch: IngestSettings) -> IngestSettings:
     """The watch folder's settings with the dataset settings the workspace already has (sample rate,
     segment length, hop, final segment) wherever they were not given, so a scheduled ingest into an
     existing workspace is not refused for differing from it."""
+    from tasks.catalog import recordings
     from tasks.workspace import Workspace, database
 
     workspace = Workspace.at(watch.workspace)
     if not workspace.db_path.exists():
         return watch
     with database.reading(workspace) as conn:
-        stored = database.dataset_config(conn)
+        stored = recordings.dataset_config(conn)
     asked = _params(watch)
     adopted = {k: v for k, v in stored.items() if k not in asked}
     if "segment_seconds" in asked:

@@ -9,27 +9,25 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
 from flows.runtime import policies as policy
 from flows.runtime.names import named_by
+from flows.runtime.progress import Progress
 from flows.runtime.runners import fan_out
 from schemas.settings import EmbedSettings
+from tasks.catalog import embeddings, recordings
+from tasks.catalog.embeddings import EmbeddingModel, pending_segments, refresh_views, register
+from tasks.catalog.recordings import SegmentRef
 from tasks.embedding.run import (
-    EmbeddingModel,
-    SegmentRef,
     StagedBatch,
     all_layers,
+    checkpoint_to_embed,
     commit_batch,
     embed_segments,
-    pending_segments,
     plan_batches,
-    refresh_views,
-    register,
     remove_unclaimed_frames,
-    resolve_checkpoint,
 )
 from tasks.embedding.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
 from tasks.training.loop import pick_device
@@ -76,9 +74,9 @@ def embed(settings: EmbedSettings) -> dict:
     ws = Workspace.at(settings.workspace)
     with database.writing(ws) as conn:
         database.apply_schema(conn, ws)
-        model = resolve_checkpoint(conn, ws, settings.run, settings.chunk)
+        model = checkpoint_to_embed(conn, ws, settings.run, settings.chunk)
         register(conn, ws, model)
-        for leftover in database.remove_orphans(conn, ws) + remove_unclaimed_frames(conn, ws):
+        for leftover in recordings.remove_orphans(conn, ws) + remove_unclaimed_frames(conn, ws):
             log.info("removed %s left by an interrupted run", leftover)
         layers = settings.layers if settings.layers is not None else all_layers(model)
         bad = [layer for layer in layers if not 0 <= layer < model.layers]
@@ -88,22 +86,17 @@ def embed(settings: EmbedSettings) -> dict:
     log.info("%s: %d segments to embed (layers %s)", model.model_id, len(pending), layers)
 
     batches = plan_batches(pending, settings.batch_size * BATCHES_PER_TASK)
-    progress = create_progress_artifact(progress=0.0, description=f"{model.model_id}: segments embedded (of {len(pending)})")
-    bar = tqdm(total=len(pending), unit="segment", desc="embed", disable=None)
-    started, last, seconds = time.monotonic(), 0.0, 0.0
-    with fan_out(settings.task_runner, settings.workers, settings.dask_address, settings.dask_workers, log) as pool:
+    started, seconds = time.monotonic(), 0.0
+    with Progress(len(pending), "segment", "embed", f"{model.model_id}: segments embedded (of {len(pending)})",
+                  every_s=PROGRESS_EVERY_S) as shown, \
+            fan_out(settings.task_runner, settings.workers, settings.dask_address, settings.dask_workers, log) as pool:
         submit = lambda refs: pool.submit(embed_batch_task, ws_root=str(ws.root), model=model, refs=refs,  # noqa: E731
                                           layers=layers, settings=settings, n_more=len(refs) - 1)
         for refs, staged in pool.windowed(submit, batches):
             with database.writing(ws) as conn:
                 commit_batch(conn, ws, model, staged, layers)
             seconds += staged.audio_seconds
-            bar.update(len(refs))
-            if time.monotonic() - last >= PROGRESS_EVERY_S:
-                update_progress_artifact(progress, progress=100.0 * bar.n / max(1, len(pending)))
-                last = time.monotonic()
-    bar.close()
-    update_progress_artifact(progress, progress=100.0)
+            shown.advance(len(refs))
     elapsed = time.monotonic() - started
 
     units = {}
@@ -113,8 +106,7 @@ def embed(settings: EmbedSettings) -> dict:
     with database.writing(ws) as conn:
         stats = refresh_unit_stats(conn, model)
         refresh_views(conn, ws)
-        totals = conn.execute(
-            f"SELECT count(DISTINCT segment_id), count(*) FROM {model.table}").fetchone()
+        totals = embeddings.vector_totals(conn, model)
     summary = {
         "model_id": model.model_id, "checkpoint": model.export_dir, "layers": layers, "dim": model.dim,
         "segments_embedded": len(pending), "segments_in_model": totals[0], "vectors_in_model": totals[1],

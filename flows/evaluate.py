@@ -15,20 +15,20 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from flows.embed import embed
 from flows.runtime import policies as policy
 from flows.runtime.names import named_by
+from schemas.model_ref import ModelRef
+from schemas.names import artifact_key
 from schemas.settings import EmbedSettings, EvaluateSettings, ReportSettings
+from tasks.catalog import embeddings, recordings
+from tasks.catalog.evaluations import LabelledSet, labelled_segments, write_evaluations
+from tasks.catalog.recordings import segment_refs
 from tasks.embedding.run import read_audio
-from tasks.embedding.search import default_model
 from tasks.evaluation.run import (
-    LabelledSet,
     baseline_features,
     best_layer,
-    labelled_segments,
     model_vectors,
     random_model_features,
     score_features,
-    segment_refs,
     unit_scores,
-    write_evaluations,
 )
 from tasks.ingest.labels import read_labels
 from tasks.report.figures import evaluation_figure
@@ -62,18 +62,16 @@ def score_baselines(ws_root: str, model_id: str, labelled: LabelledSet, seed: in
     ws = Workspace.at(ws_root)
     with database.reading(ws) as conn:
         refs = segment_refs(conn, ws, labelled.segment_ids)
-        export, rate, frame = conn.execute(
-            "SELECT checkpoint, (SELECT value FROM workspace_config WHERE key = 'sample_rate')::INTEGER, frame_seconds "
-            "FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
+        model = embeddings.resolve_model(conn, model_id)
     audio = read_audio(refs)
     rows = [{"kind": "baseline", "features": name, "layer": None, "metrics": score_features(x, labelled, seed, n_boot)}
-            for name, x in baseline_features(audio, rate).items()]
+            for name, x in baseline_features(audio, model.sample_rate).items()]
     from transformers import Wav2Vec2Config
 
-    config = Wav2Vec2Config.from_pretrained(ws.root / export).to_dict()
+    config = Wav2Vec2Config.from_pretrained(ws.root / model.export_dir).to_dict()
     random_rows = [{"kind": "baseline", "features": f"random weights layer {layer}", "layer": layer,
                     "metrics": score_features(x, labelled, seed, n_boot)}
-                   for layer, x in random_model_features(config, audio, frame, seed).items()]
+                   for layer, x in random_model_features(config, audio, model.frame_seconds, seed).items()]
     best = max(random_rows, key=lambda r: r["metrics"]["knn5_macro_f1"][0])
     rows.append({**best, "features": "random weights (best layer)", "layer": None})
     return rows + random_rows
@@ -96,14 +94,13 @@ def evaluate(settings: EvaluateSettings) -> dict:
     with database.writing(ws) as conn:
         database.apply_schema(conn, ws)
         if settings.labels:
-            stored, recordings, unmatched = database.apply_labels_file(conn, settings.labels, read_labels(Path(settings.labels)))
-            log.info("labels: %d rows for %d recordings from %s (%d unmatched)", stored, recordings, settings.labels,
+            stored, labelled_recordings, unmatched = recordings.apply_labels_file(conn, settings.labels, read_labels(Path(settings.labels)))
+            log.info("labels: %d rows for %d recordings from %s (%d unmatched)", stored, labelled_recordings, settings.labels,
                      len(unmatched))
         labelled = labelled_segments(conn, settings.label_column, settings.background)
-        model_id, _ = default_model(conn, settings.model)
-        run, chunk = conn.execute("SELECT run, chunk FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
-        embedded = {r[0] for r in conn.execute(
-            "SELECT DISTINCT segment_id FROM embedded_segments WHERE model_id = ?", [model_id]).fetchall()}
+        model = embeddings.resolve_model(conn, settings.model)
+        model_id = model.model_id
+        embedded = embeddings.segments_embedded(conn, model_id)
         if len(embedded & set(labelled.segment_ids)) < len(labelled.segment_ids):
             log.info("%d labelled segments have no embedding (shorter than a frame, or not yet embedded): left out",
                      len(set(labelled.segment_ids) - embedded))
@@ -113,11 +110,12 @@ def evaluate(settings: EvaluateSettings) -> dict:
 
     model_ids = [model_id]
     if settings.all_checkpoints:
-        chunks = [i.chunk for i in checkpoints.complete(ws.checkpoints_dir / run)]
+        chunks = [i.chunk for i in checkpoints.complete(ws.checkpoints_dir / model.run)]
         for other in chunks:
-            if other != chunk:
-                embed(EmbedSettings(workspace=str(ws.root), run=run, chunk=other, poolings=["mean"], frame_vectors=False))
-        model_ids = [f"{run}@{c}" for c in chunks]
+            if other != model.chunk:
+                embed(EmbedSettings(workspace=str(ws.root), run=model.run, chunk=other, poolings=["mean"],
+                                    frame_vectors=False))
+        model_ids = [str(ModelRef(model.run, c)) for c in chunks]
 
     # Steps: the baselines, then each model's layers and units (bootstrapped probes take minutes on real data).
     steps = 1 + len(model_ids)
@@ -129,8 +127,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
     results = {}
     for done, mid in enumerate(model_ids, start=1):
         with database.reading(ws) as conn:
-            layers = [r[0] for r in conn.execute(
-                "SELECT DISTINCT layer FROM segment_embeddings WHERE model_id = ? ORDER BY layer", [mid]).fetchall()]
+            layers = embeddings.layers_embedded(conn, mid)
         rows = []
         for scored, layer in enumerate(layers, start=1):
             rows.append(score_layer(str(ws.root), mid, layer, labelled, settings.seed, settings.bootstrap))
@@ -143,7 +140,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
         best = best_layer(rows)
         results[mid] = {"rows": rows, "best_layer": best["layer"] if best else None, "figure": [str(p) for p in figure]}
         create_table_artifact(
-            key=f"evaluate-{''.join(c if c.isalnum() else '-' for c in (settings.label_column + '-' + mid).lower())}",
+            key=artifact_key("evaluate", settings.label_column, mid),
             table=[{"features": r["features"], **{m: None if v[0] != v[0] else round(v[0], 3)
                                                   for m, v in r["metrics"].items()}} for r in rows],
             description=f"Scorecard of {mid} for '{settings.label_column}' (best layer: "

@@ -20,9 +20,11 @@ from tqdm import tqdm
 
 from flows.runtime import policies as policy
 from flows.runtime.names import named_by
+from flows.runtime.progress import readable
 from flows.runtime.runners import FanOut, fan_out
 from schemas.settings import IngestSettings
 from tasks.audio.failures import disk_full
+from tasks.catalog import recordings, status
 from tasks.ingest.discovery import Discovery, SourceFile, content_hash, discover, printable
 from tasks.ingest.labels import LabelRow, read_labels
 from tasks.ingest.plan import IngestCounts, InOrder, batches, dedupe, plan_files
@@ -135,17 +137,17 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
         log.warning("nothing to ingest: no recording found in %s", ", ".join(settings.sources))
         return {"run_id": None, "workspace": str(ws.root), **counts.as_row(), "recordings_found": 0,
                 "failures": counts.failures, "label_warnings": label_warnings,
-                "workspace_summary": database.summary_of(ws)}
+                "workspace_summary": status.summary_of(ws)}
 
     ws.create()
     configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
     with database.writing(ws) as conn:
         database.apply_schema(conn, ws)
-        database.ensure_dataset_config(conn, wanted, fix=False)  # a clash is refused now, before any decoding
-        for orphan in database.remove_orphans(conn, ws):
+        recordings.ensure_dataset_config(conn, wanted, fix=False)  # a clash is refused now, before any decoding
+        for orphan in recordings.remove_orphans(conn, ws):
             log.info("removed %s left by an interrupted run", orphan)
-        database.start_run(conn, run_id, str(flow_run.id) if flow_run.id else None, settings.model_dump(mode="json"))
-        known = database.known_sources(conn)
+        recordings.start_run(conn, run_id, str(flow_run.id) if flow_run.id else None, settings.model_dump(mode="json"))
+        known = recordings.known_sources(conn)
 
     plan = plan_files(found.files, known)
     counts.skipped = len(plan.unchanged)
@@ -164,7 +166,7 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
                 fingerprinted.append((source, result))
     fingerprinted.sort(key=lambda pair: pair[0].key)  # discovery order, whichever group finished first
     with database.writing(ws) as conn:
-        dedup = dedupe(fingerprinted, database.recordings_by_hash(conn, (d for _, d in fingerprinted)))
+        dedup = dedupe(fingerprinted, recordings.recordings_by_hash(conn, (d for _, d in fingerprinted)))
         for outcome in failures:
             _record_failure(conn, outcome, run_id, counts, log)
     unique, duplicates = dedup.unique, dedup.duplicates
@@ -215,18 +217,18 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
 
     with database.writing(ws) as conn:
         for source, digest, original in duplicates:
-            target = original or database.recordings_by_hash(conn, [digest]).get(digest)
+            target = original or recordings.recordings_by_hash(conn, [digest]).get(digest)
             if not target:
                 continue
-            if database.record_duplicate(conn, source.key, source.size_bytes, source.mtime_ns, digest, target):
+            if recordings.record_duplicate(conn, source.key, source.size_bytes, source.mtime_ns, digest, target):
                 counts.duplicates += 1
             else:
                 counts.skipped += 1  # a concurrent run committed this very path first
         if settings.labels:
             _apply_labels(conn, settings.labels, label_rows, found.files, log)
         database.refresh_segment_audio_view(conn, ws)
-        database.finish_run(conn, run_id, counts.as_row())
-        summary = database.workspace_summary(conn)
+        recordings.finish_run(conn, run_id, counts.as_row())
+        summary = status.workspace_summary(conn)
 
     _publish_summary(counts, summary, run_id)
     log.info("ingest finished: %d ingested, %d unchanged, %d duplicates, %d failed, %d segments added",
@@ -258,7 +260,7 @@ def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: Ing
         return
     with database.writing(ws) as conn:
         if any(o.staged is not None for o in outcomes):
-            database.ensure_dataset_config(conn, wanted)  # fixed with the first recording stored
+            recordings.ensure_dataset_config(conn, wanted)  # fixed with the first recording stored
         for outcome in outcomes:
             if outcome.staged is None:
                 _record_failure(conn, outcome, run_id, counts, log)
@@ -267,7 +269,7 @@ def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: Ing
 
 
 def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCounts, log) -> None:
-    database.record_problem(conn, outcome.source.key, outcome.stage, outcome.reason, run_id,
+    recordings.record_problem(conn, outcome.source.key, outcome.stage, outcome.reason, run_id,
                          size_bytes=outcome.source.size_bytes or None)
     counts.failed += 1
     counts.failures.append((outcome.source.key, outcome.stage, outcome.reason))
@@ -275,14 +277,14 @@ def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCount
 
 
 def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, counts: IngestCounts, log) -> None:
-    stored = database.commit_recording(conn, ws, staged, run_id)
+    stored = recordings.commit_recording(conn, ws, staged, run_id)
     if stored is None:  # committed meanwhile by a concurrent run, or as another path of this one
-        known = database.known_sources(conn).get(staged.path)
+        known = recordings.known_sources(conn).get(staged.path)
         if known and known[2] == staged.recording_id:
             counts.skipped += 1
         else:
-            original = database.recordings_by_hash(conn, [staged.content_hash])[staged.content_hash]
-            database.record_duplicate(conn, staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, original)
+            original = recordings.recordings_by_hash(conn, [staged.content_hash])[staged.content_hash]
+            recordings.record_duplicate(conn, staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, original)
             counts.duplicates += 1
         return
     counts.bytes_added += stored
@@ -295,26 +297,19 @@ def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, c
 
 
 def _apply_labels(conn, labels_file: str, rows: list[LabelRow], files: list[SourceFile], log) -> None:
-    stored, recordings, unmatched = database.apply_labels_file(conn, labels_file, rows, [f.key for f in files])
-    log.info("labels: %d label rows stored for %d recordings", stored, recordings)
+    stored, labelled, unmatched = recordings.apply_labels_file(conn, labels_file, rows, [f.key for f in files])
+    log.info("labels: %d label rows stored for %d recordings", stored, labelled)
     if unmatched:
         log.warning("labels: %d file name(s) in %s match no ingested recording, e.g. %s",
                     len(unmatched), labels_file, ", ".join(unmatched[:5]))
-
-
-def _readable(value):
-    """Floats as a person reads them: two decimals, or three significant digits below 1."""
-    if isinstance(value, float):
-        return round(value, 2) if abs(value) >= 1 or value == 0 else float(f"{value:.3g}")
-    return value
 
 
 def _publish_summary(counts: IngestCounts, summary: dict, run_id: str) -> None:
     row = counts.as_row()
     create_table_artifact(
         key="ingest-summary",
-        table=[{"metric": k.replace("_", " "), "value": _readable(v)} for k, v in row.items()]
-        + [{"metric": f"workspace {k.replace('_', ' ')}", "value": _readable(v)} for k, v in summary.items()
+        table=[{"metric": k.replace("_", " "), "value": readable(v)} for k, v in row.items()]
+        + [{"metric": f"workspace {k.replace('_', ' ')}", "value": readable(v)} for k, v in summary.items()
            if k != "config"],
         description=f"Ingest run {run_id}",
     )

@@ -8,20 +8,19 @@ continues a finished run.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import duckdb
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
 from flows.runtime import policies as policy
 from flows.runtime.limits import gpu as gpu_slot
 from flows.runtime.names import named_by
+from flows.runtime.progress import Progress
+from schemas.names import artifact_key
 from schemas.settings import PretrainSettings
-from tasks.catalog import runs
+from tasks.catalog import runs, status
 from tasks.training import checkpoints
 from tasks.training.loop import StepMetrics, pick_device
 from tasks.training.run import (
@@ -52,22 +51,19 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
         from transformers import Wav2Vec2ForPreTraining  # only for the parameter count
 
         parameters = sum(p.numel() for p in Wav2Vec2ForPreTraining(model).parameters())
-        row = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, best_checkpoint FROM models WHERE model_id = ?",
-                           [spec.model_id]).fetchone()
         runs.upsert_model(conn, {
-            "model_id": spec.model_id, "preset": spec.settings.preset, "settings": stored_settings(spec),
+            "run": spec.run, "preset": spec.settings.preset, "settings": stored_settings(spec),
             "model_config": spec.config, "feature_encoder": spec.plan.describe(),
             "sample_rate": spec.plan.sample_rate, "frame_rate_hz": spec.plan.frame_rate_hz,
             "receptive_field_ms": 1000 * spec.plan.receptive_field_seconds, "parameters": parameters,
             "segments_used": len(index), "hours_used": index.hours,
             "excluded_recordings": spec.settings.exclude_recordings, "init_from": spec.settings.init_from,
-            "chunks_done": row[0] if row else 0, "steps_done": row[1] if row else 0,
-            "latest_checkpoint": row[2] if row else None, "best_checkpoint": row[3] if row else None,
+            **runs.run_progress(conn, spec.run),
         })
-        for info, metrics in runs.uncommitted_checkpoints(conn, spec.model_id, spec.run_dir):
-            log.info("recording chunk %d of %s, written before an interruption", info.chunk, spec.model_id)
-            runs.commit_chunk(conn, ws, spec.model_id, info, metrics)
-    log.info("run %s (%s preset, %.1f M parameters): %s", spec.model_id, spec.settings.preset, parameters / 1e6, spec.plan.summary())
+        for info, metrics in runs.uncommitted_checkpoints(conn, spec.run, spec.run_dir):
+            log.info("recording chunk %d of %s, written before an interruption", info.chunk, spec.run)
+            runs.commit_chunk(conn, ws, spec.run, info, metrics)
+    log.info("run %s (%s preset, %.1f M parameters): %s", spec.run, spec.settings.preset, parameters / 1e6, spec.plan.summary())
     log.info("training data: %d segments, %.3f h", len(index), index.hours)
     return spec
 
@@ -75,7 +71,7 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
 # Not cached: the checkpoint folder is the record of a chunk done. Retried on storage errors only
 # (a retry starts again from the latest complete checkpoint: the same steps, the same losses);
 # its timeout is set per run from the chunk's size (policy.chunk_timeout_s).
-@task(name="train-chunk", task_run_name="train {spec.model_id} chunk {chunk}", cache_policy=NO_CACHE,
+@task(name="train-chunk", task_run_name="train {spec.run} chunk {chunk}", cache_policy=NO_CACHE,
       retries=1, retry_delay_seconds=30, retry_condition_fn=policy.retry_transient_not_timeouts)
 def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
     ws = Workspace.at(spec.settings.workspace)
@@ -86,26 +82,17 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
         index = training_index(conn, ws, spec)
     log = get_run_logger()
     steps = spec.settings.steps_per_chunk
-    progress = create_progress_artifact(progress=0.0, description=f"{spec.model_id}: steps of chunk {chunk}")
-    bar = tqdm(total=steps, unit="step", desc=f"chunk {chunk}", disable=None)
-    last = [time.monotonic()]
+    shown = Progress(steps, "step", f"chunk {chunk}", f"{spec.run}: steps of chunk {chunk}", every_s=PROGRESS_EVERY_S)
 
     def on_step(m: StepMetrics) -> None:
-        bar.update()
-        bar.set_postfix(loss=f"{m.loss:.3f}", acc=f"{m.accuracy:.2f}")
-        if time.monotonic() - last[0] >= PROGRESS_EVERY_S or bar.n == steps:
-            update_progress_artifact(progress, progress=100.0 * bar.n / steps)
+        if shown.advance(loss=f"{m.loss:.3f}", acc=f"{m.accuracy:.2f}"):
             log.info("step %d: loss %.4f (contrastive %.4f, diversity %.4f), accuracy %.3f, perplexity %s, "
                      "lr %.2e, temperature %.3f, %.1f audio-s/s", m.step, m.loss, m.contrastive_loss,
                      m.diversity_loss, m.accuracy, [round(p, 1) for p in m.perplexity], m.learning_rate,
                      m.temperature, m.audio_seconds_per_second)
-            last[0] = time.monotonic()
 
-    try:
-        with gpu_slot(pick_device(spec.settings.device)):  # CUDA chunks of concurrent runs take turns
-            return train_chunk(spec, index, on_step, on_log=log.info)  # on_log: torchrun's output (nproc > 1)
-    finally:
-        bar.close()
+    with shown, gpu_slot(pick_device(spec.settings.device)):  # CUDA chunks of concurrent runs take turns
+        return train_chunk(spec, index, on_step, on_log=log.info)  # on_log: torchrun's output (nproc > 1)
 
 
 @task(name="copy-checkpoints", task_run_name="copy the checkpoints of {run_dir} to {url}", cache_policy=NO_CACHE,
@@ -127,9 +114,9 @@ def pretrain(settings: PretrainSettings) -> dict:
     _require_segments(ws)
     spec = prepare_run(settings)
     with database.reading(ws) as conn:
-        start = runs.chunks_done(conn, spec.model_id)
+        start = runs.chunks_done(conn, spec.run)
     if start >= spec.settings.chunks:
-        log.info("run %s already has %d chunk(s); raise --chunks to continue it", spec.model_id, start)
+        log.info("run %s already has %d chunk(s); raise --chunks to continue it", spec.run, start)
     summaries = []
     for chunk in range(start + 1, spec.settings.chunks + 1):
         s = spec.settings
@@ -137,28 +124,28 @@ def pretrain(settings: PretrainSettings) -> dict:
             s.steps_per_chunk, s.grad_accum, s.batch_size, s.crop_seconds))(spec, chunk)
         rows = runs.metrics_as_rows(result.metrics)
         with database.writing(ws) as conn:
-            runs.commit_chunk(conn, ws, spec.model_id, result.checkpoint, rows)
+            runs.commit_chunk(conn, ws, spec.run, result.checkpoint, rows)
         if ws.storage.remote:  # a workspace whose segments are on object storage keeps its checkpoints there too
             mirror_checkpoints(str(spec.run_dir), ws.storage.url)
         summary = _chunk_summary(result)
         summaries.append(summary)
         create_table_artifact(
-            key=f"train-metrics-{_artifact_key(spec.model_id)}",
+            key=f"train-metrics-{artifact_key(spec.run)}",
             table=_metric_rows(result.metrics),
-            description=f"{spec.model_id} chunk {chunk}: training health per step (all steps: table train_metrics)",
+            description=f"{spec.run} chunk {chunk}: training health per step (all steps: table train_metrics)",
         )
         log.info("chunk %d done: %s", chunk, summary)
         warning = collapse_warning(result.metrics, spec.model_config().num_codevectors_per_group)
         if warning:
-            log.warning("%s: %s", spec.model_id, warning)
+            log.warning("%s: %s", spec.run, warning)
         if result.health:
             (log.info if result.health["verdict"] == "learning" else log.warning)("%s", result.health["sentence"])
     if ws.storage.remote and not summaries:  # catch up: chunks recorded after an interruption, copies lost
         mirror_checkpoints(str(spec.run_dir), ws.storage.url)
     if summaries:
-        create_table_artifact(key=f"pretrain-{_artifact_key(spec.model_id)}", table=summaries,
-                              description=f"Chunks trained in this run of {spec.model_id}")
-    return {"model_id": spec.model_id, "run_dir": str(spec.run_dir), "chunks_trained": len(summaries),
+        create_table_artifact(key=f"pretrain-{artifact_key(spec.run)}", table=summaries,
+                              description=f"Chunks trained in this run of {spec.run}")
+    return {"run": spec.run, "run_dir": str(spec.run_dir), "chunks_trained": len(summaries),
             "chunks_done": spec.settings.chunks if summaries else start, "summaries": summaries,
             "frontend": spec.plan.summary()}
 
@@ -166,12 +153,7 @@ def pretrain(settings: PretrainSettings) -> dict:
 def _require_segments(ws: Workspace) -> None:
     """Refuse, in words, a workspace with nothing to train on (else DuckDB's "No files found that
     match the pattern" surfaces from deep inside the training index)."""
-    with database.reading(ws) as conn:
-        try:
-            segments = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
-        except duckdb.CatalogException:
-            segments = 0
-    if not segments:
+    if not status.summary_of(ws)["segments"]:
         raise database.WorkspaceError(f"{ws.root} holds no segments to train on (no recording was ingested); "
                                    f"run `ceta2vec ingest SOURCE --workspace {ws.root}` first")
 
@@ -189,10 +171,6 @@ def _metric_rows(metrics: list[StepMetrics]) -> list[dict]:
          "audio_s_per_s": round(m.audio_seconds_per_second, 1)}
         for m in metrics[::every]
     ]
-
-
-def _artifact_key(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower())
 
 
 def _chunk_summary(result: ChunkResult) -> dict:

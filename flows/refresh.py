@@ -14,9 +14,10 @@ from prefect.artifacts import create_table_artifact
 
 from flows.embed import embed
 from flows.evaluate import evaluate
+from flows.report import report
 from flows.runtime.names import named_by
 from schemas.settings import EmbedSettings, EvaluateSettings, RefreshSettings, ReportSettings
-from tasks.pipeline.plan import evaluation_is_current, report_stage
+from tasks.pipeline.plan import evaluate_stage, report_stage
 from tasks.pipeline.refresh import plan_refresh
 from tasks.workspace import Workspace, database
 
@@ -40,15 +41,12 @@ def refresh(settings: RefreshSettings) -> dict:
     scored = []
     for column in plan.label_columns:
         evaluation = EvaluateSettings(workspace=str(ws.root), label_column=column, model=model_id)
-        with database.reading(ws) as conn:
-            current = not settings.force and evaluation_is_current(conn, evaluation)
-        if current:
+        # One column that cannot be scored (a single class, say) must not stop the others or the report.
+        outcome, state = evaluate_stage(ws, evaluation, lambda e: evaluate(e, return_state=True), settings.force)
+        if outcome == "up to date":
             steps.append((f"evaluate {column}", "up to date", "same segments and classes as the stored scorecard"))
             scored.append(column)
-            continue
-        # One column that cannot be scored (a single class, say) must not stop the others or the report.
-        state = evaluate(evaluation, return_state=True)
-        if state.is_completed():
+        elif state.is_completed():
             scored.append(column)
             steps.append((f"evaluate {column}", "ran", model_id))
         else:
@@ -58,7 +56,7 @@ def refresh(settings: RefreshSettings) -> dict:
     if settings.report:
         reporting = ReportSettings(workspace=str(ws.root), model=model_id,
                                    label_column=(scored or plan.label_columns or [None])[0])
-        outcome, pages = report_stage(ws, reporting, plan.run, _draw_report, force=settings.force)
+        outcome, pages = report_stage(ws, reporting, plan.run, report, force=settings.force)
         steps.append(("report", outcome, pages["report"]))
     return _publish(steps, model_id)
 
@@ -69,8 +67,3 @@ def _publish(steps: list[tuple[str, str, str]], model_id: str | None = None) -> 
                           description=f"What this refresh did{' for ' + model_id if model_id else ''}")
     return {"model_id": model_id, "steps": rows}
 
-
-def _draw_report(reporting: ReportSettings) -> dict:
-    from flows.report import report  # UMAP and figures: imported only when a report is drawn
-
-    return report(reporting)

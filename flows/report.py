@@ -8,25 +8,23 @@ The folder it writes opens from disk (file://) with no server and no network: ev
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
-    create_progress_artifact,
     create_table_artifact,
-    update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from tqdm import tqdm
 
 from flows.runtime import policies as policy
 from flows.runtime.names import named_by
+from flows.runtime.progress import Progress
+from schemas.names import file_name
 from schemas.settings import ReportSettings
+from tasks.catalog.embeddings import resolve_model
 from tasks.report.content import ReportContent
-from tasks.report.data import resolve_model
 from tasks.report.explorer_page import write_explorer
 from tasks.report.html import write_report
 from tasks.workspace import Workspace, database
@@ -38,7 +36,7 @@ def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Pat
     """--output, else <workspace>/reports/<model id with anything but letters, digits, . _ - as '-'>/."""
     if settings.output:
         return Path(settings.output).expanduser().resolve()
-    return ws.reports_dir / (re.sub(r"[^A-Za-z0-9._-]+", "-", model_id).strip("-.") or "model")
+    return ws.reports_dir / file_name(model_id, fallback="model")
 
 
 @task(name="build-report-content", task_run_name="figures and media of {settings.model}", cache_policy=NO_CACHE)
@@ -46,26 +44,17 @@ def build_content(settings: ReportSettings, out_dir: str) -> ReportContent:
     from tasks.report.build import build_report_content
 
     log = get_run_logger()
-    artifact = create_progress_artifact(progress=0.0, description=f"report of {settings.model}: figures and media")
-    bar = tqdm(total=100, unit="%", desc="report", disable=None, bar_format="{l_bar}{bar}| {n:.0f}/{total}%")
-    last = {"at": 0.0, "step": None}
+    last_step = [None]
+    with Progress(100, "%", "report", f"report of {settings.model}: figures and media", every_s=PROGRESS_EVERY_S,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total}%") as shown:
+        def progress(step: str, fraction: float) -> None:
+            fraction = min(1.0, max(0.0, fraction))
+            shown.set(100 * fraction)
+            if step != last_step[0]:
+                log.info("%s (%.0f%%)", step, 100 * fraction)
+                last_step[0] = step
 
-    def progress(step: str, fraction: float) -> None:
-        fraction = min(1.0, max(0.0, fraction))
-        bar.update(100 * fraction - bar.n)
-        if step != last["step"]:
-            log.info("%s (%.0f%%)", step, 100 * fraction)
-            last["step"] = step
-        if time.monotonic() - last["at"] >= PROGRESS_EVERY_S or fraction >= 1.0:
-            update_progress_artifact(artifact, progress=100.0 * fraction)
-            last["at"] = time.monotonic()
-
-    try:
-        content = build_report_content(Workspace.at(settings.workspace), settings, Path(out_dir), progress)
-    finally:
-        bar.close()
-    update_progress_artifact(artifact, progress=100.0)
-    return content
+        return build_report_content(Workspace.at(settings.workspace), settings, Path(out_dir), progress)
 
 
 @task(name="write-report-pages", task_run_name="write index.html and explorer.html", cache_policy=NO_CACHE)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, create_model, field_validator, model_validator
+
+from schemas.model_ref import ModelRef
+
+StageSettings = TypeVar("StageSettings", bound=BaseModel)
 
 WORKSPACE_ENV = "CETA2VEC_WORKSPACE"
 DEFAULT_WORKSPACE = "ceta2vec-workspace"
@@ -29,6 +33,11 @@ DaskWorkers = Annotated[int, Field(ge=1, le=1024, description="Worker processes 
 SegmentStorageUrl = Annotated[str | None, Field(
     description="fsspec URL where the Parquet segments live (s3://bucket/prefix, gs://..., file:///mnt/...), fixed by a "
                 "workspace's first ingest; the DuckDB file stays in the workspace folder.")]
+
+
+# An embedded checkpoint as the user names it: `run@chunk`, checked by ModelRef, kept a string so the
+# Prefect form and the CLI show it as typed.
+ModelName = Annotated[str | None, AfterValidator(lambda v: None if v is None else str(ModelRef.parse(v)))]
 
 
 def _imply_dask(settings):
@@ -215,7 +224,7 @@ class EvaluateSettings(BaseModel):
     background: str | None = Field(
         None, description="Label for segments of event-labelled recordings that overlap no event (call vs no call)."
     )
-    model: str | None = Field(None, description="Embedding model (run@chunk) to score (default: the latest embedded).")
+    model: ModelName = Field(None, description="Embedding model (run@chunk) to score (default: the latest embedded).")
     all_checkpoints: bool = Field(
         False, description="Embed and score every kept checkpoint of the model's run, to see whether quality still rises."
     )
@@ -227,7 +236,7 @@ class ReportSettings(BaseModel):
     """Figures, a self-contained HTML report and an interactive explorer of what the network learned."""
 
     workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
-    model: str | None = Field(None, description="Embedding model (run@chunk) to show (default: the latest embedded).")
+    model: ModelName = Field(None, description="Embedding model (run@chunk) to show (default: the latest embedded).")
     layer: int | None = Field(
         None, description="Layer of the explorer, atlas and timeline (default: the best evaluated layer, else the middle one)."
     )
@@ -267,64 +276,63 @@ class RefreshSettings(BaseModel):
     force: bool = Field(False, description="Evaluate and report even when nothing new was embedded.")
 
 
-class PipelineSettings(BaseModel):
+# The pipeline's form is its stages' fields, each defined once, in the stage's own settings: the
+# stages each pipeline field configures (the first one listed holds its definition).
+PIPELINE_FIELDS: dict[str, tuple[type[BaseModel], ...]] = {
+    "sources": (IngestSettings,),
+    "site": (IngestSettings,),
+    "labels": (IngestSettings,),
+    "sample_rate": (IngestSettings,),
+    "segment_seconds": (IngestSettings,),
+    "workers": (IngestSettings,),
+    "storage": (IngestSettings,),
+    "preset": (PretrainSettings,),
+    "run": (PretrainSettings,),
+    "chunks": (PretrainSettings,),
+    "steps_per_chunk": (PretrainSettings,),
+    "batch_size": (PretrainSettings,),
+    "crop_seconds": (PretrainSettings,),
+    "model_overrides": (PretrainSettings,),
+    "nproc": (PretrainSettings,),
+    "device": (PretrainSettings, EmbedSettings),
+    "task_runner": (IngestSettings, EmbedSettings),
+    "dask_address": (IngestSettings, EmbedSettings),
+    "dask_workers": (IngestSettings, EmbedSettings),
+    "units_k": (EmbedSettings,),
+    "kmeans_sample_frames": (EmbedSettings,),
+    "background": (EvaluateSettings,),
+    "bootstrap": (EvaluateSettings,),
+    "atlas_units": (ReportSettings,),
+    "exemplars": (ReportSettings,),
+    "media_points": (ReportSettings,),
+    # defined below, where the pipeline's meaning differs from the stage's
+    "label_column": (EvaluateSettings, ReportSettings),
+    "seed": (PretrainSettings, EmbedSettings, EvaluateSettings, ReportSettings),
+}
+
+PipelineStageFields = create_model(
+    "PipelineStageFields",
+    **{name: (stages[0].model_fields[name].annotation, stages[0].model_fields[name])
+       for name, stages in PIPELINE_FIELDS.items() if name not in ("label_column", "seed")},
+)
+
+
+class PipelineSettings(PipelineStageFields):
     """Recordings to an HTML report in one run: ingest → pretrain → embed → evaluate (when a label
     column is given) → report. Each stage skips what an earlier run already did, so the same
     settings again do (almost) nothing, and a run killed anywhere finishes when re-run."""
 
-    sources: list[str] = Field(
-        description="Recordings: files, folders (searched recursively) or glob patterns.", min_length=1
-    )
     workspace: str = Field(default_factory=default_workspace, description="Workspace folder (created when missing).")
-    site: str | None = Field(None, description="Site / deployment name of these recordings; also names the run.")
-    labels: str | None = Field(
-        None, description="Labels CSV (a 'file' column, optional start_s/end_s, label columns), stored at ingest."
-    )
     label_column: str | None = Field(
         None, description="Label column to score every layer against, e.g. species; without it the evaluate stage is skipped."
     )
-    background: str | None = Field(
-        None, description="Label for segments of event-labelled recordings that overlap no event (call vs no call)."
-    )
-    sample_rate: int = Field(16000, ge=50, le=384000, description="Target sample rate (Hz) of the stored audio.")
-    segment_seconds: float = Field(10.0, gt=0, le=3600, description="Segment length in seconds.")
-    workers: int = Field(2, ge=1, le=64, description="Files ingested in parallel.")
-    preset: Literal["tiny", "small", "base"] = Field(
-        "tiny", description="Model size: tiny (CPU demo), small, base (the paper's BASE)."
-    )
-    run: str | None = Field(
-        None, description="Name of the pretraining run (the model id; default: the preset). The same name continues it."
-    )
-    chunks: int = Field(3, ge=1, description="Pretraining chunks in total; raise it to continue training.")
-    steps_per_chunk: int = Field(50, ge=1, description="Optimiser steps per chunk (each chunk ends in a checkpoint).")
-    batch_size: int = Field(8, ge=1, description="Crops per optimiser step.")
-    crop_seconds: float = Field(4.0, gt=0, description="Length of the random training crops, in seconds.")
-    model_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Wav2Vec2Config fields to override, e.g. {'num_hidden_layers': 6}."
-    )
-    units_k: int = Field(50, ge=2, le=32767, description="k of the k-means units fitted per layer.")
-    kmeans_sample_frames: int = Field(20000, ge=100, description="Frames sampled to fit each layer's k-means.")
-    bootstrap: int = Field(200, ge=10, description="Bootstrap resamples (over recordings) of the evaluation's intervals.")
-    report: bool = Field(True, description="Build the HTML report and explorer at the end.")
-    atlas_units: int = Field(24, ge=1, description="Report: units per unit atlas (the most used ones).")
-    exemplars: int = Field(5, ge=1, le=12, description="Report: exemplar snippets per unit in the atlas.")
-    media_points: int = Field(
-        300, ge=0, description="Report: segments given a spectrogram thumbnail and an audio clip in the explorer."
-    )
     seed: int = Field(0, description="Seed of training, k-means, evaluation and report.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: auto picks a GPU when there is one.")
-    nproc: int = Field(
-        1, ge=0, le=64,
-        description="Pretraining processes (DDP launched by torchrun): 1 = the flow's process, N > 1 = N processes "
-                    "(one GPU each on CUDA), 0 = one per visible GPU.",
-    )
-    task_runner: TaskRunnerChoice = Field(
-        "threads", description="Where ingest's file tasks and embed's batch tasks run: threads of the flow's process, "
-                               "a local process pool, or a Dask cluster."
-    )
-    dask_address: DaskAddress = None
-    dask_workers: DaskWorkers = 2
-    storage: SegmentStorageUrl = None
+    report: bool = Field(True, description="Build the HTML report and explorer at the end.")
+
+    def stage(self, settings: type[StageSettings], **fields) -> StageSettings:
+        """This pipeline's settings of one stage: the fields PIPELINE_FIELDS gives it, then `fields`."""
+        shared = {name: getattr(self, name) for name, stages in PIPELINE_FIELDS.items() if settings in stages}
+        return settings(**{**shared, **fields})
 
     @model_validator(mode="after")
     def _check_task_runner(self) -> "PipelineSettings":

@@ -6,7 +6,11 @@ connection that writes. Bump SCHEMA_VERSION when a table changes and add the mig
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 2: models, checkpoints, train_metrics; 3: embeddings and units; 4: evaluations
+from schemas.names import sql_identifier
+
+# 2: models, checkpoints, train_metrics; 3: embeddings and units; 4: evaluations;
+# 5: the run-level tables key on `run`, and `model_id` always means one checkpoint, `run@chunk`
+SCHEMA_VERSION = 5
 
 TABLES: tuple[str, ...] = (
     """
@@ -112,10 +116,11 @@ TABLES: tuple[str, ...] = (
         PRIMARY KEY (path, stage)
     )
     """,
-    # One row per pretraining run (model_id = the run's name).
+    # One row per pretraining run. Its checkpoints are the models that embeddings, units and
+    # evaluations belong to: their `model_id` is `run@chunk` (schemas/model_ref.py).
     """
     CREATE TABLE IF NOT EXISTS models (
-        model_id            VARCHAR PRIMARY KEY,
+        run                 VARCHAR PRIMARY KEY,
         created_at          TIMESTAMPTZ NOT NULL,
         updated_at          TIMESTAMPTZ NOT NULL,
         preset              VARCHAR NOT NULL,
@@ -138,7 +143,7 @@ TABLES: tuple[str, ...] = (
     """,
     """
     CREATE TABLE IF NOT EXISTS checkpoints (
-        model_id      VARCHAR NOT NULL,
+        run           VARCHAR NOT NULL,
         chunk         INTEGER NOT NULL,
         step          BIGINT NOT NULL,
         path          VARCHAR NOT NULL,
@@ -147,13 +152,13 @@ TABLES: tuple[str, ...] = (
         mean_loss     DOUBLE NOT NULL,
         created_at    TIMESTAMPTZ NOT NULL,
         kept          BOOLEAN NOT NULL,
-        PRIMARY KEY (model_id, chunk)
+        PRIMARY KEY (run, chunk)
     )
     """,
     # Written with the checkpoint that ends the chunk, so a resumed chunk never duplicates steps.
     """
     CREATE TABLE IF NOT EXISTS train_metrics (
-        model_id                 VARCHAR NOT NULL,
+        run                      VARCHAR NOT NULL,
         step                     BIGINT NOT NULL,
         chunk                    INTEGER NOT NULL,
         loss                     DOUBLE NOT NULL,
@@ -168,14 +173,14 @@ TABLES: tuple[str, ...] = (
         masked_frames            INTEGER NOT NULL,
         audio_seconds            DOUBLE NOT NULL,
         audio_seconds_per_second DOUBLE NOT NULL,
-        PRIMARY KEY (model_id, step)
+        PRIMARY KEY (run, step)
     )
     """,
     # Is the run learning? The verdict on each chunk's last log interval (tasks.training.health);
     # a table of its own, so workspaces made before it gain it when the schema is next applied.
     """
     CREATE TABLE IF NOT EXISTS chunk_health (
-        model_id       VARCHAR NOT NULL,
+        run            VARCHAR NOT NULL,
         chunk          INTEGER NOT NULL,
         verdict        VARCHAR NOT NULL,
         accuracy       DOUBLE,
@@ -186,7 +191,7 @@ TABLES: tuple[str, ...] = (
         loss           DOUBLE,
         loss_at_chance DOUBLE NOT NULL,
         sentence       VARCHAR NOT NULL,
-        PRIMARY KEY (model_id, chunk)
+        PRIMARY KEY (run, chunk)
     )
     """,
     # One row per checkpoint that has been embedded; its vectors live in `embedding_table`, a
@@ -345,7 +350,7 @@ def segment_audio_view(parquet_glob: str) -> str:
 
 def embedding_table(model_id: str) -> str:
     """The table holding one embedding model's vectors (a safe SQL identifier)."""
-    return "segment_embeddings__" + "".join(c if c.isalnum() else "_" for c in model_id.lower())
+    return "segment_embeddings__" + sql_identifier(model_id)
 
 
 def embedding_table_ddl(table: str, dim: int) -> str:
@@ -448,3 +453,20 @@ def frame_vectors_view(frames_glob: str) -> str:
     WHERE EXISTS (SELECT 1 FROM embedded_segments e WHERE e.model_id = m.model_id AND e.segment_id = f.segment_id
                   AND e.layer = f.layer AND e.frame_file = regexp_extract(f.filename, '(embeddings/[^/]+/frames/[^/]+)$', 1))
     """
+
+
+# Tables of a pretraining run, keyed by its name: `model_id` until schema 5, `run` since.
+RUN_TABLES = ("models", "checkpoints", "train_metrics", "chunk_health")
+
+
+def _run_columns_named_run(conn) -> None:
+    """5: rename `model_id` to `run` where it named a run (a workspace may predate chunk_health)."""
+    for table in RUN_TABLES:
+        if conn.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'model_id'",
+                        [table]).fetchone()[0]:
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN model_id TO run")
+
+
+# (version, upgrade): `apply_schema` runs every upgrade newer than a workspace's version, in order,
+# in the transaction that then creates what is missing and records SCHEMA_VERSION.
+MIGRATIONS = ((5, _run_columns_named_run),)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas.settings import IngestSettings, PretrainSettings
+from tasks.catalog import recordings
 from tasks.ingest.discovery import content_hash, discover
 from tasks.ingest.recording import prepare_recording
 from tasks.workspace import Workspace, database
@@ -16,13 +17,13 @@ def ingest_quick(workspace: Workspace, folder: Path, **options) -> None:
     workspace.create()
     with database.writing(workspace) as conn:
         database.apply_schema(conn, workspace)
-        database.ensure_dataset_config(conn, {
+        recordings.ensure_dataset_config(conn, {
             "sample_rate": str(settings.sample_rate), "segment_seconds": str(settings.segment_seconds),
             "hop_seconds": str(settings.hop_seconds), "final_segment": settings.final_segment,
         })
         for source in discover(settings.sources).files:
             staged = prepare_recording(source, content_hash(source.path), settings, workspace)
-            database.commit_recording(conn, workspace, staged, "test")
+            recordings.commit_recording(conn, workspace, staged, "test")
         database.refresh_segment_audio_view(conn, workspace)
 
 
@@ -39,7 +40,7 @@ def train_tiny_chunk(workspace: Workspace, run: str) -> None:
         index = training_index(conn, workspace, spec)
     result = train_chunk(spec, index)
     with database.writing(workspace) as conn:
-        upsert_model(conn, {"model_id": run, "preset": "tiny", "settings": settings.model_dump(),
+        upsert_model(conn, {"run": run, "preset": "tiny", "settings": settings.model_dump(),
                             "model_config": spec.config, "feature_encoder": spec.plan.describe(),
                             "sample_rate": index.sample_rate, "frame_rate_hz": 50.0, "receptive_field_ms": 25.0,
                             "parameters": 1, "segments_used": len(index), "hours_used": index.hours,

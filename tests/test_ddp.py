@@ -90,7 +90,7 @@ def test_the_flow_resumes_a_two_process_run_reproducibly(first_chunks, tmp_path)
     assert pretrain(PretrainSettings(workspace=str(flowed.root), nproc=2, **OPTIONS))["chunks_trained"] == 1
     with database.reading(flowed) as conn:
         rows = conn.execute("SELECT step, chunk, loss, accuracy, learning_rate, temperature, masked_frames "
-                            "FROM train_metrics WHERE model_id = 'd' ORDER BY step").fetchall()
+                            "FROM train_metrics WHERE run = 'd' ORDER BY step").fetchall()
     assert [r[:2] for r in rows] == [(s, 1 + s // STEPS) for s in range(2 * STEPS)]
     assert [r[2] for r in rows[:STEPS]] == pytest.approx([m.loss for m in ddp.metrics], rel=1e-6)
 

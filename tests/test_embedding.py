@@ -20,8 +20,8 @@ from test_training import synthetic_calls
 
 from schemas.settings import EmbedSettings, PretrainSettings
 from tasks.catalog.queries import QueryRefused
+from tasks.catalog.search import similar
 from tasks.embedding.encode import embed_batch
-from tasks.embedding.search import similar
 from tasks.training.frontend import plan_feature_encoder
 from tasks.training.model_config import build_config
 from tasks.training.run import resolve_run, train_chunk, training_index
@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
     train_chunk(spec, index)
     with database.writing(ws) as conn:
         from tasks.catalog.runs import upsert_model
-        upsert_model(conn, {"model_id": "emb", "preset": "tiny", "settings": {}, "model_config": spec.config,
+        upsert_model(conn, {"run": "emb", "preset": "tiny", "settings": {}, "model_config": spec.config,
                             "feature_encoder": spec.plan.describe(), "sample_rate": 16000, "frame_rate_hz": 50.0,
                             "receptive_field_ms": 25.0, "parameters": 1, "segments_used": len(index),
                             "hours_used": index.hours, "excluded_recordings": [], "init_from": None, "chunks_done": 1,
@@ -209,7 +209,7 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
 
 @pytest.mark.usefixtures("prefect_server")
 def test_optional_hnsw_index_with_measured_recall(trained, tmp_path):
-    from tasks.embedding.index import build_hnsw
+    from tasks.catalog.vector_index import build_hnsw
     from tasks.workspace.database import WorkspaceError
 
     ws = copy_of(trained, tmp_path)

@@ -10,7 +10,8 @@ from quick_ingest import ingest_quick, train_tiny_chunk
 from signals import click_train, noise, tone, write
 
 from schemas.settings import EmbedSettings, EvaluateSettings
-from tasks.evaluation.run import labelled_segments
+from tasks.catalog import recordings
+from tasks.catalog.evaluations import labelled_segments
 from tasks.workspace import Workspace, database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -75,7 +76,7 @@ def test_background_label_for_event_labelled_recordings(tones_and_clicks):
     with database.writing(ws) as conn:
         from tasks.ingest.labels import read_labels
 
-        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
         plain = labelled_segments(conn, "sound", None)
         with_background = labelled_segments(conn, "sound", "quiet")
     assert "quiet" not in plain.labels
@@ -94,7 +95,7 @@ def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks
 
     root, ws = tones_and_clicks
     with database.writing(ws) as conn:
-        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     stamp = ws.reports_dir / ".pipeline-ev.json"
     stamp.unlink(missing_ok=True)
     first = refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"]))

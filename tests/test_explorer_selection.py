@@ -429,7 +429,9 @@ from test_report_figures import tiny_workspace  # noqa: E402,F401  (the fixture:
 
 
 def test_explorer_frames_of_a_real_workspace(tiny_workspace):  # noqa: F811
-    from tasks.report.data import embedded_segment_ids, frame_units, resolve_model, segment_info, unit_inventories
+    from tasks.catalog.embeddings import embedded_segment_ids, resolve_model
+    from tasks.catalog.recordings import segment_info
+    from tasks.catalog.units import frame_units, unit_inventories
     from tasks.report.explorer_frames import explorer_columns, explorer_frames
     from tasks.workspace import database
 

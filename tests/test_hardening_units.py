@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.arrow import FRAME_SCHEMA
-from tasks.embedding.run import EmbeddingModel
+from schemas.model_ref import ModelRef
+from tasks.catalog.embeddings import EmbeddingModel
 from tasks.embedding.units import fit_kmeans
 from tasks.workspace import Workspace, database
 
-MODEL = EmbeddingModel(model_id="m@1", run="m", chunk=1, export_dir="", export_sha256="", dim=8, layers=1,
+MODEL = EmbeddingModel(ref=ModelRef("m", 1), export_dir="", export_sha256="", dim=8, layers=1,
                        frame_seconds=0.02, sample_rate=16000, receptive_field=400, table="segment_embeddings__m_1")
 SEGMENTS, FRAMES = 40, 50
 

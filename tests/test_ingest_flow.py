@@ -12,6 +12,7 @@ from signals import dominant_frequency, noise, sweep, tone, write
 
 from flows.ingest import IngestRunFailed, ingest
 from schemas.settings import IngestSettings
+from tasks.catalog import recordings
 from tasks.workspace import database
 from tasks.workspace.database import WorkspaceError
 
@@ -194,7 +195,7 @@ def test_labels_for_recordings_and_events(tmp_path, workspace):
 
 def test_a_file_left_between_rename_and_commit_is_invisible_and_replaced(tmp_path, workspace, monkeypatch):
     src = write(tmp_path / "r" / "one.wav", noise(12.0, 16000), 16000, "PCM_16")
-    monkeypatch.setattr(database, "commit_recording", _commit_that_dies_after_publish(database.commit_recording))
+    monkeypatch.setattr(recordings, "commit_recording", _commit_that_dies_after_publish(recordings.commit_recording))
     with pytest.raises(BaseException):
         run(workspace, src)
     orphans = list(workspace.segments_dir.rglob("*.parquet"))

@@ -4,6 +4,7 @@ schemas, never back; inside flows/, the plumbing (runtime/) never imports a stag
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,50 @@ def test_flow_plumbing_imports_no_stage_flow():
                   for path in sources("flows/runtime") for line, module in imports_of(path)
                   if module.startswith("flows.") and not module.startswith("flows.runtime")]
     assert not back_edges, "\n".join(back_edges)
+
+
+SQL_HOMES = ("tasks/catalog", "tasks/workspace", "schemas")  # schemas: the DDL, the one source of truth
+SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WITH|COPY|ATTACH|PRAGMA|SET|LOAD|"
+                       r"CHECKPOINT|INSTALL)\b")
+QUERY_METHODS = {"execute", "executemany", "sql", "query"}
+
+
+def sql_outside_the_catalog(path: Path) -> list[str]:
+    """Lines of `path` that run a query (conn.execute(...), .sql(...)) or hold a SQL statement."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in QUERY_METHODS:
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} calls .{node.func.attr}()")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} holds SQL: {node.value.strip()[:40]!r}")
+    return found
+
+
+def test_the_sql_check_finds_a_query_and_a_statement():
+    probe = ROOT / "tests" / "_sql_probe.py"
+    probe.write_text('def f(conn):\n    q = f"SELECT 1 FROM {t}"\n    return conn.execute("DELETE FROM labels")\n')
+    try:
+        assert len(sql_outside_the_catalog(probe)) == 3  # the f-string's text, the call, its statement
+    finally:
+        probe.unlink()
+
+
+def test_no_sql_outside_tasks_catalog_and_tasks_workspace():
+    found = [line for layer in ("tasks", "flows", "deployments") for path in sources(layer)
+             if not str(path.relative_to(ROOT)).startswith(SQL_HOMES)
+             for line in sql_outside_the_catalog(path)]
+    assert not found, "\n".join(found)
+
+
+POSITIONAL_INSERT = re.compile(r"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+[\w{}.]+\s+(?:VALUES|SELECT)\b", re.IGNORECASE)
+
+
+def test_every_insert_names_its_columns():
+    """A positional INSERT silently depends on the column order in schemas/tables.py."""
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}"
+             for layer in ("tasks", "flows", "deployments") for path in sources(layer)
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and POSITIONAL_INSERT.search(node.value)]
+    assert not found, "\n".join(found)
+    assert POSITIONAL_INSERT.search("INSERT OR REPLACE INTO labels VALUES (?, ?)")
+    assert not POSITIONAL_INSERT.search("INSERT INTO labels (recording_id) VALUES (?)")

@@ -30,6 +30,7 @@ from pipeline_corpus import cli_args, settings_for
 from signals import noise, write
 
 from schemas.settings import IngestSettings, PipelineSettings, PretrainSettings
+from tasks.catalog import recordings
 from tasks.workspace import Workspace, database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -63,7 +64,7 @@ def test_pipeline_runs_every_stage_and_publishes_its_summary(first_run):
         ("ingest", "ran"), ("pretrain", "ran"), ("embed", "ran"), ("evaluate", "ran"), ("report", "ran")]
     n = counts(ws)
     assert (n["recordings"], n["segments"], n["labels"]) == (6, 12, 6)
-    assert rows(ws, "SELECT model_id, chunks_done, steps_done FROM models") == [("tiny", 2, 6)]
+    assert rows(ws, "SELECT run, chunks_done, steps_done FROM models") == [("tiny", 2, 6)]
     assert n["train_metrics"] == 6 and n["checkpoints"] == 2
     assert result["model_id"] == "tiny@2" and n["embedded_segments"] == 12 * 3  # layers 0, 1, 2
     assert rows(ws, "SELECT count(DISTINCT (segment_id, layer, pooling)), count(*) FROM segment_embeddings") == [
@@ -169,7 +170,7 @@ def test_the_run_command_takes_its_options_from_pipeline_settings():
 
 
 def labelled_set(ws: Path, column: str = "sound"):
-    from tasks.evaluation.run import labelled_segments
+    from tasks.catalog.evaluations import labelled_segments
 
     with database.reading(Workspace.at(ws)) as conn:
         return labelled_segments(conn, column, None)
@@ -206,7 +207,7 @@ def test_scorecard_tasks_are_cached_by_content_not_by_path_or_run(first_run, tmp
     with database.writing(Workspace.at(ws)) as conn:
         from tasks.ingest.labels import read_labels
 
-        database.apply_labels_file(conn, str(relabelled), read_labels(relabelled))
+        recordings.apply_labels_file(conn, str(relabelled), read_labels(relabelled))
     changed = labelled_set(ws)
     computed = score_states(ws, changed)
     assert {k: v[0] for k, v in computed.items()} == {"layer 1": "Completed", "units": "Completed",
@@ -256,7 +257,7 @@ def test_a_task_retries_after_another_process_held_the_lock(first_run, tmp_path,
             state = prepare_run(PretrainSettings(workspace=str(ws), run="tiny", preset="tiny", chunks=2,
                                                  steps_per_chunk=3, batch_size=4, crop_seconds=1.0,
                                                  model_overrides={"num_hidden_layers": 2}), return_state=True)
-            return state.name, state.result().model_id
+            return state.name, state.result().run
 
         name, model_id = prepare()
     finally:

@@ -81,7 +81,7 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
     assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 0
     with database.reading(Workspace.at(killed)) as conn:
         model = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, frame_rate_hz, parameters, "
-                             "segments_used, feature_encoder FROM models WHERE model_id = 'r'").fetchone()
+                             "segments_used, feature_encoder FROM models WHERE run = 'r'").fetchone()
         kept = conn.execute("SELECT chunk, kept FROM checkpoints ORDER BY chunk").fetchall()
         health = conn.execute("SELECT chunk, verdict, chance FROM chunk_health ORDER BY chunk").fetchall()
     assert model[:4] == (3, 12, "checkpoints/r/chunk-0003", 50.0) and model[4] > 1e5 and model[5] == 24
@@ -110,10 +110,10 @@ def test_a_run_created_before_a_recipe_setting_existed_continues_with_its_old_re
     shutil.copytree(ingested / "ws", ws.root)
     pretrain_in_process(ws.root, chunks=1)
     with database.writing(ws) as conn:
-        stored = json.loads(conn.execute("SELECT settings FROM models WHERE model_id = 'r'").fetchone()[0])
+        stored = json.loads(conn.execute("SELECT settings FROM models WHERE run = 'r'").fetchone()[0])
         assert stored["lr_scaling"] == "sqrt" and stored["feature_grad_mult"] == 0.1  # today's defaults
         old = {k: v for k, v in stored.items() if k not in ("lr_scaling", "feature_grad_mult")}
-        conn.execute("UPDATE models SET settings = ? WHERE model_id = 'r'", [json.dumps(old)])
+        conn.execute("UPDATE models SET settings = ? WHERE run = 'r'", [json.dumps(old)])
         spec = resolve_run(conn, ws, PretrainSettings(workspace=str(ws.root), run="r", chunks=2))
         fresh = resolve_run(conn, ws, PretrainSettings(workspace=str(ws.root), run="new"))
     assert (spec.settings.lr_scaling, spec.settings.feature_grad_mult) == ("none", 1.0)

@@ -15,7 +15,9 @@ from quick_ingest import ingest_quick, train_tiny_chunk
 from signals import click_train, noise, tone, write
 
 from schemas.settings import ReportSettings
-from tasks.report.data import SegmentInfo, UnitInventory
+from tasks.catalog import recordings
+from tasks.catalog.recordings import SegmentInfo
+from tasks.catalog.units import UnitInventory
 from tasks.report.figures import save
 from tasks.report.figures_maps import layer_multiples, map_panels, neighbour_gallery
 from tasks.report.figures_training import codebook_health_figure, training_curves_figure
@@ -293,15 +295,8 @@ def test_figures_have_their_panels(tmp_path):
 def tiny_workspace(tmp_path_factory):
     """Ingested tones and clicks with labels, a tiny model trained 2 steps, embedded with k-means units
     (plain functions, no Prefect: the flows are tested elsewhere)."""
-    from tasks.embedding.run import (
-        all_layers,
-        commit_batch,
-        embed_segments,
-        pending_segments,
-        refresh_views,
-        register,
-        resolve_checkpoint,
-    )
+    from tasks.catalog.embeddings import pending_segments, refresh_views, register
+    from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
     from tasks.embedding.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
     from tasks.ingest.labels import read_labels
 
@@ -320,10 +315,10 @@ def tiny_workspace(tmp_path_factory):
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
     with database.writing(ws) as conn:
-        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     train_tiny_chunk(ws, "rep")
     with database.writing(ws) as conn:
-        model = resolve_checkpoint(conn, ws, "rep", None)
+        model = checkpoint_to_embed(conn, ws, "rep", None)
         register(conn, ws, model)
         layers = all_layers(model)
         pending = pending_segments(conn, ws, model, layers)

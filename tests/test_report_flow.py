@@ -14,6 +14,7 @@ from report_samples import HOSTILE, HOSTILE_WAV
 from signals import click_train, noise, tone, write
 
 from schemas.settings import EmbedSettings, ReportSettings
+from tasks.catalog import recordings
 from tasks.ingest.labels import read_labels
 from tasks.workspace import Workspace, database
 
@@ -38,7 +39,7 @@ def embedded(tmp_path_factory):
     ws = Workspace.at(root / "ws")
     ingest_quick(ws, root / "rec", segment_seconds=2.0)
     with database.writing(ws) as conn:
-        database.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     train_tiny_chunk(ws, "rp")
     from flows.embed import embed
 

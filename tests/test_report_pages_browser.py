@@ -24,15 +24,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report(tiny_workspace, tmp_path_factory):  # noqa: F811
     """The workspace scored for 'sound' (layers, log-mel and MFCC baselines), then its report written."""
+    from tasks.catalog.evaluations import labelled_segments, write_evaluations
+    from tasks.catalog.recordings import segment_refs
     from tasks.embedding.run import read_audio
-    from tasks.evaluation.run import (
-        baseline_features,
-        labelled_segments,
-        model_vectors,
-        score_features,
-        segment_refs,
-        write_evaluations,
-    )
+    from tasks.evaluation.run import baseline_features, model_vectors, score_features
     from tasks.report.build import build_report_content
     from tasks.report.explorer_page import write_explorer
     from tasks.report.html import write_report

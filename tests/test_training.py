@@ -307,7 +307,7 @@ def test_the_chunk_verdict_is_kept_with_the_checkpoint_and_in_duckdb(calls_works
         conn.execute("DROP TABLE chunk_health")  # a workspace made before verdicts were kept
         database.apply_schema(conn, ws)
         runs.commit_chunk(conn, ws, "health", result.checkpoint, steps)
-        row = conn.execute("SELECT chunk, verdict, chance, sentence FROM chunk_health WHERE model_id = 'health'").fetchall()
+        row = conn.execute("SELECT chunk, verdict, chance, sentence FROM chunk_health WHERE run = 'health'").fetchall()
     assert row == [(1, health["verdict"], pytest.approx(1 / 21), health["sentence"])]
 
 

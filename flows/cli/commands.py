@@ -426,7 +426,7 @@ def _print_result(result, fmt: str, max_rows: int = 200) -> None:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from tasks.embedding.search import similar
+    from tasks.catalog.search import similar
     from tasks.workspace import Workspace, database
 
     workspace = Workspace.at(getattr(args, "workspace", None))
@@ -441,15 +441,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from tasks.embedding.index import build_hnsw
-    from tasks.embedding.search import default_layer, default_model
+    from tasks.catalog.embeddings import resolve_model
+    from tasks.catalog.search import default_layer
+    from tasks.catalog.vector_index import build_hnsw
     from tasks.workspace import Workspace, database
 
     workspace = Workspace.at(getattr(args, "workspace", None))
     with database.writing(workspace) as conn:
         database.apply_schema(conn, workspace)
-        model, layers = default_model(conn, args.model)
-        layer = default_layer(layers) if args.layer is None else args.layer
+        resolved = resolve_model(conn, args.model)
+        model = resolved.model_id
+        layer = default_layer(resolved.layers) if args.layer is None else args.layer
         info = build_hnsw(conn, workspace, model, layer, args.pooling)
     print(f"HNSW index of {model} layer {layer} ({args.pooling}): {info.rows} vectors, built in "
           f"{info.build_seconds:.2f} s, recall@10 against exact search {info.recall_at_10:.3f} "
@@ -458,7 +460,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tasks.embedding.search import export_embeddings
+    from tasks.catalog.search import export_embeddings
     from tasks.workspace import Workspace, database
 
     output = Path(args.output)
@@ -474,28 +476,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.cli.console import print_status
+    from tasks.catalog import status
     from tasks.workspace import Workspace, database
 
     workspace = Workspace.at(getattr(args, "workspace", None))
     with database.reading(workspace) as conn:
-        summary = database.workspace_summary(conn)
-        sites = conn.execute(
-            """SELECT r.site, count(DISTINCT r.recording_id) AS recordings, round(sum(r.duration_s) / 3600, 4) AS hours,
-                      (SELECT count(*) FROM segments s WHERE s.site = r.site) AS segments,
-                      min(r.start_time) AS first_start, max(r.start_time) AS last_start
-               FROM recordings r GROUP BY r.site ORDER BY r.site"""
-        ).fetchall()
-        errors = conn.execute(
-            "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error' ORDER BY occurred_at DESC LIMIT 20"
-        ).fetchall()
-        runs = conn.execute(
-            """SELECT m.model_id, m.preset, round(m.parameters / 1e6, 2) AS params_m,
-                      json_extract(m.settings, '$.chunks')::INTEGER AS chunks_planned, m.chunks_done, m.steps_done,
-                      (SELECT round(avg(loss), 4) FROM train_metrics t WHERE t.model_id = m.model_id
-                         AND t.chunk = m.chunks_done) AS last_chunk_loss,
-                      m.latest_checkpoint
-               FROM models m ORDER BY m.updated_at DESC"""
-        ).fetchall()
+        summary = status.workspace_summary(conn)
+        sites, errors, runs = status.sites(conn), status.recent_errors(conn), status.training_runs(conn)
     if args.format == "json":
         print(json.dumps({"workspace": str(workspace.root), **summary,
                           "sites": [dict(zip(["site", "recordings", "hours", "segments", "first_start", "last_start"], s)) for s in sites],

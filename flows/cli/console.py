@@ -76,12 +76,12 @@ def print_pretrain_result(result: dict) -> None:
     console.print(result["frontend"], markup=False, highlight=False)
     if result["summaries"]:
         columns = [c for c in result["summaries"][0] if c not in ("checkpoint", "health_sentence")]
-        print_table(columns, [tuple(s[c] for c in columns) for s in result["summaries"]], title=f"run {result['model_id']}")
+        print_table(columns, [tuple(s[c] for c in columns) for s in result["summaries"]], title=f"run {result['run']}")
         for summary in result["summaries"]:  # is it learning? said plainly, chunk by chunk
             if summary.get("health_sentence"):
                 console.print(summary["health_sentence"], markup=False, highlight=False)
     else:
-        console.print(f"run {result['model_id']}: nothing to do ({result['chunks_done']} chunks done); "
+        console.print(f"run {result['run']}: nothing to do ({result['chunks_done']} chunks done); "
                       "raise --chunks to continue it", markup=False, highlight=False)
     console.print(f"checkpoints: {result['run_dir']}", markup=False, highlight=False)
 

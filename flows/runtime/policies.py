@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from prefect.context import TaskRunContext
 
+from tasks.catalog import embeddings
 from tasks.workspace import Workspace, content_keys, database
 from tasks.workspace.transient_errors import is_transient
 
@@ -120,9 +121,8 @@ def baseline_scores_key(context: TaskRunContext, parameters: dict) -> str | None
     """The labelled segments' audio (segment ids derive from the recordings' content hashes, cut
     with the dataset settings) and the checkpoint's architecture (random-weight baseline)."""
     def read(conn, p):
-        export = conn.execute("SELECT export_sha256 FROM embedding_models WHERE model_id = ?",
-                              [p["model_id"]]).fetchone()
-        return export and content_keys.digest(content_keys.dataset_digest(conn), export[0])
+        export = embeddings.export_sha256(conn, p["model_id"])
+        return export and content_keys.digest(content_keys.dataset_digest(conn), export)
 
     return _key(context, parameters, read)
 

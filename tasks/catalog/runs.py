@@ -1,4 +1,5 @@
-"""Pretraining records in DuckDB: `models`, `checkpoints` and `train_metrics`."""
+"""Pretraining runs in DuckDB: `models` (one row per run), `checkpoints`, `train_metrics` and
+`chunk_health`, all keyed by the run's name."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
+from tasks.catalog.embeddings import EmbeddingModel
 from tasks.training import checkpoints
 from tasks.training.loop import StepMetrics
 from tasks.workspace import Workspace
-from tasks.workspace.database import transaction
+from tasks.workspace.database import insert, transaction
 
 METRIC_COLUMNS = (
     "step", "chunk", "loss", "contrastive_loss", "diversity_loss", "perplexity", "unused_code_share", "accuracy",
@@ -29,25 +32,40 @@ def _now() -> datetime:
 
 def upsert_model(conn: duckdb.DuckDBPyConnection, row: dict) -> None:
     """Create the run's row, or refresh what a later call may change (data used, chunks planned)."""
-    existing = conn.execute("SELECT created_at FROM models WHERE model_id = ?", [row["model_id"]]).fetchone()
+    existing = conn.execute("SELECT created_at FROM models WHERE run = ?", [row["run"]]).fetchone()
     values = {**row, "updated_at": _now(), "created_at": existing[0] if existing else _now()}
-    columns = list(values)
-    conn.execute(
-        f"INSERT OR REPLACE INTO models ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-        [json.dumps(v) if isinstance(v, dict) else v for v in values.values()],
-    )
+    insert(conn, "models", [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in values.items()}],
+           on_conflict="replace")
 
 
-def committed_chunks(conn: duckdb.DuckDBPyConnection, model_id: str) -> set[int]:
-    return {r[0] for r in conn.execute("SELECT chunk FROM checkpoints WHERE model_id = ?", [model_id]).fetchall()}
+def run_progress(conn: duckdb.DuckDBPyConnection, run: str) -> dict:
+    """Chunks and steps done and the latest and best checkpoints; zeros for a run not yet recorded."""
+    row = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, best_checkpoint FROM models WHERE run = ?",
+                       [run]).fetchone()
+    return dict(zip(("chunks_done", "steps_done", "latest_checkpoint", "best_checkpoint"), row or (0, 0, None, None)))
 
 
-def chunks_done(conn: duckdb.DuckDBPyConnection, model_id: str) -> int:
-    return max(committed_chunks(conn, model_id), default=0)
+def run_settings(conn: duckdb.DuckDBPyConnection, run: str) -> dict | None:
+    """The settings a run was created with (JSON), or None for a new run."""
+    row = conn.execute("SELECT settings FROM models WHERE run = ?", [run]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def latest_trained_run(conn: duckdb.DuckDBPyConnection) -> str | None:
+    row = conn.execute("SELECT run FROM models WHERE chunks_done > 0 ORDER BY updated_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def committed_chunks(conn: duckdb.DuckDBPyConnection, run: str) -> set[int]:
+    return {r[0] for r in conn.execute("SELECT chunk FROM checkpoints WHERE run = ?", [run]).fetchall()}
+
+
+def chunks_done(conn: duckdb.DuckDBPyConnection, run: str) -> int:
+    return max(committed_chunks(conn, run), default=0)
 
 
 def commit_chunk(
-    conn: duckdb.DuckDBPyConnection, workspace: Workspace, model_id: str, info: checkpoints.CheckpointInfo,
+    conn: duckdb.DuckDBPyConnection, workspace: Workspace, run: str, info: checkpoints.CheckpointInfo,
     metrics: list[dict],
 ) -> None:
     """Record a finished chunk in one transaction; re-committing the same chunk changes nothing.
@@ -58,29 +76,23 @@ def commit_chunk(
     kept = [i.chunk for i in on_disk]
     best = min(on_disk, key=lambda i: i.mean_loss).chunk if on_disk else info.chunk
     with transaction(conn):
-        conn.execute("DELETE FROM train_metrics WHERE model_id = ? AND chunk = ?", [model_id, info.chunk])
-        conn.executemany(
-            f"INSERT INTO train_metrics (model_id, {', '.join(METRIC_COLUMNS)}) VALUES (?{', ?' * len(METRIC_COLUMNS)})",
-            [[model_id, *(m[c] for c in METRIC_COLUMNS)] for m in metrics],
-        )
-        conn.execute(
-            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, true)",
-            [model_id, info.chunk, info.step, workspace.relative(info.path), info.state_sha256, info.export_sha256,
-             info.mean_loss, _now()],
-        )
-        conn.execute("UPDATE checkpoints SET kept = list_contains(?, chunk) WHERE model_id = ?", [kept, model_id])
+        conn.execute("DELETE FROM train_metrics WHERE run = ? AND chunk = ?", [run, info.chunk])
+        insert(conn, "train_metrics", [{"run": run, **{c: m[c] for c in METRIC_COLUMNS}} for m in metrics])
+        insert(conn, "checkpoints", [{
+            "run": run, "chunk": info.chunk, "step": info.step, "path": workspace.relative(info.path),
+            "state_sha256": info.state_sha256, "export_sha256": info.export_sha256, "mean_loss": info.mean_loss,
+            "created_at": _now(), "kept": True}], on_conflict="replace")
+        conn.execute("UPDATE checkpoints SET kept = list_contains(?, chunk) WHERE run = ?", [kept, run])
         health = checkpoints.read_metrics(info.path)[1]
-        conn.execute("DELETE FROM chunk_health WHERE model_id = ? AND chunk = ?", [model_id, info.chunk])
+        conn.execute("DELETE FROM chunk_health WHERE run = ? AND chunk = ?", [run, info.chunk])
         if health:  # checkpoints written before verdicts were kept have none
-            conn.execute(f"INSERT INTO chunk_health (model_id, chunk, {', '.join(HEALTH_COLUMNS)}) "
-                         f"VALUES (?, ?{', ?' * len(HEALTH_COLUMNS)})",
-                         [model_id, info.chunk, *(health.get(c) for c in HEALTH_COLUMNS)])
+            insert(conn, "chunk_health", [{"run": run, "chunk": info.chunk, **{c: health.get(c) for c in HEALTH_COLUMNS}}])
         run_dir = info.path.parent
         conn.execute(
             """UPDATE models SET chunks_done = ?, steps_done = ?, latest_checkpoint = ?, best_checkpoint = ?, updated_at = ?
-               WHERE model_id = ?""",
+               WHERE run = ?""",
             [info.chunk, info.step, workspace.relative(info.path),
-             workspace.relative(checkpoints.chunk_dir(run_dir, best)), _now(), model_id],
+             workspace.relative(checkpoints.chunk_dir(run_dir, best)), _now(), run],
         )
 
 
@@ -88,11 +100,43 @@ def metrics_as_rows(metrics: list[StepMetrics]) -> list[dict]:
     return [asdict(m) for m in metrics]
 
 
-def uncommitted_checkpoints(conn: duckdb.DuckDBPyConnection, model_id: str, run_dir: Path) -> list[tuple[checkpoints.CheckpointInfo, list[dict]]]:
+def uncommitted_checkpoints(conn: duckdb.DuckDBPyConnection, run: str, run_dir: Path) -> list[tuple[checkpoints.CheckpointInfo, list[dict]]]:
     """Checkpoints written to disk whose commit a crash prevented, with their saved metrics."""
-    done = committed_chunks(conn, model_id)
+    done = committed_chunks(conn, run)
     return [
         (info, checkpoints.read_metrics(info.path)[0])
         for info in checkpoints.complete(run_dir)
         if info.chunk not in done
     ]
+
+
+def train_metrics(conn: duckdb.DuckDBPyConnection, run: str) -> dict[str, np.ndarray]:
+    """Per-step training health of a run; `perplexity` is (steps, groups). Empty arrays when none."""
+    cursor = conn.execute(
+        """SELECT step, chunk, loss, contrastive_loss, diversity_loss, perplexity, unused_code_share, accuracy,
+                  grad_norm, learning_rate, temperature FROM train_metrics WHERE run = ? ORDER BY step""", [run])
+    names = [d[0] for d in cursor.description]
+    rows = cursor.fetchall()
+    out = {n: np.asarray([r[i] for r in rows], np.float64) for i, n in enumerate(names) if n != "perplexity"}
+    groups = max((len(r[5]) for r in rows), default=0)
+    out["perplexity"] = np.asarray([list(r[5]) + [np.nan] * (groups - len(r[5])) for r in rows],
+                                   np.float64).reshape(len(rows), groups)
+    return out
+
+
+def checkpoint_step(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel) -> int | None:
+    row = conn.execute("SELECT step FROM checkpoints WHERE run = ? AND chunk = ?", [model.run, model.chunk]).fetchone()
+    return int(row[0]) if row else None
+
+
+def model_record(conn: duckdb.DuckDBPyConnection, run: str) -> dict:
+    """The run's row of `models` with its JSON columns parsed ({} when the run is not recorded)."""
+    cursor = conn.execute("SELECT * FROM models WHERE run = ?", [run])
+    row = cursor.fetchone()
+    if row is None:
+        return {}
+    record = dict(zip([d[0] for d in cursor.description], row))
+    for key in ("settings", "model_config", "feature_encoder"):
+        if isinstance(record.get(key), str):
+            record[key] = json.loads(record[key])
+    return record

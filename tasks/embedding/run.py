@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -22,49 +21,28 @@ import pyarrow.parquet as pq
 import torch
 
 from schemas.arrow import FRAME_SCHEMA, SEGMENT_RESULT_SCHEMA
-from schemas.tables import (
-    EMBEDDING_VIEWS,
-    embedding_table,
-    embedding_table_ddl,
-    frame_vectors_view,
-    segment_embeddings_view,
-)
+from schemas.model_ref import ModelRef
+from schemas.tables import embedding_table
+from tasks.catalog import embeddings, runs
+from tasks.catalog.embeddings import EmbeddingModel
+from tasks.catalog.recordings import SegmentRef
 from tasks.embedding.encode import embed_batch, load_model, pool
 from tasks.training import checkpoints
 from tasks.training.frontend import receptive_field
 from tasks.workspace import Workspace
-from tasks.workspace.database import WorkspaceError, transaction
+from tasks.workspace.database import WorkspaceError
 from tasks.workspace.segment_files import publish
 from tasks.workspace.staging import owned_path
 from tasks.workspace.storage import open_parquet
 
 
-@dataclass(frozen=True)
-class EmbeddingModel:
-    model_id: str  # "<run>@<chunk>"
-    run: str
-    chunk: int
-    export_dir: str  # absolute path of the checkpoint's hf/ export
-    export_sha256: str
-    dim: int
-    layers: int
-    frame_seconds: float
-    sample_rate: int
-    receptive_field: int  # samples: a segment shorter than this has no frame and is not embedded
-    table: str
-
-    @property
-    def slug(self) -> str:
-        return self.table.removeprefix("segment_embeddings__")
-
-
-def resolve_checkpoint(conn: duckdb.DuckDBPyConnection, workspace: Workspace, run: str | None, chunk: int | None) -> EmbeddingModel:
-    """The checkpoint to embed with: by default the latest of the most recently trained run."""
+def checkpoint_to_embed(conn: duckdb.DuckDBPyConnection, workspace: Workspace, run: str | None,
+                            chunk: int | None) -> EmbeddingModel:
+    """The checkpoint to embed with, read from its export: by default the latest of the most
+    recently trained run."""
+    run = run or runs.latest_trained_run(conn)
     if run is None:
-        row = conn.execute("SELECT model_id FROM models WHERE chunks_done > 0 ORDER BY updated_at DESC LIMIT 1").fetchone()
-        if not row:
-            raise WorkspaceError(f"no trained model in {workspace.root}: run `ceta2vec pretrain` first")
-        run = row[0]
+        raise WorkspaceError(f"no trained model in {workspace.root}: run `ceta2vec pretrain` first")
     kept = {i.chunk: i for i in checkpoints.complete(workspace.checkpoints_dir / run)}
     if not kept:
         raise WorkspaceError(f"run '{run}' has no checkpoint in {workspace.checkpoints_dir / run}")
@@ -74,62 +52,14 @@ def resolve_checkpoint(conn: duckdb.DuckDBPyConnection, workspace: Workspace, ru
     info = kept[chunk]
     config = json.loads((info.path / "hf" / "config.json").read_text())
     hop = int(np.prod(config["conv_stride"]))
-    model_id = f"{run}@{chunk}"
+    ref = ModelRef(run, chunk)
     return EmbeddingModel(
-        model_id=model_id, run=run, chunk=chunk, export_dir=str(info.path / "hf"), export_sha256=info.export_sha256,
+        ref=ref, export_dir=str(info.path / "hf"), export_sha256=info.export_sha256,
         dim=config["hidden_size"], layers=config["num_hidden_layers"] + 1,
         frame_seconds=hop / config["sampling_rate"], sample_rate=config["sampling_rate"],
         receptive_field=receptive_field(tuple(config["conv_stride"]), tuple(config["conv_kernel"])),
-        table=embedding_table(model_id),
+        table=embedding_table(str(ref)),
     )
-
-
-def register(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel) -> None:
-    conn.execute(embedding_table_ddl(model.table, model.dim))
-    conn.execute(
-        "INSERT OR IGNORE INTO embedding_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [model.model_id, model.run, model.chunk, workspace.relative(Path(model.export_dir)), model.export_sha256,
-         model.dim, model.layers, model.frame_seconds, model.table, datetime.now(timezone.utc)],
-    )
-    refresh_views(conn, workspace)
-
-
-def refresh_views(conn: duckdb.DuckDBPyConnection, workspace: Workspace | None = None) -> None:
-    models = conn.execute("SELECT model_id, embedding_table FROM embedding_models ORDER BY model_id").fetchall()
-    conn.execute(segment_embeddings_view(models))
-    for ddl in EMBEDDING_VIEWS:
-        conn.execute(ddl)
-    # read_parquet binds its glob when the view is created: only once frame files exist
-    if workspace is not None and any((workspace.root / "embeddings").glob("*/frames/*.parquet")):
-        conn.execute(frame_vectors_view(str(workspace.root / "embeddings" / "*" / "frames" / "*.parquet")))
-
-
-@dataclass(frozen=True)
-class SegmentRef:
-    segment_id: str
-    file: str  # Parquet path or URL (Workspace.segment_file)
-    row: int  # row number in the file
-    valid_samples: int
-
-
-def pending_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel,
-                     layers: list[int]) -> list[SegmentRef]:
-    """Segments missing any requested layer for this model (new since the last run, usually).
-    Segments shorter than one receptive field (a final segment of a few milliseconds) have no
-    frame to embed and are passed over."""
-    rows = conn.execute(
-        """
-        SELECT s.segment_id, s.parquet_path, p.file_row_number, round(s.valid_s * s.sample_rate)::BIGINT
-        FROM segments s
-        JOIN read_parquet(?, file_row_number = true) p ON p.segment_id = s.segment_id
-        WHERE (SELECT count(*) FROM embedded_segments e
-               WHERE e.model_id = ? AND e.segment_id = s.segment_id AND list_contains(?, e.layer)) < ?
-          AND round(s.valid_s * s.sample_rate) >= ?
-        ORDER BY s.parquet_path, p.file_row_number
-        """,
-        [workspace.segments_glob, model.model_id, layers, len(layers), model.receptive_field],
-    ).fetchall()
-    return [SegmentRef(sid, workspace.segment_file(path), int(row), int(valid)) for sid, path, row, valid in rows]
 
 
 def plan_batches(refs: list[SegmentRef], batch_size: int) -> list[list[SegmentRef]]:
@@ -231,7 +161,7 @@ def embed_segments(
         frames_file = owned_path(workspace.staging_dir, f"embed-{model.slug}-{tag}.frames.parquet")
         pq.write_table(pa.table(columns, schema=schema), frames_file, compression="zstd",
                        use_dictionary=["segment_id"], use_byte_stream_split=["vector.list.element"])
-        frames_dataset = f"embeddings/{model.slug}/frames/part-{tag}.parquet"
+        frames_dataset = workspace.frames_file(model.slug, tag)
     seconds = sum(len(a) for a in audio) / model.sample_rate
     return StagedBatch(str(results_file), str(frames_file) if frames_file else None, frames_dataset,
                        len(results), total_frames, seconds)
@@ -239,40 +169,18 @@ def embed_segments(
 
 def commit_batch(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel, batch: StagedBatch,
                  layers: list[int]) -> None:
-    """Publish the frame file, then load the batch's results and ledger rows in one transaction.
-    Existing rows for the same keys are replaced, so a batch re-embedded after a crash never doubles."""
+    """Publish the frame file, then record the batch (vectors, codes, ledger) in one transaction."""
     if batch.frames_file:
         publish(Path(batch.frames_file), workspace.root / batch.frames_dataset_file)
-    results = batch.results_file
-    with transaction(conn):
-        conn.execute(
-            f"""INSERT OR REPLACE INTO {model.table}
-                SELECT segment_id, layer, pooling, vector::FLOAT[{model.dim}] FROM read_parquet(?) WHERE layer >= 0""",
-            [results],
-        )
-        conn.execute(
-            """INSERT OR REPLACE INTO frame_units
-                SELECT ?, segment_id, 'codevector', -1, g.code_group, ?, g.units
-                FROM read_parquet(?) r,
-                     LATERAL (SELECT unnest(range(len(r.codevectors)))::SMALLINT AS code_group,
-                                     unnest(r.codevectors) AS units) g
-                WHERE r.layer = -1""",
-            [model.model_id, model.frame_seconds, results],
-        )
-        conn.execute(
-            """INSERT OR REPLACE INTO embedded_segments
-               SELECT DISTINCT ?, segment_id, l.layer, frames, ?, now()
-               FROM read_parquet(?) r, (SELECT unnest(?::SMALLINT[]) AS layer) l WHERE r.layer = -1""",
-            [model.model_id, batch.frames_dataset_file, results, layers],
-        )
-    Path(results).unlink(missing_ok=True)
+    embeddings.record_batch(conn, model, batch.results_file, batch.frames_dataset_file, layers)
+    Path(batch.results_file).unlink(missing_ok=True)
 
 
 def remove_unclaimed_frames(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[Path]:
     """Frame files a crash published but never committed."""
-    claimed = {r[0] for r in conn.execute("SELECT DISTINCT frame_file FROM embedded_segments WHERE frame_file IS NOT NULL").fetchall()}
+    claimed = embeddings.claimed_frame_files(conn)
     removed = []
-    for file in (workspace.root / "embeddings").rglob("*.parquet") if (workspace.root / "embeddings").exists() else []:
+    for file in workspace.embeddings_dir.rglob("*.parquet") if workspace.embeddings_dir.exists() else []:
         if workspace.relative(file) not in claimed and "/frames/" in workspace.relative(file):
             file.unlink()
             removed.append(file)

@@ -7,18 +7,14 @@ uses) show what a layer's frames group into. Both end up in `frame_units`, one l
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
 
 import duckdb
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
-from tasks.embedding.run import EmbeddingModel
+from tasks.catalog import units as units_catalog
+from tasks.catalog.embeddings import EmbeddingModel
 from tasks.workspace import Workspace
-
-
-def _frames_glob(workspace: Workspace, model: EmbeddingModel) -> str:
-    return str(workspace.root / "embeddings" / model.slug / "frames" / "*.parquet")
 
 
 def fit_kmeans(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel, layer: int, k: int,
@@ -26,20 +22,10 @@ def fit_kmeans(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: Emb
     """Centroids fitted on a seeded sample of the layer's frames (committed frames only).
 
     The sample, and the order k-means sees it in, are a pure function of (seed, segment ids,
-    frame numbers): each frame is ranked by a hash of those. A reservoir sample depends on the
-    order the scan meets the rows, which differs between runs and between the files a resumed
-    run wrote its frames into, so the units of a resumed embed would differ from an uninterrupted one.
+    frame numbers) (`catalog.units.sample_frames`): a reservoir sample would depend on the order
+    the scan meets the rows, so the units of a resumed embed would differ from an uninterrupted one.
     """
-    rows = conn.execute(
-        """SELECT f.vector FROM read_parquet(?, filename = true) f
-           JOIN embedded_segments e ON e.model_id = ? AND e.layer = f.layer AND e.segment_id = f.segment_id
-                AND e.frame_file = regexp_extract(f.filename, '(embeddings/[^/]+/frames/[^/]+)$', 1)
-           WHERE f.layer = ?
-           ORDER BY md5(concat(?::VARCHAR, ':', f.segment_id, ':', f.frame)), f.segment_id, f.frame
-           LIMIT ?""",
-        [_frames_glob(workspace, model), model.model_id, layer, seed, int(sample_frames)],
-    ).fetchall()
-    x = np.asarray([r[0] for r in rows], np.float32)
+    x = units_catalog.sample_frames(conn, workspace, model, layer, sample_frames, seed)
     if len(x) < k:
         raise ValueError(f"layer {layer}: {len(x)} frames are too few for k = {k} units")
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096).fit(x)
@@ -48,18 +34,15 @@ def fit_kmeans(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: Emb
 
 def save_unit_model(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel, layer: int,
                     centroids: np.ndarray, inertia: float, frames: int) -> None:
-    path = workspace.root / "embeddings" / model.slug / f"kmeans-layer{layer}-k{len(centroids)}.npy"
+    path = workspace.model_dir(model.slug) / f"kmeans-layer{layer}-k{len(centroids)}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, centroids)
-    conn.execute(
-        "INSERT OR REPLACE INTO unit_models VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [model.model_id, layer, len(centroids), frames, inertia, workspace.relative(path), datetime.now(timezone.utc)],
-    )
+    units_catalog.record_unit_model(conn, model.model_id, layer, len(centroids), frames, inertia, workspace.relative(path))
 
 
 def load_unit_model(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model_id: str, layer: int) -> np.ndarray | None:
-    row = conn.execute("SELECT centroids FROM unit_models WHERE model_id = ? AND layer = ?", [model_id, layer]).fetchone()
-    return np.load(workspace.root / row[0]) if row else None
+    relative = units_catalog.centroids_file(conn, model_id, layer)
+    return np.load(workspace.root / relative) if relative else None
 
 
 def nearest_centroid(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -70,19 +53,9 @@ def nearest_centroid(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def assign_units(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel, layer: int,
                  centroids: np.ndarray) -> int:
     """k-means units for every embedded segment of the layer that has none yet; returns segments done."""
-    files = [r[0] for r in conn.execute(
-        """SELECT DISTINCT e.frame_file FROM embedded_segments e
-           WHERE e.model_id = ? AND e.layer = ? AND e.frame_file IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM frame_units u WHERE u.model_id = e.model_id AND u.segment_id = e.segment_id
-                             AND u.source = 'kmeans' AND u.layer = e.layer)""",
-        [model.model_id, layer],
-    ).fetchall()]
     done = 0
-    for file in files:
-        frames = conn.execute(
-            "SELECT segment_id, frame, vector FROM read_parquet(?) WHERE layer = ? ORDER BY segment_id, frame",
-            [str(workspace.root / file), layer],
-        ).fetchall()
+    for file in units_catalog.frame_files_without_units(conn, model.model_id, layer):
+        frames = units_catalog.frames_in_file(conn, str(workspace.root / file), layer)
         if not frames:
             continue
         vectors = np.asarray([f[2] for f in frames], np.float32)
@@ -91,10 +64,11 @@ def assign_units(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: E
         ids = [f[0] for f in frames]
         for i in range(1, len(ids) + 1):
             if i == len(ids) or ids[i] != ids[start]:
-                rows.append([model.model_id, ids[start], "kmeans", layer, 0, model.frame_seconds, units[start:i].tolist()])
+                rows.append({"model_id": model.model_id, "segment_id": ids[start], "source": "kmeans", "layer": layer,
+                             "code_group": 0, "frame_seconds": model.frame_seconds,
+                             "units": units[start:i].tolist()})
                 start = i
-        conn.executemany("INSERT OR REPLACE INTO frame_units VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        done += len(rows)
+        done += units_catalog.record_frame_units(conn, rows)
     return done
 
 
@@ -111,19 +85,13 @@ def run_lengths(units: list[int]) -> list[tuple[int, int]]:
 
 def refresh_unit_stats(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel) -> int:
     """Usage count, segments, share of frames and mean run duration of every unit."""
-    inventories = conn.execute(
-        "SELECT DISTINCT source, layer, code_group FROM frame_units WHERE model_id = ?", [model.model_id]
-    ).fetchall()
     rows = []
-    for source, layer, group in inventories:
+    for source, layer, group in units_catalog.inventories(conn, model.model_id):
         frames: Counter = Counter()
         segments: Counter = Counter()
         run_total: Counter = Counter()
         run_count: Counter = Counter()
-        for (units,) in conn.execute(
-            "SELECT units FROM frame_units WHERE model_id = ? AND source = ? AND layer = ? AND code_group = ?",
-            [model.model_id, source, layer, group],
-        ).fetchall():
+        for _, units in units_catalog.inventory_units(conn, model.model_id, source, layer, group):
             frames.update(units)
             segments.update(set(units))
             for unit, length in run_lengths(units):
@@ -132,10 +100,7 @@ def refresh_unit_stats(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel) -
         total = sum(frames.values())
         for unit, count in frames.items():
             mean_run = run_total[unit] / run_count[unit]
-            rows.append([model.model_id, source, layer, group, unit, count, segments[unit], count / total,
-                         mean_run, mean_run * model.frame_seconds])
-    conn.execute("DELETE FROM unit_stats WHERE model_id = ?", [model.model_id])
-    if rows:
-        conn.executemany("INSERT INTO unit_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    return len(rows)
-
+            rows.append({"model_id": model.model_id, "source": source, "layer": layer, "code_group": group,
+                         "unit": unit, "frames": count, "segments": segments[unit], "share": count / total,
+                         "mean_run_frames": mean_run, "mean_run_s": mean_run * model.frame_seconds})
+    return units_catalog.replace_unit_stats(conn, model.model_id, rows)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from schemas.names import file_name
 from schemas.settings import IngestSettings
 from tasks.audio.decode import MIX, ChannelPolicy, ReadReport, probe, stream_audio
 from tasks.audio.failures import IngestFailure, disk_full
@@ -23,8 +23,7 @@ CLIPPING_WARN_SHARE = 1e-4
 
 def slug(text: str | None) -> str:
     """A partition-safe folder name for a site."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text or "").strip("-.")
-    return cleaned or UNKNOWN
+    return file_name(text, fallback=UNKNOWN)
 
 
 @dataclass

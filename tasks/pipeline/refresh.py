@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from tasks.catalog.runs import chunks_done
+from tasks.catalog import recordings, runs
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,9 @@ class RefreshPlan:
 
 def plan_refresh(conn: duckdb.DuckDBPyConnection, run: str | None, label_columns: list[str] | None) -> RefreshPlan:
     if run is None:
-        row = conn.execute("SELECT model_id FROM models WHERE chunks_done > 0 ORDER BY updated_at DESC LIMIT 1").fetchone()
-        run = row[0] if row else None
-    elif not chunks_done(conn, run):
+        run = runs.latest_trained_run(conn)
+    elif not runs.chunks_done(conn, run):
         run = None
     if label_columns is None:
-        label_columns = [r[0] for r in conn.execute("SELECT DISTINCT label_column FROM labels ORDER BY 1").fetchall()]
+        label_columns = recordings.label_column_names(conn)
     return RefreshPlan(run, list(label_columns))

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 
 @dataclass(frozen=True)
 class StageRow:
@@ -20,13 +18,35 @@ class StageRow:
         return {"stage": self.stage, "outcome": self.outcome, "detail": self.detail}
 
 
-def example_segment(conn: duckdb.DuckDBPyConnection, model_id: str | None) -> str | None:
-    """A segment with vectors in the model (loudest first, so the example is not silence)."""
-    row = conn.execute(
-        """SELECT s.segment_id FROM segments s
-           WHERE s.segment_id IN (SELECT segment_id FROM embedded_segments WHERE model_id = ?)
-           ORDER BY s.is_silent, s.rms_dbfs DESC, s.segment_id LIMIT 1""", [model_id]).fetchone()
-    return row[0] if row else None
+def ingest_row(ingested: dict) -> StageRow:
+    return StageRow(
+        "ingest", "ran" if ingested["ingested"] or ingested["failed"] else "nothing new",
+        f"{ingested['ingested']} ingested, {ingested['skipped']} unchanged, {ingested['duplicates']} duplicates, "
+        f"{ingested['failed']} failed; {ingested['segments_added']} segments added, "
+        f"{ingested['workspace_summary']['segments']} in the workspace")
+
+
+def pretrain_row(trained: dict) -> StageRow:
+    last = trained["summaries"][-1] if trained["summaries"] else None
+    return StageRow(
+        "pretrain", "ran" if trained["chunks_trained"] else "nothing new",
+        f"run {trained['run']}: {trained['chunks_trained']} chunk(s) trained, {trained['chunks_done']} done"
+        + (f"; last chunk mean loss {last['mean_loss']}, accuracy {last['accuracy']}" if last else ""))
+
+
+def embed_row(embedded: dict) -> StageRow:
+    return StageRow(
+        "embed", "ran" if embedded["segments_embedded"] else "nothing new",
+        f"model {embedded['model_id']}: {embedded['segments_embedded']} segment(s) embedded, "
+        f"{embedded['segments_in_model']} in the model, {len(embedded['layers'])} layers of {embedded['dim']} dimensions")
+
+
+def evaluate_row(outcome: str, label_column: str, scorecard: dict | None) -> StageRow:
+    detail = (f"'{label_column}' on {scorecard['segments']} segments / {scorecard['recordings']} "
+              f"recordings: best layer {scorecard['best_layer']} ({scorecard['metric']} {scorecard['score']}); "
+              f"best baseline {scorecard['best_baseline']} {scorecard['baseline_score']}") if scorecard else \
+        f"'{label_column}': no layer could be scored"
+    return StageRow("evaluate", outcome, detail)
 
 
 def _cell(text: str) -> str:

@@ -12,7 +12,6 @@ workspace is read through short read-only connections, so an ingest or embed can
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -22,32 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas.names import file_stem
 from schemas.settings import ReportSettings
-from tasks.report.content import ExplorerData, FigureRef, PageLink, ReportContent, ReportSection
-from tasks.report.data import (
-    ReportModel,
-    SegmentInfo,
+from tasks.catalog.embeddings import EmbeddingModel, embedded_segment_ids, resolve_model, sample_ids, segment_vectors
+from tasks.catalog.evaluations import read_scorecard, resolve_label_column, resolve_layer
+from tasks.catalog.recordings import SegmentInfo, data_summary, recording_segments, segment_info, segment_labels_of
+from tasks.catalog.runs import checkpoint_step, model_record, train_metrics
+from tasks.catalog.units import (
     UnitInventory,
-    checkpoint_step,
-    data_summary,
-    embedded_segment_ids,
     frame_units,
     frame_vectors,
     kmeans_centroids,
-    model_record,
-    recording_segments,
-    resolve_label_column,
-    resolve_layer,
-    resolve_model,
-    sample_ids,
-    segment_info,
-    segment_labels_of,
-    segment_vectors,
     timeline_recording,
-    train_metrics,
     unit_inventories,
     unit_stats,
 )
+from tasks.report.content import ExplorerData, FigureRef, PageLink, ReportContent, ReportSection
 from tasks.report.explorer_frames import explorer_columns, explorer_frames
 from tasks.report.figures import evaluation_figure, save
 from tasks.report.figures_maps import layer_multiples, map_panels, neighbour_gallery
@@ -82,7 +71,7 @@ from tasks.report.spectrograms import (
 from tasks.report.umap_maps import LayerMap, layer_map, neighbour_agreement, segment_clusters
 from tasks.report.unit_atlas import UnitAtlas, build_unit_atlas
 from tasks.report.unit_pages import UNITS_DIR, sequence_context, write_unit_pages
-from tasks.report.verdict import Verdict, build_verdict, read_scorecard, report_title, scorecard_key, training_verdict
+from tasks.report.verdict import Verdict, build_verdict, report_title, scorecard_key, training_verdict
 from tasks.training.data import normalise
 from tasks.workspace import Workspace, database
 
@@ -102,7 +91,7 @@ Progress = Callable[[str, float], None]
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return file_stem(name)
 
 
 class FigureWriter:
@@ -124,7 +113,7 @@ class FigureWriter:
 class ReportScope:
     """What the report is about, resolved from the settings: model, layers, label column, segments shown."""
 
-    model: ReportModel
+    model: EmbeddingModel
     label_column: str | None
     layer: int
     layer_reason: str
@@ -317,7 +306,7 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
                          configuration=configuration, sections=sections, explorer=explorer, verdict=verdict)
 
 
-def model_essentials(config: dict, model: ReportModel) -> dict:
+def model_essentials(config: dict, model: EmbeddingModel) -> dict:
     """The Wav2Vec2Config fields that say what the model is (sizes, codebook, negatives, masking, frame
     rate), not the hundred defaults it carries."""
     keys = {"hidden_size": "hidden size", "num_hidden_layers": "transformer layers",

@@ -14,15 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.audio.quality import to_dbfs
-from tasks.report.data import (
-    ReportModel,
-    UnitInventory,
-    configured_segment_seconds,
-    frame_units,
-    frame_vectors,
-    label_columns,
-    label_values,
-)
+from tasks.catalog.embeddings import EmbeddingModel
+from tasks.catalog.evaluations import label_columns
+from tasks.catalog.recordings import configured_segment_seconds, label_values
+from tasks.catalog.units import UnitInventory, frame_units, frame_vectors
 from tasks.report.spectrograms import MelConfig, mel_ticks, segment_audio
 from tasks.report.umap_maps import layer_map
 from tasks.workspace import Workspace, database
@@ -98,7 +93,7 @@ def frame_levels(audio: np.ndarray, frames: np.ndarray, mel: MelConfig) -> np.nd
     return out
 
 
-def explorer_frames(ws: Workspace, model: ReportModel, layer: int, inventories: list[UnitInventory],
+def explorer_frames(ws: Workspace, model: EmbeddingModel, layer: int, inventories: list[UnitInventory],
                     main_inventory: UnitInventory | None, ids: list[str], valid_s: np.ndarray, media_ids: list[str],
                     mel: MelConfig, cap: int, umap_neighbors: int, umap_min_dist: float,
                     seed: int) -> ExplorerFrames | None:

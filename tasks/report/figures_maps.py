@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from tasks.report.data import SegmentInfo  # noqa: E402
+from tasks.catalog.recordings import SegmentInfo  # noqa: E402
 from tasks.report.figures import PALETTE  # noqa: E402
 from tasks.report.spectrograms import SPECTROGRAM_CMAP, MelConfig, display_range, mel_ticks  # noqa: E402
 

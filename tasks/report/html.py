@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import quote
 
+from schemas.names import html_id
 from tasks.report.content import AudioClip, FigureRef, ReportContent, ReportSection
 
 ASSETS = Path(__file__).parent / "assets"
@@ -38,7 +39,7 @@ def href(path: str) -> str:
 
 
 def anchor(key: str) -> str:
-    return re.sub(r"[^a-z0-9_-]+", "-", key.lower()).strip("-") or "x"
+    return html_id(key)
 
 
 def _text(value: object) -> str:

@@ -22,8 +22,8 @@ import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from tasks.catalog.recordings import segment_refs  # noqa: E402
 from tasks.embedding.run import read_audio  # noqa: E402
-from tasks.evaluation.run import segment_refs  # noqa: E402
 from tasks.workspace import Workspace  # noqa: E402
 
 N_MELS = 64

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tasks.report.data import UnitInventory
+from tasks.catalog.units import UnitInventory
 from tasks.report.spectrograms import MelConfig, frame_windows
 
 

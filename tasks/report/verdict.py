@@ -8,13 +8,11 @@ best layer's 5-NN macro-F1 vs log-mel, MFCC and random-weight features, with boo
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 
-import duckdb
 import numpy as np
 
+from schemas.names import file_stem
 from tasks.training.health import interval_means, training_health
 
 SCORE_METRIC = "knn5_macro_f1"
@@ -27,7 +25,7 @@ HEADLINE_BASELINE = "log-mel stats"  # the hand-made features a learned represen
 
 def scorecard_key(label_column: str) -> str:
     """The scorecard figure's name in the report's figures/ (the evaluate flow writes it there too)."""
-    return "evaluate-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label_column)
+    return "evaluate-" + file_stem(label_column)
 
 
 @dataclass
@@ -94,29 +92,6 @@ def training_rows(health: dict, used_codes: list[tuple[str, int, int]]) -> list[
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def read_scorecard(conn: duckdb.DuckDBPyConnection, model_id: str, label_column: str | None
-                   ) -> tuple[str, list[dict], dict] | None:
-    """(label column, rows as the evaluate flow makes them, class counts) of the model's latest scorecard:
-    for `label_column` when evaluated, else the most recently evaluated column. None without one."""
-    columns = [r[0] for r in conn.execute(
-        "SELECT label_column FROM evaluations WHERE model_id = ? GROUP BY ALL ORDER BY max(created_at) DESC",
-        [model_id]).fetchall()]
-    if not columns:
-        return None
-    column = label_column if label_column in columns else columns[0]
-    rows: dict[str, dict] = {}
-    counts = "{}"
-    for kind, features, layer, metric, value, low, high, class_counts in conn.execute(
-            """SELECT kind, features, layer, metric, value, ci_low, ci_high, class_counts FROM evaluations
-               WHERE model_id = ? AND label_column = ? ORDER BY kind DESC, layer, features""",
-            [model_id, column]).fetchall():
-        row = rows.setdefault(features, {"kind": kind, "features": features, "layer": layer, "metrics": {}})
-        row["metrics"][metric] = tuple(float("nan") if v is None else float(v) for v in (value, low, high))
-        counts = class_counts
-    parsed = json.loads(counts) if isinstance(counts, str) else (counts or {})
-    return column, list(rows.values()), {k: int(v["segments"] if isinstance(v, dict) else v) for k, v in parsed.items()}
 
 
 def chance_scores(class_counts: dict[str, int]) -> dict[str, float]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from tasks.catalog import recordings
 from tasks.workspace import Workspace
 from tasks.workspace.storage import open_parquet
 
@@ -59,24 +60,10 @@ def build_index(
 ) -> SegmentIndex:
     """Eligible segments: not silent, no NaN/Inf, not clipped beyond the limit, long enough, and
     not from a held-out recording (split by recording, never by segment)."""
-    rows = conn.execute(
-        """
-        SELECT s.segment_id, s.parquet_path, p.file_row_number, s.valid_s, s.sample_rate
-        FROM segments s
-        JOIN recordings r USING (recording_id)
-        JOIN read_parquet(?, file_row_number = true, filename = true) p
-          ON p.segment_id = s.segment_id
-        WHERE NOT s.is_silent AND s.nonfinite_count = 0 AND s.clipped_fraction <= ?
-          AND s.valid_s >= ?
-          AND r.recording_id NOT IN (SELECT unnest(?::VARCHAR[]))
-          AND r.file_name NOT IN (SELECT unnest(?::VARCHAR[]))
-        ORDER BY s.segment_id
-        """,
-        [workspace.segments_glob, max_clipped_fraction, min_valid_seconds, exclude, exclude],
-    ).fetchall()
+    rows = recordings.training_segments(conn, workspace, exclude, max_clipped_fraction, min_valid_seconds)
     if not rows:
         raise ValueError("no segments to train on: ingest recordings first (or loosen the exclusions)")
-    config = dict(conn.execute("SELECT key, value FROM workspace_config").fetchall())
+    config = recordings.dataset_config(conn)
     sample_rate = int(config["sample_rate"])
     segment_samples = round(float(config["segment_seconds"]) * sample_rate)
     files = sorted({r[1] for r in rows})

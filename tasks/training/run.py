@@ -6,7 +6,6 @@ weights (or `init_from`), so an uninterrupted run and one killed and resumed tak
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import duckdb
 from transformers import Wav2Vec2Config
 
 from schemas.settings import PRETRAIN_MUTABLE, PretrainSettings
+from tasks.catalog import recordings, runs
 from tasks.training import checkpoints
 from tasks.training.data import SegmentIndex, build_index
 from tasks.training.distributed import launch_chunk, processes_for
@@ -38,7 +38,7 @@ MIN_FRAMES_PER_CROP = 25  # shorter segments cannot hold two masked spans and th
 
 @dataclass(frozen=True)
 class RunSpec:
-    model_id: str
+    run: str  # the run's name: its row in `models`, its folder under checkpoints/
     run_dir: Path
     settings: PretrainSettings  # effective: the run's own settings plus this call's mutable ones
     plan: FeatureEncoderPlan
@@ -60,16 +60,16 @@ def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings:
     A continued run keeps the settings it was created with; changing one that defines it (batch
     size, preset, seed, ...) is refused, since the run could no longer reproduce itself.
     """
-    model_id = settings.run_name
-    row = conn.execute("SELECT settings FROM models WHERE model_id = ?", [model_id]).fetchone()
-    config_rows = dict(conn.execute("SELECT key, value FROM workspace_config").fetchall())
+    run = settings.run_name
+    saved = runs.run_settings(conn, run)
+    config_rows = recordings.dataset_config(conn)
     if "sample_rate" not in config_rows:
         raise WorkspaceError(f"{workspace.root} holds no ingested audio: run `ceta2vec ingest` first")
     sample_rate = int(config_rows["sample_rate"])
-    if row:
+    if saved:
         # A run created before a recipe setting existed continues with the behaviour it was trained
         # with, not with today's default.
-        stored = PretrainSettings(**{**LEGACY_RECIPE, **json.loads(row[0])})
+        stored = PretrainSettings(**{**LEGACY_RECIPE, **saved})
         clashes = [
             f"{name}: run has {getattr(stored, name)!r}, asked for {getattr(settings, name)!r}"
             for name in sorted(settings.model_fields_set - PRETRAIN_MUTABLE)
@@ -77,7 +77,7 @@ def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings:
         ]
         if clashes:
             raise WorkspaceError(
-                f"run '{model_id}' was created with other settings ({'; '.join(clashes)}). "
+                f"run '{run}' was created with other settings ({'; '.join(clashes)}). "
                 "Continue it with its own settings, or start another with --run NAME."
             )
         effective = stored.model_copy(update={k: getattr(settings, k) for k in PRETRAIN_MUTABLE if k != "init_from"})
@@ -87,9 +87,9 @@ def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings:
     config = build_config(effective.preset, plan, effective.model_overrides, effective.mask_time_prob,
                           effective.mask_time_length)
     horizon = effective.schedule_steps or (
-        json.loads(row[0]).get("_horizon") if row else None) or effective.chunks * effective.steps_per_chunk
-    return RunSpec(model_id, workspace.checkpoints_dir / model_id, effective, plan, config.to_dict(), horizon,
-                   created=row is None)
+        saved.get("_horizon") if saved else None) or effective.chunks * effective.steps_per_chunk
+    return RunSpec(run, workspace.checkpoints_dir / run, effective, plan, config.to_dict(), horizon,
+                   created=saved is None)
 
 
 def stored_settings(spec: RunSpec) -> dict:

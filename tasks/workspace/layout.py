@@ -20,7 +20,9 @@ class Workspace:
       segments/              Parquet dataset, site=<slug>/date=<YYYY-MM-DD|unknown>/rec-<id>.parquet
                              (or at the fsspec URL in storage.json: see tasks/workspace/storage.py)
       staging/               files being written; never read, cleared on the next run
-      checkpoints/           pretraining runs
+      checkpoints/           pretraining runs, <run>/chunk-<n>/ (tasks/training/checkpoints.py)
+      embeddings/<model>/    frame vectors (frames/*.parquet) and k-means centroids of one checkpoint
+      indexes/               optional HNSW index files (tasks/catalog/vector_index.py)
       reports/               figures and HTML reports
     ```
     """
@@ -50,6 +52,25 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.root / "indexes"
+
+    def model_dir(self, slug: str) -> Path:
+        """Files of one embedded checkpoint (slug: its table name without the prefix)."""
+        return self.embeddings_dir / slug
+
+    def frames_file(self, slug: str, tag: str) -> str:
+        """Workspace-relative path of one batch's frame vectors."""
+        return f"{self.embeddings_dir.name}/{slug}/frames/part-{tag}.parquet"
+
+    def frames_glob(self, slug: str = "*") -> str:
+        return str(self.model_dir(slug) / "frames" / "*.parquet")
 
     @cached_property
     def storage(self) -> SegmentStorage:

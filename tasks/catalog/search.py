@@ -10,22 +10,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from tasks.catalog.embeddings import resolve_model
 from tasks.catalog.queries import QueryResult
 from tasks.workspace import Workspace
 from tasks.workspace.database import WorkspaceError
-
-
-def default_model(conn: duckdb.DuckDBPyConnection, model_id: str | None) -> tuple[str, int]:
-    """(model id, number of layers): the named embedding model, or the most recent one."""
-    if model_id:
-        row = conn.execute("SELECT model_id, layers FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()
-    else:
-        row = conn.execute("SELECT model_id, layers FROM embedding_models ORDER BY created_at DESC LIMIT 1").fetchone()
-    if not row:
-        known = [r[0] for r in conn.execute("SELECT model_id FROM embedding_models").fetchall()]
-        raise WorkspaceError(f"no embedding model {model_id or ''} (embedded: {', '.join(known) or 'none'}; "
-                             "run `ceta2vec embed` first)")
-    return row[0], row[1]
 
 
 def default_layer(layers: int) -> int:
@@ -37,7 +25,8 @@ def default_layer(layers: int) -> int:
 def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int | None, model_id: str | None,
             pooling: str = "mean", where: str | None = None, approximate: bool = False,
             workspace: Workspace | None = None) -> QueryResult:
-    model, layers = default_model(conn, model_id)
+    resolved = resolve_model(conn, model_id)
+    model, layers = resolved.model_id, resolved.layers
     layer = default_layer(layers) if layer is None else layer
     if approximate:
         return _similar_hnsw(conn, workspace, segment_id, k, layer, model, pooling, where)
@@ -65,7 +54,7 @@ def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int
 
 def _similar_hnsw(conn, workspace, segment_id: str, k: int, layer: int, model: str, pooling: str,
                   where: str | None) -> QueryResult:
-    from tasks.embedding.index import hnsw_neighbours
+    from tasks.catalog.vector_index import hnsw_neighbours
 
     if where:
         raise WorkspaceError("--hnsw answers unfiltered queries only (an HNSW index gives wrong answers under a "
@@ -93,7 +82,8 @@ def _similar_hnsw(conn, workspace, segment_id: str, k: int, layer: int, model: s
 def export_embeddings(conn: duckdb.DuckDBPyConnection, model_id: str | None, layer: int | None, pooling: str,
                       fmt: str, output: Path) -> tuple[int, Path]:
     """Write segment vectors with their ids (and recording, offset) as Parquet, CSV or NumPy."""
-    model, layers = default_model(conn, model_id)
+    resolved = resolve_model(conn, model_id)
+    model, layers = resolved.model_id, resolved.layers
     layers_wanted = "TRUE" if layer is None else f"e.layer = {int(layer)}"
     query = f"""SELECT e.model_id, e.segment_id, s.recording_id, r.file_name, s.start_s, s.site, e.layer, e.pooling, e.vector
                 FROM segment_embeddings e JOIN segments s USING (segment_id) JOIN recordings r USING (recording_id)

@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 
 from tasks.workspace import Workspace
+from tasks.workspace.database import insert
 
 RECALL_QUERIES = 100
 
@@ -45,7 +46,7 @@ class IndexInfo:
 
 
 def index_path(workspace: Workspace, table: str, layer: int, pooling: str) -> Path:
-    return workspace.root / "indexes" / f"{table.removeprefix('segment_embeddings__')}-layer{layer}-{pooling}.duckdb"
+    return workspace.indexes_dir / f"{table.removeprefix('segment_embeddings__')}-layer{layer}-{pooling}.duckdb"
 
 
 def build_hnsw(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model_id: str, layer: int,
@@ -76,11 +77,10 @@ def build_hnsw(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model_id: 
     finally:
         index.close()
     os.replace(building, final)
-    conn.execute(
-        "INSERT OR REPLACE INTO vector_indexes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [model_id, layer, pooling, workspace.relative(final), vectors.num_rows, build_seconds, recall, queries,
-         datetime.now(timezone.utc)],
-    )
+    insert(conn, "vector_indexes", [{
+        "model_id": model_id, "layer": layer, "pooling": pooling, "path": workspace.relative(final),
+        "rows": vectors.num_rows, "build_seconds": build_seconds, "recall_at_10": recall, "queries": queries,
+        "built_at": datetime.now(timezone.utc)}], on_conflict="replace")
     return IndexInfo(final, vectors.num_rows, build_seconds, recall, queries)
 
 

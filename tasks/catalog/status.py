@@ -1,0 +1,106 @@
+"""What a workspace holds and how far each stage got: the queries behind `ceta2vec status`, the
+flows' summary artifacts and the pipeline's "is this stage current?" checks."""
+
+from __future__ import annotations
+
+import duckdb
+
+from schemas.settings import ReportSettings
+from schemas.tables import TABLES, VIEWS
+from tasks.workspace import Workspace
+from tasks.workspace.database import reading
+
+
+def summary_of(workspace: Workspace) -> dict:
+    """`workspace_summary` of a workspace, all zeros where there is none yet (nothing created)."""
+    if workspace.exists():
+        with reading(workspace) as conn:
+            return workspace_summary(conn)
+    with duckdb.connect() as conn:
+        for ddl in TABLES + VIEWS:
+            conn.execute(ddl)
+        return workspace_summary(conn)
+
+
+def workspace_summary(conn: duckdb.DuckDBPyConnection) -> dict:
+    """What the workspace holds, for `ceta2vec status` and the flow's summary artifact."""
+    recordings, hours, stored, sites = conn.execute(
+        "SELECT count(*), coalesce(sum(duration_s), 0) / 3600, coalesce(sum(stored_bytes), 0), count(DISTINCT site) FROM recordings"
+    ).fetchone()
+    segments, flagged_silent, flagged_nonfinite, stored_hours = conn.execute(
+        """SELECT count(*), count(*) FILTER (is_silent), count(*) FILTER (nonfinite_count > 0),
+                  coalesce(sum(valid_s), 0) / 3600 FROM segments"""
+    ).fetchone()
+    errors, warnings = conn.execute(
+        "SELECT count(*) FILTER (severity = 'error'), count(*) FILTER (severity = 'warning') FROM ingest_errors"
+    ).fetchone()
+    duplicates = conn.execute("SELECT count(*) FROM source_files WHERE status = 'duplicate'").fetchone()[0]
+    labelled = conn.execute("SELECT count(DISTINCT recording_id) FROM labels").fetchone()[0]
+    config = {k: v for k, v in conn.execute("SELECT key, value FROM workspace_config").fetchall()}
+    return {
+        "recordings": recordings,
+        "recording_hours": float(hours),
+        "sites": sites,
+        "segments": segments,
+        "segment_audio_hours": float(stored_hours),
+        "silent_segments": flagged_silent,
+        "nonfinite_segments": flagged_nonfinite,
+        "stored_bytes": int(stored),
+        "bytes_per_audio_hour": float(stored / stored_hours) if stored_hours else 0.0,
+        "duplicates": duplicates,
+        "labelled_recordings": labelled,
+        "errors": errors,
+        "warnings": warnings,
+        "config": config,
+    }
+
+
+def sites(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(site, recordings, hours, segments, first start, last start) per site."""
+    return conn.execute(
+        """SELECT r.site, count(DISTINCT r.recording_id) AS recordings, round(sum(r.duration_s) / 3600, 4) AS hours,
+                  (SELECT count(*) FROM segments s WHERE s.site = r.site) AS segments,
+                  min(r.start_time) AS first_start, max(r.start_time) AS last_start
+           FROM recordings r GROUP BY r.site ORDER BY r.site"""
+    ).fetchall()
+
+
+def recent_errors(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[tuple]:
+    """(path, stage, reason) of the latest files that could not be ingested."""
+    return conn.execute(
+        "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error' ORDER BY occurred_at DESC LIMIT ?",
+        [limit]).fetchall()
+
+
+def training_runs(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(run, preset, parameters in millions, chunks planned, chunks done, steps, mean loss of the last
+    chunk, latest checkpoint) per run, the most recently updated first."""
+    return conn.execute(
+        """SELECT m.run, m.preset, round(m.parameters / 1e6, 2) AS params_m,
+                  json_extract(m.settings, '$.chunks')::INTEGER AS chunks_planned, m.chunks_done, m.steps_done,
+                  (SELECT round(avg(loss), 4) FROM train_metrics t WHERE t.run = m.run
+                     AND t.chunk = m.chunks_done) AS last_chunk_loss,
+                  m.latest_checkpoint
+           FROM models m ORDER BY m.updated_at DESC"""
+    ).fetchall()
+
+
+def report_inputs(conn: duckdb.DuckDBPyConnection, report: ReportSettings) -> dict:
+    """What a report is drawn from: the model's checkpoint and segments, its scorecards and units,
+    the labels, and the report's own settings. Equal inputs give an equal report."""
+    model = report.model
+    export = conn.execute("SELECT export_sha256 FROM embedding_models WHERE model_id = ?", [model]).fetchone()
+    segments, frames = conn.execute(
+        "SELECT count(DISTINCT segment_id), coalesce(sum(frames), 0) FROM embedded_segments WHERE model_id = ?",
+        [model]).fetchone()
+    evaluations = conn.execute(
+        "SELECT label_column, count(*), max(created_at)::VARCHAR FROM evaluations WHERE model_id = ? "
+        "GROUP BY ALL ORDER BY ALL", [model]).fetchall()
+    units = conn.execute("SELECT layer, k, inertia FROM unit_models WHERE model_id = ? ORDER BY layer",
+                         [model]).fetchall()
+    labels = conn.execute("SELECT count(*), md5(coalesce(string_agg(recording_id || label_column || label_value || "
+                          "coalesce(start_s::VARCHAR, '') || coalesce(end_s::VARCHAR, ''), ',' ORDER BY ALL), ''))"
+                          " FROM labels").fetchone()
+    return {"model": model, "export_sha256": export[0] if export else None, "segments": segments, "frames": frames,
+            "evaluations": [list(map(str, r)) for r in evaluations], "units": [list(map(str, r)) for r in units],
+            "labels": list(labels), "settings": report.model_dump(mode="json")}
