@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2GumbelVectorQuantizer
 
+from schemas.model_ref import ModelRef
 from schemas.settings import PretrainSettings
 from tasks.training import checkpoints, logmel_targets
 from tasks.training.data import Batch, CropStream, SegmentIndex
@@ -431,7 +432,7 @@ def save_checkpoint(state: TrainerState, run_dir: Path, settings: PretrainSettin
         partial / "state.pt",
     )
     checkpoints.write_metrics(partial, [asdict(m) for m in metrics],
-                              chunk_health(state.model.config, metrics, label=f"{run_dir.name}@{chunk}"))
+                              chunk_health(state.model.config, metrics, label=str(ModelRef(run_dir.name, chunk))))
     state.model.save_pretrained(partial / "hf")
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=True, return_attention_mask=True
