@@ -23,11 +23,12 @@ def sample_frames(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: 
     rows = conn.execute(
         """SELECT f.vector FROM read_parquet(?, filename = true) f
            JOIN embedded_segments e ON e.model_id = ? AND e.layer = f.layer AND e.segment_id = f.segment_id
-                AND e.frame_file = regexp_extract(f.filename, '(embeddings/[^/]+/frames/[^/]+)$', 1)
+                AND e.frame_file = regexp_extract(f.filename, ? || '/[^/]+/frames/[^/]+)$', 1)
            WHERE f.layer = ?
            ORDER BY md5(concat(?::VARCHAR, ':', f.segment_id, ':', f.frame)), f.segment_id, f.frame
            LIMIT ?""",
-        [workspace.frames_glob(model.slug), model.model_id, layer, seed, int(frames)],
+        [workspace.frames_glob(model.slug), model.model_id, "(" + workspace.embeddings_dir.name, layer, seed,
+         int(frames)],
     ).fetchall()
     return np.asarray([r[0] for r in rows], np.float32)
 
