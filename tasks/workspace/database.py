@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Literal
 
 import duckdb
@@ -110,9 +111,15 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         raise
 
 
+# Databases this process has seen at the current schema: a read opens the file once, not twice.
+_current: set[Path] = set()
+
+
 def _upgraded(workspace: Workspace) -> None:
     """A workspace written by an older ceta2vec is migrated before it is read: the queries here
-    speak the current schema. Costs one read-only open when it is current already."""
+    speak the current schema. Checked once per database and process."""
+    if workspace.db_path in _current:
+        return
     conn = connect(workspace, read_only=True)
     try:
         version = schema_version(conn)
@@ -121,6 +128,8 @@ def _upgraded(workspace: Workspace) -> None:
     if version is not None and version < SCHEMA_VERSION:
         with writing(workspace) as conn:
             apply_schema(conn, workspace)
+    if version is not None:
+        _current.add(workspace.db_path)
 
 
 @contextmanager
