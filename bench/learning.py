@@ -222,9 +222,9 @@ def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: f
 
 
 def chance_accuracy(config) -> float:
-    from tasks.training.logmel_targets import alternative_targets
+    from tasks.training.logmel_targets import masked_task
 
-    return 1 / config.num_codevectors_per_group if alternative_targets(config) else 1 / (config.num_negatives + 1)
+    return masked_task(config).chance
 
 
 def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]:

@@ -40,7 +40,8 @@ def refresh(settings: RefreshSettings) -> dict:
 
     scored = []
     for column in plan.label_columns:
-        evaluation = EvaluateSettings(workspace=str(ws.root), label_column=column, model=model_id)
+        evaluation = EvaluateSettings(workspace=str(ws.root), label_column=column, model=model_id,
+                                      **settings.passed_to(EvaluateSettings))
         # One column that cannot be scored (a single class, say) must not stop the others or the report.
         outcome, state = evaluate_stage(ws, evaluation, lambda e: evaluate(e, return_state=True), settings.force)
         if outcome == "up to date":
@@ -55,7 +56,8 @@ def refresh(settings: RefreshSettings) -> dict:
 
     if settings.report:
         reporting = ReportSettings(workspace=str(ws.root), model=model_id,
-                                   label_column=(scored or plan.label_columns or [None])[0])
+                                   label_column=(scored or plan.label_columns or [None])[0],
+                                   **settings.passed_to(ReportSettings))
         outcome, pages = report_stage(ws, reporting, plan.run, report, force=settings.force)
         steps.append(("report", outcome, pages["report"]))
     return _publish(steps, model_id)

@@ -264,7 +264,20 @@ class ReportSettings(BaseModel):
     seed: int = Field(0, description="Seed of UMAP, samples and exemplar choice.")
 
 
-class RefreshSettings(BaseModel):
+# What refresh passes on to the stages it runs, as the pipeline's form has them: the evaluation's
+# resamples and the report's size (each defined once, in the stage's settings).
+REFRESH_FIELDS: dict[str, type[BaseModel]] = {
+    "bootstrap": EvaluateSettings, "atlas_units": ReportSettings, "exemplars": ReportSettings,
+    "media_points": ReportSettings,
+}
+
+RefreshStageFields = create_model(
+    "RefreshStageFields",
+    **{name: (stage.model_fields[name].annotation, stage.model_fields[name]) for name, stage in REFRESH_FIELDS.items()},
+)
+
+
+class RefreshSettings(RefreshStageFields):
     """Bring embeddings, scorecards and the report up to date after new audio or a new checkpoint."""
 
     workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
@@ -274,6 +287,10 @@ class RefreshSettings(BaseModel):
     )
     report: bool = Field(True, description="Rebuild the HTML report after embedding and evaluating.")
     force: bool = Field(False, description="Evaluate and report even when nothing new was embedded.")
+
+    def passed_to(self, stage: type[StageSettings]) -> dict:
+        """The REFRESH_FIELDS that `stage` takes, with this refresh's values."""
+        return {name: getattr(self, name) for name, owner in REFRESH_FIELDS.items() if owner is stage}
 
 
 # The pipeline's form is its stages' fields, each defined once, in the stage's own settings: the

@@ -98,14 +98,17 @@ def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks
         recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
     stamp = ws.reports_dir / ".pipeline-ev.json"
     stamp.unlink(missing_ok=True)
-    first = refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"]))
+    small = dict(bootstrap=20, atlas_units=3, exemplars=1, media_points=6)  # what refresh passes on to the stages
+    first = refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"], **small))
     steps = {row["step"]: row for row in first["steps"]}
     assert steps["report"]["outcome"] == "ran"
     assert steps["report"]["detail"].endswith("index.html") and Path(steps["report"]["detail"]).exists()
     assert stamp.exists() and json.loads(stamp.read_text())["report"] == steps["report"]["detail"]
+    unit_pages = [p.name.rsplit("-unit", 1)[0] for p in (Path(steps["report"]["detail"]).parent / "units").glob("*.html")]
+    assert unit_pages and max(unit_pages.count(inventory) for inventory in set(unit_pages)) <= 3  # atlas_units=3
 
-    again = {row["step"]: row for row in refresh(RefreshSettings(workspace=str(ws.root),
-                                                                 label_columns=["sound"]))["steps"]}
+    again = {row["step"]: row for row in refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"],
+                                                                 **small))["steps"]}
     assert again["embed"]["outcome"] == "nothing new"
     assert again["evaluate sound"]["outcome"] == "up to date"
     assert again["report"]["outcome"] == "up to date"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -57,12 +58,10 @@ def test_bench_scores_every_layer_and_baseline_with_finite_intervals(tmp_path):
     assert all(math.isfinite(v) for v in (value, low, high)) and low <= high
 
 
-def test_logmel_rq_targets_ignore_gain_and_train(tmp_path):
+def test_logmel_rq_targets_ignore_gain():
     import torch
 
-    from schemas.settings import PretrainSettings
     from tasks.training.logmel_targets import frame_targets
-    from tasks.workspace import Workspace
 
     rng = np.random.default_rng(0)
     audio = learning.ocean_noise(8000, 4000, rng)
@@ -74,14 +73,61 @@ def test_logmel_rq_targets_ignore_gain_and_train(tmp_path):
     # the bands are standardised over the crop: the level of a recording is not what the targets say
     assert torch.equal(targets, frame_targets(10 * x, 100, 80, 4000, 32))
 
+
+# from random weights: cross-entropy over 64 codes near ln 64; squared error per standardised band
+# near 1 (plus the diversity term); each with its own chance accuracy
+@pytest.mark.parametrize("targets, loss_range, chance", [("logmel-rq", (math.log(64) - 1, math.log(64) + 1), 1 / 64),
+                                                         ("logmel-mse", (0.8, 2.2), 1 / 21)])
+def test_alternative_targets_train_with_their_own_chance_line(tmp_path, targets, loss_range, chance):
+    from schemas.settings import PretrainSettings
+    from tasks.workspace import Workspace
+
     labels = learning.make_synthetic(tmp_path / "audio", 4000, 2, 2, 1.0, (0.0, 6.0), seed=0)
     ws = Workspace.at(str(tmp_path / "ws"))
     learning.ingest(ws, tmp_path / "audio", labels, 4000, 1.0)
-    settings = PretrainSettings(workspace=str(ws.root), run="rq", steps_per_chunk=2, chunks=1, batch_size=4,
+    settings = PretrainSettings(workspace=str(ws.root), run="alt", steps_per_chunk=2, chunks=1, batch_size=4,
                                 crop_seconds=1.0, device="cpu",
-                                model_overrides={"num_hidden_layers": 1, "pretrain_targets": "logmel-rq"})
+                                model_overrides={"num_hidden_layers": 1, "pretrain_targets": targets})
     steps, _, end = learning.pretrain(ws, settings, learning.Budget(steps=2), log=lambda *a, **k: None)
     assert steps == 2 and math.isfinite(end["loss"])
-    # cross-entropy over 64 codes from random weights: near log(64), not the contrastive loss's scale
-    assert abs(end["loss"] - math.log(64)) < 1.0
-    assert end["chance"] == 1 / 64
+    assert loss_range[0] < end["loss"] < loss_range[1]
+    assert end["chance"] == chance
+
+
+def test_logmel_mse_loss_is_one_per_band_for_the_crop_mean_and_zero_for_the_bands():
+    from types import SimpleNamespace
+
+    import torch
+
+    from tasks.training.logmel_targets import N_MELS, _orthonormal, masked_task, regression_terms, standardised_logmel
+
+    rng = np.random.default_rng(1)
+    audio = np.stack([learning.ocean_noise(8000, 8000, rng) for _ in range(2)])
+    sweep = learning.call("upsweep", 8000, rng)[:2400]
+    audio[0, 2000:2000 + len(sweep)] += 3 * sweep
+    x = torch.from_numpy(audio.astype(np.float32))
+    frames, hop, dim = 50, 160, 64
+    bands = standardised_logmel(x, frames, hop, 8000)
+    assert bands.shape == (2, frames, N_MELS)
+    assert torch.allclose(bands, standardised_logmel(10 * x, frames, hop, 8000), atol=1e-3)  # gain is not a target
+    model = SimpleNamespace(config=SimpleNamespace(conv_stride=(5, 4, 4, 2), sampling_rate=8000,
+                                                   pretrain_targets="logmel-mse"))
+    every = torch.ones((2, frames), dtype=torch.bool)
+    negatives = torch.stack([torch.randperm(frames)[:10] for _ in range(2 * frames)]).view(2, frames, 10)
+    negatives = torch.where(negatives == torch.arange(frames)[None, :, None], (negatives + 1) % frames, negatives)
+    inputs = SimpleNamespace(audio=x, masked=every, negatives=negatives)
+
+    # predicting every band's crop mean (0 after standardising) scores 1 per band: the chance line,
+    # exactly (T - 1) / T per frame with the unbiased spread
+    loss, _ = regression_terms(model, SimpleNamespace(projected_states=torch.zeros(2, frames, dim)), inputs)
+    assert float(loss) == pytest.approx(2 * (frames - 1), rel=1e-4)
+    # predicting the bands themselves (through the fixed orthonormal map) scores 0, and every frame is
+    # nearer its own bands than its distractors'
+    exact = bands @ _orthonormal(dim, "cpu")
+    loss, correct = regression_terms(model, SimpleNamespace(projected_states=exact), inputs)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6) and int(correct) == 2 * frames
+    task = masked_task({"pretrain_targets": "logmel-mse", "num_negatives": 20})
+    assert task.loss_at_chance == 1.0 and task.chance == 1 / 21
+    with pytest.raises(ValueError, match="unknown pretrain_targets"):
+        masked_task({"pretrain_targets": "logmel"})
+

@@ -58,10 +58,16 @@ def mark_runs(ax: plt.Axes, in_unit: np.ndarray | None, extent: tuple[float, flo
         ax.axvspan(extent[0] + a * step, extent[0] + b * step, ymin=0.9, ymax=1.0, color=MARK, linewidth=0)
 
 
-def run_histogram(ax: plt.Axes, lengths: np.ndarray | None, frame_s: float, show_axis: bool) -> None:
+def run_shares(lengths: np.ndarray | None) -> np.ndarray:
+    """Share of runs in each of RUN_BINS (frames)."""
     counts = np.histogram(lengths if lengths is not None else [], bins=list(RUN_BINS) + [np.inf])[0]
-    share = counts / max(1, counts.sum())
-    ax.bar(range(len(share)), share, color=PALETTE[0], width=0.8)
+    return counts / max(1, counts.sum())
+
+
+def run_histogram(ax: plt.Axes, lengths: np.ndarray | None, frame_s: float, show_axis: bool):
+    """Bars of run_shares(lengths) on `ax`; returns them (their heights can be set again)."""
+    share = run_shares(lengths)
+    bars = ax.bar(range(len(share)), share, color=PALETTE[0], width=0.8)
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_xticks(range(len(share)))
@@ -75,6 +81,7 @@ def run_histogram(ax: plt.Axes, lengths: np.ndarray | None, frame_s: float, show
     ax.tick_params(axis="x", length=1.5, pad=1)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
+    return bars
 
 
 def lift_text(lift: dict[str, list[tuple[str, float, int]]], per_facet: int = 1) -> list[str]:

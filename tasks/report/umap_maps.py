@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tasks.report.jit_cache import cached_umap
+
 EXACT_MAX = 20_000
 BLOCK = 1024
 
@@ -45,9 +47,8 @@ def exact_cosine_knn(x: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.ndar
 
 def approximate_cosine_knn(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """pynndescent's kNN graph with UMAP's own settings (trees and iterations grow with n)."""
-    from umap.umap_ import nearest_neighbors
-
-    indices, distances, _ = nearest_neighbors(unit_rows(x), k, "cosine", {}, True, np.random.RandomState(seed),
+    umap = cached_umap()
+    indices, distances, _ = umap.umap_.nearest_neighbors(unit_rows(x), k, "cosine", {}, True, np.random.RandomState(seed),
                                               low_memory=True, use_pynndescent=True, n_jobs=-1)
     return indices.astype(np.int32), distances.astype(np.float32)
 
@@ -98,8 +99,7 @@ def layer_map(x: np.ndarray, layer: int, neighbours: int, umap_neighbors: int = 
     if n_neighbors < 2 or n < 10:
         coords, method = _pca2(x), "pca"
     else:
-        import umap
-
+        umap = cached_umap()
         with warnings.catch_warnings():
             # seeded UMAP runs single-threaded (its own warning says so); that is the price of reproducible maps
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")

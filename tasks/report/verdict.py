@@ -14,6 +14,7 @@ import numpy as np
 
 from schemas.names import file_stem
 from tasks.training.health import interval_means, training_health
+from tasks.training.logmel_targets import masked_task
 
 SCORE_METRIC = "knn5_macro_f1"
 SCORE_NAME = "5-NN macro-F1"
@@ -59,8 +60,9 @@ def training_verdict(metrics: dict[str, np.ndarray], model_config: dict, model_i
         rows.append(row)
     groups = int(model_config.get("num_codevector_groups") or (metrics["perplexity"].shape[1]
                                                                if "perplexity" in metrics else 1) or 1)
-    return training_health(interval_means(rows), int(model_config.get("num_negatives") or 100),
-                           int(model_config.get("num_codevectors_per_group") or 320), groups, label=model_id)
+    task = masked_task(model_config)
+    return training_health(interval_means(rows), task.alternatives, int(model_config.get("num_codevectors_per_group") or 320),
+                           groups, model_id, task.loss_at_chance, task.loss_name, task.chance_note)
 
 
 def training_rows(health: dict, used_codes: list[tuple[str, int, int]]) -> list[dict]:
@@ -72,8 +74,8 @@ def training_rows(health: dict, used_codes: list[tuple[str, int, int]]) -> list[
          "chance or limit": f"chance {chance:.3f} (1 in {round(1 / chance)})",
          "reading": "—" if accuracy is None else
          ("at chance (below twice chance)" if accuracy < 2 * chance else f"{accuracy / chance:.1f} times chance")},
-        {"measure": "contrastive loss", "value": _round(loss, 3),
-         "chance or limit": f"{health['loss_at_chance']:.3f} = ln(K+1) at chance",
+        {"measure": health.get("loss_name", "contrastive loss"), "value": _round(loss, 3),
+         "chance or limit": f"{health['loss_at_chance']:.3f} = {health.get('chance_note', 'ln(K+1) at chance')}",
          "reading": "—" if loss is None else ("no lower than at chance" if loss >= 0.97 * health["loss_at_chance"]
                                               else f"{health['loss_at_chance'] - loss:.2f} below chance")},
         {"measure": "codebook perplexity (codes in effective use)", "value": _round(perplexity, 1),

@@ -47,7 +47,8 @@ def interval_means(steps: Iterable[Any], last: int = 10) -> dict[str, Any]:
 
 
 def training_health(metrics: Mapping[str, Any], num_negatives: int, codes_per_group: int, groups: int,
-                    label: str | None = None) -> dict[str, Any]:
+                    label: str | None = None, loss_at_chance: float | None = None,
+                    loss_name: str = "contrastive loss", chance_note: str = "ln(K+1) at chance") -> dict[str, Any]:
     """The verdict on one interval's mean metrics.
 
     `metrics`: accuracy, contrastive_loss (else loss), perplexity (per group list, or their sum),
@@ -56,7 +57,7 @@ def training_health(metrics: Mapping[str, Any], num_negatives: int, codes_per_gr
     """
     metrics = _as_dict(metrics) or {}
     chance = 1.0 / (num_negatives + 1)
-    loss_at_chance = math.log(num_negatives + 1)
+    loss_at_chance = math.log(num_negatives + 1) if loss_at_chance is None else float(loss_at_chance)
     max_perplexity = float(groups * codes_per_group)
 
     accuracy = metrics.get("accuracy")
@@ -89,7 +90,7 @@ def training_health(metrics: Mapping[str, Any], num_negatives: int, codes_per_gr
         detail = "no accuracy or loss was recorded"
     else:
         detail = (f"masked-prediction accuracy {fmt(accuracy, '.3f')} vs chance {chance:.3f}, "
-                  f"contrastive loss {fmt(loss, '.2f')} vs {loss_at_chance:.2f} at chance, "
+                  f"{loss_name} {fmt(loss, '.2f')} vs {loss_at_chance:.2f} at chance, "
                   f"codebook perplexity {fmt(perplexity, '.1f')} of {max_perplexity:.0f}")
     subject = f"{label} is " if label else ""
     return {
@@ -101,5 +102,7 @@ def training_health(metrics: Mapping[str, Any], num_negatives: int, codes_per_gr
         "code_usage": code_usage,
         "loss": None if loss is None else float(loss),
         "loss_at_chance": loss_at_chance,
+        "loss_name": loss_name,
+        "chance_note": chance_note,
         "sentence": f"{subject}{verdict}: {detail}",
     }

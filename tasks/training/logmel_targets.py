@@ -9,15 +9,27 @@ HuBERT-style: cosine of the context vector with an embedding per code, over a te
 embeddings are the model's own codevectors through its `project_q` (code k of every group), so
 the model has exactly its usual parameters and its checkpoints and exports are unchanged.
 
-Chosen with the model config field `pretrain_targets` ("contrastive", the default, or "logmel-rq"),
-e.g. `--model-overrides pretrain_targets=logmel-rq`; stateless (projection and codes are drawn
-from a fixed seed), so a resumed run sees the same targets.
+`logmel-mse` (masked spectrogram reconstruction, as in MockingJay/TERA and MAE-style audio
+models): each masked frame's context vector regresses the frame's crop-standardised log-mel
+bands. A classification among 64 random codes gives the network a few bits per masked frame; a
+regression gives it 40 numbers, which is what a budget of a few hundred steps is short of. The
+bands are placed into the context vector's space (`proj_codevector_dim` >= 40) by a fixed random
+orthonormal map, so the model's own `project_hid` is the regression head and, again, no parameter
+is added. Loss: squared error per band, so predicting the crop's mean scores 1.0 (the chance
+line). Accuracy, for the health verdict: the prediction is nearer (cosine) its own frame's bands
+than every distractor frame's, chance 1/(K+1) as for the contrastive task.
+
+Chosen with the model config field `pretrain_targets` (one of TARGETS; "contrastive" is the
+default), e.g. `--model-overrides pretrain_targets=logmel-mse`; stateless (projection, codes and
+the orthonormal map are drawn from a fixed seed), so a resumed run sees the same targets.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,13 +38,48 @@ import torch.nn.functional as F
 N_MELS = 40
 PROJECTION_DIM = 16
 TARGET_SEED = 1234
+TARGETS = ("contrastive", "logmel-rq", "logmel-mse")
+
+
+@dataclass(frozen=True)
+class MaskedTask:
+    """What a masked frame is asked, and the figures a model that learnt nothing scores."""
+
+    targets: str
+    alternatives: int  # wrong answers a masked frame is scored against: chance accuracy is 1/(alternatives+1)
+    loss_at_chance: float
+    loss_name: str
+    chance_note: str  # why loss_at_chance is the line
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / (self.alternatives + 1)
+
+
+def target_kind(config: Any) -> str:
+    """`pretrain_targets` of a Wav2Vec2Config or of its dict."""
+    kind = config.get("pretrain_targets") if isinstance(config, dict) else getattr(config, "pretrain_targets", None)
+    kind = kind or "contrastive"
+    if kind not in TARGETS:
+        raise ValueError(f"unknown pretrain_targets {kind!r} ({', '.join(TARGETS)})")
+    return kind
+
+
+def masked_task(config: Any) -> MaskedTask:
+    """The task of a model config (a Wav2Vec2Config or its dict, as an export's config.json holds it)."""
+    value = (config.get if isinstance(config, dict) else lambda k: getattr(config, k, None))
+    kind = target_kind(config)
+    if kind == "logmel-rq":  # a masked frame picks its code among all V
+        codes = int(value("num_codevectors_per_group") or 320)
+        return MaskedTask(kind, codes - 1, math.log(codes), "cross-entropy", "ln V at chance")
+    negatives = int(value("num_negatives") or 100)
+    if kind == "logmel-mse":
+        return MaskedTask(kind, negatives, 1.0, "squared error per band", "predicting each band's crop mean")
+    return MaskedTask(kind, negatives, math.log(negatives + 1), "contrastive loss", "ln(K+1) at chance")
 
 
 def alternative_targets(config) -> bool:
-    kind = getattr(config, "pretrain_targets", "contrastive")
-    if kind not in ("contrastive", "logmel-rq"):
-        raise ValueError(f"unknown pretrain_targets {kind!r} (contrastive, logmel-rq)")
-    return kind != "contrastive"
+    return target_kind(config) != "contrastive"
 
 
 @lru_cache(maxsize=8)
@@ -46,10 +93,20 @@ def _fixed(sample_rate: int, n_fft: int, codes: int, device: str) -> tuple[torch
     return mel.float().to(device), projection.to(device), codebook.to(device)
 
 
-def frame_targets(audio: torch.Tensor, frames: int, hop: int, sample_rate: int, codes: int) -> torch.Tensor:
-    """(rows, frames) code index of every frame of `audio` (rows, samples)."""
+@lru_cache(maxsize=8)
+def _orthonormal(dim: int, device: str) -> torch.Tensor:
+    """(N_MELS, dim) with orthonormal rows: squared distances between band vectors are kept."""
+    if dim < N_MELS:
+        raise ValueError(f"logmel-mse needs proj_codevector_dim >= {N_MELS} (it is {dim})")
+    generator = torch.Generator().manual_seed(TARGET_SEED + 1)
+    q, _ = torch.linalg.qr(torch.randn(dim, N_MELS, generator=generator))
+    return q.T.contiguous().to(device)
+
+
+def standardised_logmel(audio: torch.Tensor, frames: int, hop: int, sample_rate: int) -> torch.Tensor:
+    """(rows, frames, N_MELS): log-mel bands of `audio` (rows, samples), each band standardised over the crop."""
     n_fft = 2 ** math.ceil(math.log2(2 * hop))
-    mel, projection, codebook = _fixed(sample_rate, n_fft, codes, str(audio.device))
+    mel, _, _ = _fixed(sample_rate, n_fft, 1, str(audio.device))
     with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
         spec = torch.stft(audio.float(), n_fft, hop_length=hop, window=torch.hann_window(n_fft, device=audio.device),
                           center=True, return_complex=True).abs().pow(2)  # (rows, bins, stft frames)
@@ -57,13 +114,23 @@ def frame_targets(audio: torch.Tensor, frames: int, hop: int, sample_rate: int, 
         logmel = logmel[:, :frames]
         if logmel.shape[1] < frames:
             logmel = F.pad(logmel, (0, 0, 0, frames - logmel.shape[1]), mode="replicate")
-        logmel = (logmel - logmel.mean(1, keepdim=True)) / logmel.std(1, keepdim=True).clamp(min=1e-3)
+        return (logmel - logmel.mean(1, keepdim=True)) / logmel.std(1, keepdim=True).clamp(min=1e-3)
+
+
+def frame_targets(audio: torch.Tensor, frames: int, hop: int, sample_rate: int, codes: int) -> torch.Tensor:
+    """(rows, frames) code index of every frame of `audio` (rows, samples)."""
+    n_fft = 2 ** math.ceil(math.log2(2 * hop))
+    _, projection, codebook = _fixed(sample_rate, n_fft, codes, str(audio.device))
+    logmel = standardised_logmel(audio, frames, hop, sample_rate)
+    with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
         projected = F.normalize(logmel @ projection, dim=-1)
         return (projected @ codebook.T).argmax(-1)
 
 
 def masked_prediction_terms(model, out, inputs, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over the masked frames and the count classified right, in fp32."""
+    """Summed loss over the masked frames and the count predicted right, in fp32."""
+    if target_kind(model.config) == "logmel-mse":
+        return regression_terms(model, out, inputs)
     config = model.config
     groups, codes = config.num_codevector_groups, config.num_codevectors_per_group
     hop = int(np.prod(config.conv_stride))
@@ -77,4 +144,26 @@ def masked_prediction_terms(model, out, inputs, temperature: float) -> tuple[tor
         per_frame = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         loss = torch.where(inputs.masked, per_frame, 0.0).sum()
         correct = (inputs.masked & (logits.argmax(-1) == targets)).sum()
+    return loss, correct
+
+
+def regression_terms(model, out, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """`logmel-mse`: summed squared error per band over the masked frames, and how many masked
+    frames' predictions are nearer their own bands than every distractor frame's."""
+    config = model.config
+    hop = int(np.prod(config.conv_stride))
+    predicted = out.projected_states
+    logmel = standardised_logmel(inputs.audio, predicted.shape[1], hop, int(config.sampling_rate))
+    with torch.autocast(predicted.device.type, enabled=False):
+        target = logmel @ _orthonormal(predicted.shape[-1], str(predicted.device))  # (rows, frames, dim)
+        predicted = predicted.float()
+        per_frame = (predicted - target).pow(2).sum(-1) / N_MELS
+        # where, not a product: a row with no audio may hold anything in its unused frames
+        loss = torch.where(inputs.masked, per_frame, 0.0).sum()
+        with torch.no_grad():
+            cosines = torch.bmm(F.normalize(predicted, dim=-1, eps=1e-6),
+                                F.normalize(target, dim=-1, eps=1e-6).transpose(1, 2))
+            positive = torch.diagonal(cosines, dim1=1, dim2=2)
+            negative = torch.gather(cosines, 2, inputs.negatives).max(-1).values
+            correct = (inputs.masked & (positive > negative)).sum()
     return loss, correct

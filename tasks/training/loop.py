@@ -402,11 +402,10 @@ def load_checkpoint(state: TrainerState, info: checkpoints.CheckpointInfo) -> di
 
 def chunk_health(model_config: Wav2Vec2Config, metrics: list[StepMetrics], label: str | None = None) -> dict:
     """The training-health verdict on the chunk's last log interval (see tasks.training.health)."""
-    # with alternative targets a masked frame picks its code among all V: chance is 1/V, as if V-1 distractors
-    alternatives = model_config.num_codevectors_per_group - 1
-    negatives = alternatives if logmel_targets.alternative_targets(model_config) else model_config.num_negatives
-    return training_health(interval_means(metrics), negatives, model_config.num_codevectors_per_group,
-                           model_config.num_codevector_groups, label)
+    task = logmel_targets.masked_task(model_config)
+    return training_health(interval_means(metrics), task.alternatives, model_config.num_codevectors_per_group,
+                           model_config.num_codevector_groups, label, task.loss_at_chance, task.loss_name,
+                           task.chance_note)
 
 
 def save_checkpoint(state: TrainerState, run_dir: Path, settings: PretrainSettings, metrics: list[StepMetrics],
