@@ -172,6 +172,19 @@ def test_verdict_says_chance_or_which_layer_beats_which_baseline():
     assert report_title("big@9", verdict) == "Report of big@9"
 
 
+def test_umap_and_pynndescent_kernels_are_cached_on_disk_before_they_compile():
+    # without numba's cache every report process compiles them again (11-40 s on 2 cores)
+    from numba.core.caching import NullCache
+
+    from tasks.report.jit_cache import cached_umap
+
+    umap = cached_umap()
+    import pynndescent.distances
+
+    kernels = (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths, pynndescent.distances.euclidean)
+    assert all(not isinstance(kernel._cache, NullCache) for kernel in kernels)
+
+
 def test_exact_knn_umap_and_neighbours_without_self():
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((3, 32)) * 3
