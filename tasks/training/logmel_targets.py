@@ -83,14 +83,20 @@ def alternative_targets(config) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _fixed(sample_rate: int, n_fft: int, codes: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _mel_filters(sample_rate: int, n_fft: int, device: str) -> torch.Tensor:
     import librosa
 
-    mel = torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=N_MELS, fmax=sample_rate / 2))
+    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=N_MELS, fmax=sample_rate / 2)
+    return torch.from_numpy(mel).float().to(device)
+
+
+@lru_cache(maxsize=8)
+def _fixed(codes: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """BEST-RQ's random projection and codebook (drawn in this order from TARGET_SEED)."""
     generator = torch.Generator().manual_seed(TARGET_SEED)
     projection = torch.randn(N_MELS, PROJECTION_DIM, generator=generator) * math.sqrt(2.0 / (N_MELS + PROJECTION_DIM))
     codebook = F.normalize(torch.randn(codes, PROJECTION_DIM, generator=generator), dim=-1)
-    return mel.float().to(device), projection.to(device), codebook.to(device)
+    return projection.to(device), codebook.to(device)
 
 
 @lru_cache(maxsize=8)
@@ -106,7 +112,7 @@ def _orthonormal(dim: int, device: str) -> torch.Tensor:
 def standardised_logmel(audio: torch.Tensor, frames: int, hop: int, sample_rate: int) -> torch.Tensor:
     """(rows, frames, N_MELS): log-mel bands of `audio` (rows, samples), each band standardised over the crop."""
     n_fft = 2 ** math.ceil(math.log2(2 * hop))
-    mel, _, _ = _fixed(sample_rate, n_fft, 1, str(audio.device))
+    mel = _mel_filters(sample_rate, n_fft, str(audio.device))
     with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
         spec = torch.stft(audio.float(), n_fft, hop_length=hop, window=torch.hann_window(n_fft, device=audio.device),
                           center=True, return_complex=True).abs().pow(2)  # (rows, bins, stft frames)
@@ -119,8 +125,7 @@ def standardised_logmel(audio: torch.Tensor, frames: int, hop: int, sample_rate:
 
 def frame_targets(audio: torch.Tensor, frames: int, hop: int, sample_rate: int, codes: int) -> torch.Tensor:
     """(rows, frames) code index of every frame of `audio` (rows, samples)."""
-    n_fft = 2 ** math.ceil(math.log2(2 * hop))
-    _, projection, codebook = _fixed(sample_rate, n_fft, codes, str(audio.device))
+    projection, codebook = _fixed(codes, str(audio.device))
     logmel = standardised_logmel(audio, frames, hop, sample_rate)
     with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):
         projected = F.normalize(logmel @ projection, dim=-1)
