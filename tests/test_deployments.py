@@ -258,10 +258,13 @@ def test_served_deployments_run_on_demand_on_schedule_and_on_trigger(server, tmp
             staged = tmp_path / "second.wav"
             write(staged, tone(880, 5.0, rate), rate)
             shutil.move(staged, incoming / "second.wav")  # whole, at once: a scheduled run never sees half a file
+            # The run's own row closes after the file's rows land: wait for the finished run, not the file.
+            finished = ("SELECT flow_run_id, ingested, skipped, failed FROM ingest_runs "
+                        "WHERE finished_at IS NOT NULL ORDER BY started_at")
             _until(lambda: _query(workspace, "SELECT 1 FROM source_files WHERE path LIKE '%second.wav'"),
                    "the scheduled ingest of the new file")
-            runs = _query(workspace, "SELECT flow_run_id, ingested, skipped, failed FROM ingest_runs "
-                                     "WHERE finished_at IS NOT NULL ORDER BY started_at")
+            runs = _until(lambda: (lambda r: r if sum(1 for x in r if x[1]) >= 2 else None)(_query(workspace, finished)),
+                          "the scheduled ingest run to finish")
             assert [r[1] for r in runs if r[1]] == [1, 1], runs        # each file ingested once, by one run
             assert all(r[3] == 0 for r in runs)
             assert all(r[2] == 1 for r in runs[1:] if r[1]), runs      # the run that took the new file skipped the old
