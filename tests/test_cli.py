@@ -3,7 +3,9 @@
 import argparse
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -42,6 +44,11 @@ def test_ingest_status_and_sql(tmp_path):
     (tmp_path / "rec" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
     run = cli("ingest", tmp_path / "rec", "--workspace", ws, "--site", "<b>LK</b>", "--segment-seconds", "5")
     assert "ingested" in run.stdout and str(ws) in run.stdout
+    # the flow ran on the command's own temporary Prefect server, which stopped with the command
+    own = re.search(r"Started a temporary Prefect server on (http://127\.0\.0\.1:(\d+))/api", run.stderr)
+    assert own and f"View at {own.group(1)}/runs/flow-run/" in run.stderr, run.stderr[-2000:]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", int(own.group(2))), timeout=5).close()
     status = json.loads(cli("status", "--workspace", ws, "--format", "json").stdout)
     assert (status["recordings"], status["segments"], status["errors"]) == (1, 3, 1)
     assert status["sites"][0]["site"] == "<b>LK</b>"
@@ -83,6 +90,7 @@ def test_exit_status_contract(tmp_path):
     assert cli("ingest", tmp_path / "rec", "--workspace", ws, "--strict", check=False).returncode == 1
     bad = cli("ingest", tmp_path / "rec", "--workspace", ws, "--channels", "left", check=False)
     assert bad.returncode == 2 and "channels" in bad.stderr
+    assert "Prefect server" not in bad.stderr  # refused before any server starts
     assert cli("sql", "SELEC oops", "--workspace", ws, check=False).returncode == 2
     missing = cli("status", "--workspace", tmp_path / "nothing-here", check=False)
     assert missing.returncode == 2 and "no ceta2vec workspace" in missing.stderr

@@ -44,3 +44,23 @@ def test_a_writer_slot_left_by_a_dead_holder_does_not_stall_a_run(tmp_path, monk
     with database.reading(ws) as conn:
         assert conn.execute("SELECT x FROM answer").fetchone() == (42,)
     assert any("writing under DuckDB's file lock alone" in line for line in said), said
+
+
+def test_only_a_server_the_user_shares_holds_writer_slots(monkeypatch):
+    """A CLI command's own temporary server dies with it, and a slot it counted would outlive it in
+    the SQLite database the next command's server reuses: such a server is not a shared one."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.runtime import limits
+    from flows.runtime.server import OWN_SERVER_ENV
+
+    monkeypatch.setenv(OWN_SERVER_ENV, "http://127.0.0.1:4321/api")
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4321/api"}):
+        assert not limits.shared_server()
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert limits.shared_server()
+    monkeypatch.delenv(OWN_SERVER_ENV)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4321/api"}):
+        assert limits.shared_server()
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        assert not limits.shared_server()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from flows.runtime.server import own_server
 from schemas.settings import (
     DEFAULT_WORKSPACE,
     WORKSPACE_ENV,
@@ -517,7 +519,14 @@ def main(argv: list[str] | None = None) -> int:
         quiet_tracebacks()  # the message below says what went wrong; --debug shows Prefect's tracebacks too
     try:
         _require_workspace(args)
-        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
+        flow = FLOWS.get(args.command)
+        if flow:
+            _settings(flow[1], args)  # invalid options fail before a server starts
+        with own_server(flow is not None) as use_server:
+            if flow:
+                importlib.import_module(flow[0])  # while the server starts
+            use_server()
+            return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except Exception as exc:
         if debug:
             raise
@@ -528,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 FLOW_COMMANDS = {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report"}
+# Each command that runs a flow on a temporary Prefect server of its own: the flow's module, imported
+# while that server starts, and its settings, checked before (`serve` starts no server: it needs the user's).
+FLOWS = {"run": ("flows.pipeline", PipelineSettings), "ingest": ("flows.ingest", IngestSettings),
+         "pretrain": ("flows.pretrain", PretrainSettings), "embed": ("flows.embed", EmbedSettings),
+         "evaluate": ("flows.evaluate", EvaluateSettings), "report": ("flows.report", ReportSettings)}
 # Commands that read or add to what an ingest made: refused on a folder that holds no workspace,
 # before a flow starts, so a mistyped --workspace creates nothing.
 NEEDS_WORKSPACE = {"pretrain", "embed", "evaluate", "report", "index", "similar", "export", "status", "sql"}

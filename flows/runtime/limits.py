@@ -7,11 +7,11 @@
   tests) the file-lock retry in `tasks.workspace.database.connect` stays the only guard.
 - `ceta2vec-gpu` (one slot per visible GPU): pretraining chunks on CUDA take turns.
 
-Only against a server of its own (PREFECT_API_URL set): there a slot held by a process that was
-killed is given back when its lease (LEASE_S) runs out. The ephemeral server each CLI process
-starts keeps leases in its memory while the slot counts live in the SQLite database the next
-process's server reuses, so a `kill -9` would strand the slot for good; without PREFECT_API_URL a
-lock of the process stands in (flow runs of one process take turns; processes take turns on
+Only against a shared server (PREFECT_API_URL set by the user): there a slot held by a process that was
+killed is given back when its lease (LEASE_S) runs out. The temporary server each CLI process
+starts (Prefect's ephemeral one, or the one `flows.runtime.server` starts first) keeps leases in
+its memory while the slot counts live in the SQLite database the next process's server reuses, so
+a `kill -9` would strand the slot for good; with such a server a lock of the process stands in (flow runs of one process take turns; processes take turns on
 DuckDB's file lock). With a server, threads of one process still queue on that lock first and
 only one of them at a time asks the server.
 
@@ -22,6 +22,7 @@ slot is held per thread re-entrantly, so a write block opened inside another nev
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -73,9 +74,13 @@ def ensure_limit(name: str, slots: int) -> None:
 
 
 def shared_server() -> bool:
+    """A server other processes can report to (not one a CLI command started for itself)."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    from flows.runtime.server import OWN_SERVER_ENV
+
+    url = PREFECT_API_URL.value()
+    return bool(url) and url != os.environ.get(OWN_SERVER_ENV)
 
 
 def _local(name: str, slots: int) -> threading.BoundedSemaphore:

@@ -1,0 +1,134 @@
+"""The temporary Prefect server a flow command of the CLI starts for itself, before its imports.
+
+Without `PREFECT_API_URL`, Prefect starts an ephemeral server at a flow's first API call: after
+the flow modules are imported (torch, transformers and the flows: about 12 s on 2 cores), and
+it first imports the server's own code into the CLI process (about 4 s) only to launch it.
+Started here, before those imports, the same server (Prefect's command, settings and
+environment) boots on another core while the CLI imports, and the CLI never loads the server's
+code. It belongs to the CLI's process group, so a kill -9 of the group takes it down, as it does
+Prefect's own.
+
+The server is this process's alone, like the ephemeral one: `flows.runtime.limits` must not hold
+writer slots on it (a killed holder's slot would stay counted in the SQLite database the next
+command's server reuses). `OWN_SERVER_ENV` names its URL so that limits, and any subprocess of the
+run, can tell it from a shared server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+OWN_SERVER_ENV = "CETA2VEC_OWN_PREFECT_SERVER"
+PORT_IN_USE = 3  # uvicorn's exit status when it cannot bind
+
+
+def wanted() -> bool:
+    """True when a flow would otherwise start Prefect's ephemeral server (no API URL is set)."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    return not settings.api.url and settings.server.ephemeral.enabled
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class OwnServer:
+    """A Prefect server subprocess on a free local port; `ready()` waits for its health check."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self._launch()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _launch(self) -> None:
+        import prefect
+        from prefect.settings import get_current_settings
+
+        self.port = _free_port()
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               **get_current_settings().to_environment_variables(exclude_unset=True)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"], env=env)
+
+    def ready(self, timeout_s: float | None = None) -> str:
+        """Wait until the server answers, then return its API URL."""
+        from prefect.settings import get_current_settings
+
+        timeout_s = timeout_s or get_current_settings().server.ephemeral.startup_timeout_seconds
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.process.poll()
+            if status == PORT_IN_USE:  # another process took the port between the probe and the bind
+                self._launch()
+                continue
+            if status is not None:
+                raise RuntimeError(f"the temporary Prefect server exited with status {status} before it answered")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self.api_url
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the temporary Prefect server on {self.api_url} did not answer within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@contextmanager
+def own_server(start: bool = True) -> Iterator[Callable[[], None]]:
+    """Start a temporary server (when one is `wanted`); the block calls the yielded function once
+    its imports are done, which waits for the server and points Prefect at it for the rest of the block.
+
+    The server stops when the process exits, as Prefect's ephemeral one does: Prefect's log and
+    event workers send what they still hold at exit, and their exit handlers run before this one."""
+    if not (start and wanted()):
+        yield lambda: None
+        return
+    from prefect.logging import get_logger
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = OwnServer()
+    atexit.register(server.stop)
+    with ExitStack() as stack:
+
+        def use() -> None:
+            url = server.ready()
+            get_logger("ceta2vec").info("Started a temporary Prefect server on %s for this command "
+                                        "(`prefect server start` keeps one running, with its UI)", url)
+            # Subprocesses of the run (process pools, Dask workers, torchrun) inherit the URL.
+            for name, value in (("PREFECT_API_URL", url), (OWN_SERVER_ENV, url)):
+                os.environ[name] = value
+                stack.callback(os.environ.pop, name, None)
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+
+        yield use
