@@ -49,6 +49,23 @@ def prefect_server():
         yield
 
 
+@pytest.fixture(scope="session")
+def cli_env(prefect_server) -> dict[str, str]:
+    """The environment for `ceta2vec` subprocesses that run flows on this worker's test server.
+
+    The test server stands in for the temporary server each command starts for itself (named in
+    OWN_SERVER_ENV): the writer slot stays a lock of the process, as on the default path, so a
+    kill -9 strands no slot. A command then starts no server (about 8 s of CPU each). The default
+    path, a server per command killed with it, is what the pipeline's kill-in-every-stage test and
+    test_cli's first ingest run."""
+    from prefect.settings import get_current_settings
+
+    from flows.runtime.server import OWN_SERVER_ENV
+
+    url = str(get_current_settings().api.url)
+    return {**os.environ, "PREFECT_API_URL": url, OWN_SERVER_ENV: url}
+
+
 @pytest.fixture
 def workspace(tmp_path):
     from tasks.workspace import Workspace

@@ -18,6 +18,7 @@ from tasks.workspace import Workspace, database
 
 
 def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    """The installed command; flows run on the command's own temporary server unless `env` says otherwise."""
     result = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"ceta2vec {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -65,9 +66,9 @@ def test_ingest_status_and_sql(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_workspace(tmp_path_factory):
+def small_workspace(tmp_path_factory, cli_env):
     root = tmp_path_factory.mktemp("small")
-    cli("ingest", write(root / "a.wav", noise(1.0, 16000), 16000, "PCM_16"), "--workspace", root / "ws")
+    cli("ingest", write(root / "a.wav", noise(1.0, 16000), 16000, "PCM_16"), "--workspace", root / "ws", env=cli_env)
     return root / "ws"
 
 
@@ -82,12 +83,13 @@ def test_sql_refuses_to_write(small_workspace, statement):
                "--format", "csv").stdout.split() == ["n", "1"]
 
 
-def test_exit_status_contract(tmp_path):
+def test_exit_status_contract(tmp_path, cli_env):
     ws = tmp_path / "ws"
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "empty.wav").write_bytes(b"")
-    assert cli("ingest", tmp_path / "rec", "--workspace", ws, check=False).returncode == 0  # completed, bad file reported
-    assert cli("ingest", tmp_path / "rec", "--workspace", ws, "--strict", check=False).returncode == 1
+    # completed, the bad file reported
+    assert cli("ingest", tmp_path / "rec", "--workspace", ws, check=False, env=cli_env).returncode == 0
+    assert cli("ingest", tmp_path / "rec", "--workspace", ws, "--strict", check=False, env=cli_env).returncode == 1
     bad = cli("ingest", tmp_path / "rec", "--workspace", ws, "--channels", "left", check=False)
     assert bad.returncode == 2 and "channels" in bad.stderr
     assert "Prefect server" not in bad.stderr  # refused before any server starts
@@ -96,14 +98,14 @@ def test_exit_status_contract(tmp_path):
     assert missing.returncode == 2 and "no ceta2vec workspace" in missing.stderr
 
 
-def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
+def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path, cli_env):
     folder = tmp_path / "many"
     for i in range(40):
         write(folder / f"rec_{i:02d}.wav", sweep(50 + i, 3000, 21.0, 24000, 0.3) + noise(21.0, 24000, 0.01, seed=i),
               24000, "PCM_24")
     interrupted, reference = tmp_path / "ws-killed", tmp_path / "ws-reference"
-    # its own process group, so the kill takes the ephemeral Prefect server down with it
-    process = subprocess.Popen([CLI, "ingest", folder, "--workspace", interrupted, "--workers", "1"],
+    # its own process group, so the kill takes anything it started down with it
+    process = subprocess.Popen([CLI, "ingest", folder, "--workspace", interrupted, "--workers", "1"], env=cli_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     segments_dir = interrupted / "segments"
@@ -117,8 +119,8 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
     partial = len(list(segments_dir.rglob("*.parquet")))
     assert 3 <= partial < 40
 
-    cli("ingest", folder, "--workspace", interrupted)
-    cli("ingest", folder, "--workspace", reference)
+    cli("ingest", folder, "--workspace", interrupted, env=cli_env)
+    cli("ingest", folder, "--workspace", reference, env=cli_env)
     results = {}
     for ws in (interrupted, reference):
         workspace = Workspace.at(ws)
@@ -133,7 +135,7 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path):
     assert results[interrupted] == results[reference]
 
 
-def test_unreadable_file_is_reported(tmp_path):
+def test_unreadable_file_is_reported(tmp_path, cli_env):
     """As root, who may read anything, the run drops the capabilities that bypass file permissions."""
     folder = tmp_path / "perm"
     write(folder / "ok.wav", noise(1.0, 16000), 16000, "PCM_16")
@@ -144,7 +146,8 @@ def test_unreadable_file_is_reported(tmp_path):
         drop = "-dac_override,-dac_read_search"
         prefix = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"]
     ws = tmp_path / "ws"
-    result = subprocess.run([*prefix, CLI, "ingest", folder, "--workspace", ws], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*prefix, CLI, "ingest", folder, "--workspace", ws], capture_output=True, text=True,
+                            timeout=300, env=cli_env)
     assert result.returncode == 0, result.stderr
     with database.reading(Workspace.at(ws)) as conn:
         errors = conn.execute("SELECT path, stage, reason FROM ingest_errors").fetchall()

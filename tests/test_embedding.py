@@ -165,23 +165,24 @@ def test_similar_agrees_with_numpy_including_filters(trained, tmp_path):
         assert ws.db_path.read_bytes() == before
 
 
-def test_sql_during_a_concurrent_embedding_run_succeeds(trained, tmp_path):
+def test_sql_during_a_concurrent_embedding_run_succeeds(trained, tmp_path, cli_env):
     ws = copy_of(trained, tmp_path)
-    writer = subprocess.Popen([CLI, "embed", "--workspace", ws.root, "--units-k", "8", "--batch-size", "1"],
+    writer = subprocess.Popen([CLI, "embed", "--workspace", ws.root, "--units-k", "8", "--batch-size", "1"], env=cli_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     results = []
     while writer.poll() is None:
         q = subprocess.run([CLI, "sql", "SELECT count(*) FROM segments", "--workspace", ws.root, "--format", "csv"],
                            capture_output=True, text=True, timeout=120)
         results.append((q.returncode, q.stdout.split()[-1] if q.stdout else q.stderr))
+        time.sleep(0.5)  # a query every ~1.5 s all through the run, without taking a core from it
     assert writer.returncode == 0, writer.stderr.read()
     assert results and all(code == 0 and value == str(rows(ws, "SELECT count(*) FROM segments")[0][0])
                            for code, value in results), results
 
 
-def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_path):
+def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_path, cli_env):
     ws = copy_of(trained, tmp_path)
-    process = subprocess.Popen([CLI, "embed", "--workspace", ws.root, "--batch-size", "1", "--units-k", "8"],
+    process = subprocess.Popen([CLI, "embed", "--workspace", ws.root, "--batch-size", "1", "--units-k", "8"], env=cli_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     frames_dir = ws.root / "embeddings" / "emb_1" / "frames"
     deadline = time.monotonic() + 240
@@ -193,7 +194,7 @@ def test_kill_9_mid_extraction_then_rerun_leaves_one_row_per_key(trained, tmp_pa
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     done = subprocess.run([CLI, "embed", "--workspace", ws.root, "--batch-size", "1", "--units-k", "8"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=cli_env)
     assert done.returncode == 0, done.stderr
     segments = rows(ws, EMBEDDABLE)[0][0]
     assert rows(ws, "SELECT count(*), count(DISTINCT (segment_id, layer, pooling)) FROM segment_embeddings") == [

@@ -25,9 +25,9 @@ def losses(ws_path):
         return conn.execute("SELECT step, chunk, loss, accuracy, perplexity FROM train_metrics ORDER BY step").fetchall()
 
 
-def pretrain(ws, *extra, **popen):
+def pretrain(ws, env, *extra):
     return subprocess.run([CLI, "pretrain", "--workspace", ws, *ARGS, *extra], capture_output=True, text=True,
-                          timeout=600, **popen)
+                          timeout=600, env=env)
 
 
 def pretrain_in_process(ws, chunks: int) -> dict:
@@ -46,14 +46,13 @@ def ingested(tmp_path_factory):
     return root
 
 
-@pytest.mark.usefixtures("prefect_server")
-def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingested, tmp_path):
+def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingested, tmp_path, cli_env):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     shutil.copytree(ingested / "ws", reference)
     shutil.copytree(ingested / "ws", killed)
     pretrain_in_process(reference, chunks=2)
 
-    process = subprocess.Popen([CLI, "pretrain", "--workspace", killed, *ARGS, "--chunks", "2"],
+    process = subprocess.Popen([CLI, "pretrain", "--workspace", killed, *ARGS, "--chunks", "2"], env=cli_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first = killed / "checkpoints" / "r" / "chunk-0001"
     deadline = time.monotonic() + 300
@@ -65,7 +64,7 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
     process.wait()
     assert not (killed / "checkpoints" / "r" / "chunk-0002").exists()
 
-    resumed = pretrain(killed, "--chunks", "2")
+    resumed = pretrain(killed, cli_env, "--chunks", "2")
     assert resumed.returncode == 0, resumed.stderr
     # the summary says plainly whether the run learns (4 steps of a tiny model: it is at chance, or close)
     assert "r@2 is " in resumed.stdout and "vs chance 0.048" in resumed.stdout, resumed.stdout
@@ -90,13 +89,12 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
     assert [h[0] for h in health] == [1, 2, 3] and all(h[1] in VERDICTS and h[2] == pytest.approx(1 / 21) for h in health)
 
 
-@pytest.mark.usefixtures("prefect_server")
-def test_changing_a_runs_defining_settings_is_refused(ingested, tmp_path):
+def test_changing_a_runs_defining_settings_is_refused(ingested, tmp_path, cli_env):
     ws = tmp_path / "ws"
     shutil.copytree(ingested / "ws", ws)
     pretrain_in_process(ws, chunks=1)
     refused = subprocess.run([CLI, "pretrain", "--workspace", ws, "--run", "r", "--batch-size", "2"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=cli_env)
     assert refused.returncode == 2 and "batch_size: run has 4, asked for 2" in refused.stderr
 
 
