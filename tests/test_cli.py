@@ -1,6 +1,7 @@
 """The `ceta2vec` command as a user runs it: real subprocesses, real Prefect engine."""
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -133,6 +134,32 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path, cli_env):
         assert len(ids) == len(set(ids)) == len(results[ws]) == 40 * 3
         assert not list(workspace.staging_dir.iterdir())
     assert results[interrupted] == results[reference]
+
+
+def test_sigterm_to_the_command_alone_stops_its_own_server(tmp_path):
+    """A scheduler or `timeout` stops the command, not its process group: the server it started must
+    not outlive it."""
+    folder = tmp_path / "rec"
+    for i in range(6):
+        write(folder / f"r{i}.wav", sweep(100, 4000, 20.0, 24000, 0.3), 24000, "PCM_16")
+    process = subprocess.Popen([CLI, "ingest", folder, "--workspace", tmp_path / "ws", "--workers", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        said = []
+        for line in process.stderr:
+            said.append(line)
+            if own := re.search(r"Started a temporary Prefect server on http://127\.0\.0\.1:(\d+)/api", line):
+                break
+        assert own, "".join(said[-20:])
+        socket.create_connection(("127.0.0.1", int(own.group(1))), timeout=5).close()  # serving
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(own.group(1))), timeout=5).close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the group, if the test failed
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def test_unreadable_file_is_reported(tmp_path, cli_env):

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -104,6 +106,13 @@ class OwnServer:
         self.process = None
 
 
+def _exit_on_sigterm() -> None:
+    """A SIGTERM sent to the command alone (a scheduler's stop, `timeout`) would end it without exit
+    handlers and leave its server running: exit the Python way instead, so the server goes too."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 @contextmanager
 def own_server(start: bool = True) -> Iterator[Callable[[], None]]:
     """Start a temporary server (when one is `wanted`); the block calls the yielded function once
@@ -119,6 +128,7 @@ def own_server(start: bool = True) -> Iterator[Callable[[], None]]:
 
     server = OwnServer()
     atexit.register(server.stop)
+    _exit_on_sigterm()
     with ExitStack() as stack:
 
         def use() -> None:
