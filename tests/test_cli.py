@@ -17,6 +17,9 @@ from signals import noise, sweep, tone, write
 
 from tasks.workspace import Workspace, database
 
+# The line a flow command logs once its own temporary Prefect server answers: (server address, port).
+OWN_SERVER = re.compile(r"Started a temporary Prefect server on (http://127\.0\.0\.1:(\d+))/api")
+
 
 def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     """The installed command; flows run on the command's own temporary server unless `env` says otherwise."""
@@ -47,7 +50,7 @@ def test_ingest_status_and_sql(tmp_path):
     run = cli("ingest", tmp_path / "rec", "--workspace", ws, "--site", "<b>LK</b>", "--segment-seconds", "5")
     assert "ingested" in run.stdout and str(ws) in run.stdout
     # the flow ran on the command's own temporary Prefect server, which stopped with the command
-    own = re.search(r"Started a temporary Prefect server on (http://127\.0\.0\.1:(\d+))/api", run.stderr)
+    own = OWN_SERVER.search(run.stderr)
     assert own and f"View at {own.group(1)}/runs/flow-run/" in run.stderr, run.stderr[-2000:]
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", int(own.group(2))), timeout=5).close()
@@ -148,14 +151,14 @@ def test_sigterm_to_the_command_alone_stops_its_own_server(tmp_path):
         said = []
         for line in process.stderr:
             said.append(line)
-            if own := re.search(r"Started a temporary Prefect server on http://127\.0\.0\.1:(\d+)/api", line):
+            if own := OWN_SERVER.search(line):
                 break
         assert own, "".join(said[-20:])
-        socket.create_connection(("127.0.0.1", int(own.group(1))), timeout=5).close()  # serving
+        socket.create_connection(("127.0.0.1", int(own.group(2))), timeout=5).close()  # serving
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=120) == 128 + signal.SIGTERM
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", int(own.group(1))), timeout=5).close()
+            socket.create_connection(("127.0.0.1", int(own.group(2))), timeout=5).close()
     finally:
         with contextlib.suppress(ProcessLookupError):  # whatever is left of the group, if the test failed
             os.killpg(process.pid, signal.SIGKILL)

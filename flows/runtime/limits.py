@@ -7,12 +7,12 @@
   tests) the file-lock retry in `tasks.workspace.database.connect` stays the only guard.
 - `ceta2vec-gpu` (one slot per visible GPU): pretraining chunks on CUDA take turns.
 
-Only against a shared server (PREFECT_API_URL set by the user): there a slot held by a process that was
-killed is given back when its lease (LEASE_S) runs out. The temporary server each CLI process
-starts (Prefect's ephemeral one, or the one `flows.runtime.server` starts first) keeps leases in
-its memory while the slot counts live in the SQLite database the next process's server reuses, so
-a `kill -9` would strand the slot for good; with such a server a lock of the process stands in (flow runs of one process take turns; processes take turns on
-DuckDB's file lock). With a server, threads of one process still queue on that lock first and
+Only against a shared server (PREFECT_API_URL set by the user): there a slot held by a process
+that was killed is given back when its lease (LEASE_S) runs out. The temporary server each CLI
+process starts (Prefect's ephemeral one, or the one `flows.runtime.server` starts first) keeps
+leases in its memory while the slot counts live in the SQLite database the next process's server
+reuses, so a `kill -9` would strand the slot for good; with such a server a lock of the process
+stands in (flow runs of one process take turns; processes take turns on DuckDB's file lock). With a server, threads of one process still queue on that lock first and
 only one of them at a time asks the server.
 
 Limits are created when missing (an existing limit keeps the size an operator gave it), and a
