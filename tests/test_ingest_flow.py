@@ -5,6 +5,7 @@ import csv
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -168,6 +169,24 @@ def test_dataset_settings_are_fixed_per_workspace(tmp_path, workspace):
     other = write(tmp_path / "y.wav", noise(1.0, 16000, seed=3), 16000, "PCM_16")
     with pytest.raises(WorkspaceError, match="sample_rate: workspace has 16000, asked for 8000"):
         run(workspace, other, sample_rate=8000)
+
+
+def test_dataset_settings_are_recorded_whole_and_a_partial_record_is_completed(workspace):
+    """A run killed while recording the dataset settings once left some keys (the kill-in-every-stage
+    test met it: KeyError on the next run). They are now written in one transaction, and a partial
+    record from before is completed rather than refused."""
+    wanted = {"sample_rate": "16000", "segment_seconds": "2.0", "hop_seconds": "2.0", "final_segment": "pad"}
+    workspace.create()
+    with database.writing(workspace) as conn:
+        database.apply_schema(conn, workspace)
+        with pytest.raises(duckdb.ConstraintException):  # the last row fails: none of them stays
+            recordings.ensure_dataset_config(conn, {**wanted, "final_segment": None})
+        assert recordings.dataset_config(conn) == {}
+        database.insert(conn, "workspace_config", [{"key": "sample_rate", "value": "16000"}])  # as a kill left it
+        recordings.ensure_dataset_config(conn, wanted)
+        assert recordings.dataset_config(conn) == wanted
+        with pytest.raises(WorkspaceError, match="segment_seconds: workspace has 2.0, asked for 5.0"):
+            recordings.ensure_dataset_config(conn, {**wanted, "segment_seconds": "5.0"})
 
 
 def test_labels_for_recordings_and_events(tmp_path, workspace):

@@ -42,19 +42,23 @@ def dataset_config(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
 def ensure_dataset_config(conn: duckdb.DuckDBPyConnection, wanted: dict[str, str], fix: bool = True) -> None:
     """Refuse settings that would mix into a workspace made with others; with `fix`, record them
     when the workspace has none yet (the ingest does so with its first recording, so a run that
-    stores nothing leaves the workspace free to take other settings)."""
+    stores nothing leaves the workspace free to take other settings).
+
+    A key missing beside recorded ones is not a clash: a run killed while recording them could
+    leave some (every key is now written in one transaction), and the missing ones are recorded."""
     current = dataset_config(conn)
-    if not current:
-        if fix:
-            insert(conn, "workspace_config", [{"key": k, "value": v} for k, v in wanted.items()])
-        return
-    clashes = [f"{k}: workspace has {current[k]}, asked for {wanted[k]}" for k in wanted if current.get(k) != wanted[k]]
+    clashes = [f"{k}: workspace has {current[k]}, asked for {wanted[k]}" for k in wanted
+               if k in current and current[k] != wanted[k]]
     if clashes:
         raise WorkspaceError(
             "this workspace's segments were made with other settings ("
             + "; ".join(clashes)
             + "). Use the workspace's settings or a new --workspace."
         )
+    missing = [{"key": k, "value": v} for k, v in wanted.items() if k not in current]
+    if fix and missing:
+        with transaction(conn):  # executemany commits row by row: a kill -9 between rows left some keys
+            insert(conn, "workspace_config", missing)
 
 
 def known_sources(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int, str]]:
