@@ -3,7 +3,6 @@ server started per call), for the hardening tests."""
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 
@@ -12,10 +11,8 @@ from conftest import CLI
 
 
 @pytest.fixture(scope="module")
-def api_env(prefect_server) -> dict[str, str]:
-    from prefect.settings import get_current_settings
-
-    return {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+def api_env(cli_env) -> dict[str, str]:
+    return cli_env
 
 
 def cli(env, *args, limit_bytes: int | None = None, timeout=240) -> subprocess.CompletedProcess:

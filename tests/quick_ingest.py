@@ -47,3 +47,51 @@ def train_tiny_chunk(workspace: Workspace, run: str) -> None:
                             "excluded_recordings": [], "init_from": None, "chunks_done": 0, "steps_done": 0,
                             "latest_checkpoint": None, "best_checkpoint": None})
         commit_chunk(conn, workspace, run, result.checkpoint, metrics_as_rows(result.metrics))
+
+
+def tiny_workspace(root: Path) -> Workspace:
+    """Ingested tones and clicks with labels (one event label: a whistle), a tiny model trained 2 steps,
+    embedded with k-means units: root / 'ws'. Plain functions, no Prefect (the flows are tested elsewhere).
+    conftest's `tiny_workspace` fixture builds it once per test session."""
+    import csv
+
+    import torch
+    from signals import click_train, noise, tone, write
+
+    from tasks.catalog.embeddings import pending_segments, refresh_views, register
+    from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
+    from tasks.embedding.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
+    from tasks.ingest.labels import read_labels
+
+    rate = 16000
+    rows = []
+    for i in range(6):
+        kind = "tone" if i % 2 == 0 else "clicks"
+        x = tone(500 + 300 * i, 4.0, rate, 0.3) if kind == "tone" else click_train(4.0, rate, 0.05, 0.5)
+        write(root / "rec" / f"r{i}.wav", x + noise(4.0, rate, 0.01, seed=i), rate, "PCM_16")
+        rows.append([f"r{i}.wav", "", "", kind])
+    rows.append(["r1.wav", "2.0", "4.0", "whistle"])
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "start_s", "end_s", "sound"])
+        writer.writerows(rows)
+    ws = Workspace.at(root / "ws")
+    ingest_quick(ws, root / "rec", segment_seconds=2.0)
+    with database.writing(ws) as conn:
+        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+    train_tiny_chunk(ws, "rep")
+    with database.writing(ws) as conn:
+        model = checkpoint_to_embed(conn, ws, "rep", None)
+        register(conn, ws, model)
+        layers = all_layers(model)
+        pending = pending_segments(conn, ws, model, layers)
+    staged = embed_segments(ws, model, pending, layers, ["mean"], torch.device("cpu"))
+    with database.writing(ws) as conn:
+        commit_batch(conn, ws, model, staged, layers)
+        for layer in layers:
+            centroids, inertia, frames = fit_kmeans(conn, ws, model, layer, 6, 400, 0)
+            save_unit_model(conn, ws, model, layer, centroids, inertia, frames)
+            assign_units(conn, ws, model, layer, centroids)
+        refresh_unit_stats(conn, model)
+        refresh_views(conn, ws)
+    return ws

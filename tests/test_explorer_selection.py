@@ -425,10 +425,7 @@ def test_explorer_data_checks_frame_columns(tmp_path):
 
 # ---- frame assembly on a real workspace (DuckDB, Parquet frame vectors, k-means units) ----------
 
-from test_report_figures import tiny_workspace  # noqa: E402,F401  (the fixture: a tiny model embedded with units)
-
-
-def test_explorer_frames_of_a_real_workspace(tiny_workspace):  # noqa: F811
+def test_explorer_frames_of_a_real_workspace(tiny_workspace):  # conftest's, shared by the session
     from tasks.catalog.embeddings import embedded_segment_ids, resolve_model
     from tasks.catalog.recordings import segment_info
     from tasks.catalog.units import frame_units, unit_inventories

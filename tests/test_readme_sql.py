@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-from test_report_figures import tiny_workspace  # noqa: F401 - the module-scoped fixture, shared
 
 from tasks.catalog.queries import run_query
 from tasks.workspace import database
@@ -38,7 +37,7 @@ def test_the_readme_has_the_examples_this_test_runs():
     assert any("nearest_to_vector" in q for q in queries) and any("similar_segments" in q for q in queries)
 
 
-def test_every_readme_sql_example_runs(tiny_workspace):  # noqa: F811
+def test_every_readme_sql_example_runs(tiny_workspace):  # conftest's, shared by the session
     ws = tiny_workspace
     with database.reading(ws) as conn:
         model, run = conn.execute("SELECT model_id, run FROM embedding_models LIMIT 1").fetchone()

@@ -1,21 +1,24 @@
 """Report figures and data: unit atlas on tones with a known answer, kNN and UMAP maps, the figures'
-panels, sequence statistics, and build_report_content on a tiny real workspace."""
+panels, sequence statistics, build_report_content on a tiny real workspace, and its pages in a real
+headless Chromium (the verdict on the first screen, a unit page playing its clip).
+
+Screenshots go to docs/ for the README: docs/report-verdict.png (the first screen of index.html) and
+docs/unit-page.png (a unit page after its first clip was played)."""
 
 from __future__ import annotations
 
-import csv
 import re
-from urllib.parse import unquote
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import headless_chromium
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from quick_ingest import ingest_quick, train_tiny_chunk
-from signals import click_train, noise, tone, write
+from signals import noise, tone
 
 from schemas.settings import ReportSettings
-from tasks.catalog import recordings
 from tasks.catalog.recordings import SegmentInfo
 from tasks.catalog.units import UnitInventory
 from tasks.report.figures import save
@@ -43,6 +46,7 @@ from tasks.report.verdict import build_verdict, report_title, training_verdict
 from tasks.workspace import Workspace, database
 
 RATE, HOP, FIELD = 16000, 320, 400
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def tone_segments(n: int = 4, seconds: float = 4.0):
@@ -301,79 +305,78 @@ def test_figures_have_their_panels(tmp_path):
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
-# --- build_report_content on a tiny real workspace -------------------------------------------------
+# --- build_report_content on the tiny real workspace, and its pages in Chromium -------------------
 
 
 @pytest.fixture(scope="module")
-def tiny_workspace(tmp_path_factory):
-    """Ingested tones and clicks with labels, a tiny model trained 2 steps, embedded with k-means units
-    (plain functions, no Prefect: the flows are tested elsewhere)."""
-    from tasks.catalog.embeddings import pending_segments, refresh_views, register
-    from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
-    from tasks.embedding.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
-    from tasks.ingest.labels import read_labels
-
-    root = tmp_path_factory.mktemp("report")
-    rows = []
-    for i in range(6):
-        kind = "tone" if i % 2 == 0 else "clicks"
-        x = tone(500 + 300 * i, 4.0, RATE, 0.3) if kind == "tone" else click_train(4.0, RATE, 0.05, 0.5)
-        write(root / "rec" / f"r{i}.wav", x + noise(4.0, RATE, 0.01, seed=i), RATE, "PCM_16")
-        rows.append([f"r{i}.wav", "", "", kind])
-    rows.append(["r1.wav", "2.0", "4.0", "whistle"])
-    with open(root / "labels.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "start_s", "end_s", "sound"])
-        writer.writerows(rows)
-    ws = Workspace.at(root / "ws")
-    ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    with database.writing(ws) as conn:
-        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
-    train_tiny_chunk(ws, "rep")
-    with database.writing(ws) as conn:
-        model = checkpoint_to_embed(conn, ws, "rep", None)
-        register(conn, ws, model)
-        layers = all_layers(model)
-        pending = pending_segments(conn, ws, model, layers)
-    staged = embed_segments(ws, model, pending, layers, ["mean"], torch.device("cpu"))
-    with database.writing(ws) as conn:
-        commit_batch(conn, ws, model, staged, layers)
-        for layer in layers:
-            centroids, inertia, frames = fit_kmeans(conn, ws, model, layer, 6, 400, 0)
-            save_unit_model(conn, ws, model, layer, centroids, inertia, frames)
-            assign_units(conn, ws, model, layer, centroids)
-        refresh_unit_stats(conn, model)
-        refresh_views(conn, ws)
-    return ws
-
-
-def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
+def scored_report(tiny_workspace, tmp_path_factory):
+    """A copy of the shared tiny workspace scored for 'sound' with the evaluate functions (layers,
+    log-mel and MFCC baselines), its report content built into a folder that holds a stale figure and
+    someone else's index.html, then its pages written: (workspace, out, content, progress, the
+    index.html the build left)."""
+    from tasks.catalog.evaluations import labelled_segments, write_evaluations
+    from tasks.catalog.recordings import segment_refs
+    from tasks.embedding.run import read_audio
+    from tasks.evaluation.run import baseline_features, model_vectors, score_features
     from tasks.report.build import build_report_content
+    from tasks.report.explorer_page import write_explorer
+    from tasks.report.html import write_report
 
-    ws = tiny_workspace
-    out = tmp_path / "report"
+    root = tmp_path_factory.mktemp("scored")
+    shutil.copytree(tiny_workspace.root, root / "ws")
+    ws = Workspace.at(root / "ws")
+    with database.writing(ws) as conn:
+        labelled = labelled_segments(conn, "sound", None)
+        model_id, layers = conn.execute("SELECT model_id, layers FROM embedding_models").fetchone()
+        labelled = labelled.restricted_to({r[0] for r in conn.execute(
+            "SELECT DISTINCT segment_id FROM embedded_segments WHERE model_id = ?", [model_id]).fetchall()})
+        rows = [{"kind": "model", "features": f"layer {layer}", "layer": layer,
+                 "metrics": score_features(model_vectors(conn, model_id, layer, labelled.segment_ids), labelled, 0, 20)}
+                for layer in range(layers)]
+        audio = read_audio(segment_refs(conn, ws, labelled.segment_ids))
+        rows += [{"kind": "baseline", "features": name, "layer": None, "metrics": score_features(x, labelled, 0, 20)}
+                 for name, x in baseline_features(audio, 16000).items()]
+        write_evaluations(conn, "eval-browser", "sound", model_id, rows, labelled)
+    out = root / "report"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "stale.png").write_bytes(b"old")
     (out / "index.html").write_text("kept")  # not ours: the HTML writer's
-    settings = ReportSettings(workspace=str(ws.root), media_points=5, atlas_units=4, exemplars=2, neighbours=3,
-                              umap_neighbors=5)
     seen = []
+    settings = SCORED.model_copy(update={"workspace": str(ws.root)})
     content = build_report_content(ws, settings, out, lambda message, fraction: seen.append(fraction))
+    left = (out / "index.html").read_text()
+    write_report(content, out)
+    write_explorer(content, out)
+    return ws, out, content, seen, left
+
+
+SCORED = ReportSettings(media_points=5, atlas_units=4, exemplars=3, neighbours=3, umap_neighbors=5)
+
+
+def best_layer(ws: Workspace) -> int:
+    with database.reading(ws) as conn:
+        return conn.execute("SELECT layer FROM evaluations WHERE kind = 'model' AND metric = 'knn5_macro_f1' "
+                            "ORDER BY value DESC, layer LIMIT 1").fetchone()[0]
+
+
+def test_build_report_content_on_a_tiny_workspace(scored_report):
+    ws, out, content, seen, left = scored_report
+    main = best_layer(ws)  # scored: the report opens on the best layer, and its units are that layer's
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
-    assert not (out / "figures" / "stale.png").exists() and (out / "index.html").read_text() == "kept"
+    assert not (out / "figures" / "stale.png").exists() and left == "kept"
     assert content.model_id == "rep@1"
     keys = [s.key for s in content.sections]
     assert keys == ["maps", "units", "timeline", "training", "neighbours", "sequences", "labels"]
     figures = [f for s in content.sections for f in s.figures]
-    assert {"umap-layer1", "umap-layers", "unit-atlas-kmeans-layer1", "unit-atlas-codevector-g0",
+    assert {f"umap-layer{main}", "umap-layers", f"unit-atlas-kmeans-layer{main}", "unit-atlas-codevector-g0",
             "unit-atlas-codevector-g1", "unit-timeline", "training-curves", "codebook-health", "neighbour-gallery",
-            "unit-sequences", "unit-labels-kmeans-layer1"} <= {f.key for f in figures}
+            "unit-sequences", f"unit-labels-kmeans-layer{main}"} <= {f.key for f in figures}
     for f in figures:
         assert (out / f.png).stat().st_size > 5_000 and (out / f.svg).stat().st_size > 5_000, f.key
     assert not [c for s in content.sections for c in s.clips]  # listening moved to the unit pages
     units_section = content.sections[1]
     links = units_section.links
-    assert {link.group for link in links} >= {"k-means units of layer 1", "quantizer codevectors, group 0"}
+    assert {link.group for link in links} >= {f"k-means units of layer {main}", "quantizer codevectors, group 0"}
     for link in links:
         page = (out / link.href).read_text()
         assert link.href.startswith("units/") and "<audio" in page and "../assets/unit.js" in page
@@ -403,16 +406,10 @@ def test_build_report_content_on_a_tiny_workspace(tiny_workspace, tmp_path):
     assert len(media) == 5 and all(e.audio[i] for i in media)
     assert all((out / e.thumbnail[i]).stat().st_size > 100 and (out / e.audio[i]).stat().st_size > 1_000 for i in media)
     assert all(e.thumbnail[i] == "" and e.audio[i] == "" for i in range(n) if i not in media)
-    assert content.configuration["report"]["resolved"]["layer"] == 1  # middle layer: no evaluation yet
+    assert content.configuration["report"]["resolved"]["layer"] == main
     assert content.configuration["model"]["transformer layers"] == 2  # the fields that matter, not the whole config
     assert "model_config" not in content.configuration and "layerdrop" not in str(content.configuration)
-
-    # idempotent: the same call again writes the same files, nothing more
-    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    again = build_report_content(ws, settings, out)
-    after = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert before == after and again.explorer.segment_id == e.segment_id
-    assert np.array_equal(again.explorer.coords[1], e.coords[1])
+    # building again into the same folder leaves the same files: test_report_flow.py's re-run
 
 
 def test_clear_errors_for_a_missing_model_layer_or_embeddings(tiny_workspace, tmp_path, workspace):
@@ -430,3 +427,103 @@ def test_clear_errors_for_a_missing_model_layer_or_embeddings(tiny_workspace, tm
         database.apply_schema(conn, workspace)
     with pytest.raises(database.WorkspaceError, match="no embeddings"):
         build_report_content(workspace, ReportSettings(workspace=str(workspace.root)), tmp_path / "d")
+
+
+def test_without_an_evaluation_the_middle_layer_is_shown_and_maps_are_seeded(tiny_workspace):
+    from tasks.report.build import compute_maps, resolve_scope
+
+    settings = SCORED.model_copy(update={"workspace": str(tiny_workspace.root)})
+    scope = resolve_scope(tiny_workspace, settings)
+    assert (scope.layer, scope.layer_reason) == (1, "middle layer (no evaluation of this model)")
+    assert scope.layers == [0, 1, 2] and scope.embedded == len(scope.ids) == 12
+    first, clusters = compute_maps(tiny_workspace, scope, settings)
+    again, clusters_again = compute_maps(tiny_workspace, scope, settings)
+    for layer in scope.layers:  # the same settings, the same map: a re-drawn report shows the same picture
+        assert np.array_equal(first[layer].coords, again[layer].coords)
+        assert np.array_equal(first[layer].neighbours, again[layer].neighbours)
+    assert np.array_equal(clusters, clusters_again)
+
+
+@pytest.fixture()
+def driver(tmp_path):
+    browser = headless_chromium.start(tmp_path / "profile", 1400, 900)
+    yield browser
+    browser.quit()
+
+
+def _wait(driver, script: str, seconds: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.1).until(lambda d: d.execute_script(script))
+
+
+def test_the_verdict_and_the_scorecard_are_on_the_first_screen(scored_report, driver):
+    _, out, content, _, _ = scored_report
+    verdict = content.verdict
+    assert verdict is not None and verdict.scorecard and verdict.figure is not None
+    driver.get((out / "index.html").as_uri())
+    _wait(driver, "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)")
+    screen = driver.execute_script("return window.innerHeight")
+    box = driver.execute_script(
+        "var e = document.querySelector('#verdict .headline'); var r = e.getBoundingClientRect();"
+        "return {top: r.top, bottom: r.bottom, text: e.textContent}")
+    assert box["bottom"] < screen and " ".join(box["text"].split()) == verdict.headline.replace("`", "")
+    # the scorecard's sentence on log-mel, read beside its baseline, is on the first screen too
+    lines = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#verdict li')).map(li => [li.textContent, "
+        "li.getBoundingClientRect().bottom])")
+    log_mel = [(text, bottom) for text, bottom in lines if "log-mel" in text]
+    assert log_mel and log_mel[0][1] < screen, lines
+    title = driver.find_element("css selector", "h1").text
+    assert title == content.title and title.startswith("What ") == (verdict.level == "good")
+    # every training figure beside its chance level; the scorecard figure is in the report folder and loads
+    tables = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#verdict table')).map(t => [t.querySelector('caption')"
+        ".textContent, t.getBoundingClientRect().top, t.textContent])")
+    assert tables[0][0].startswith("Scorecard") and tables[0][1] < screen  # the scorecard starts on the first screen
+    assert "baseline: log-mel stats" in tables[0][2] and "chance: always the commonest label" in tables[0][2]
+    assert "chance 0.0" in tables[1][2] and "ln(K+1)" in tables[1][2]
+    image = driver.execute_script(
+        "var i = document.querySelector('#verdict figure img'); return [i.getAttribute('src'), i.naturalWidth]")
+    assert image[0] == verdict.figure.png and image[0].startswith("figures/") and image[1] > 0
+    text = driver.execute_script("return document.body.innerText")
+    assert "`" not in text and "&#x27;" not in text
+    assert "same colour by chance" in text  # neighbour agreement is printed beside its chance level
+    DOCS.mkdir(exist_ok=True)
+    headless_chromium.screenshot(driver, DOCS / "report-verdict.png")
+    assert headless_chromium.severe(driver) == []
+
+
+def test_a_unit_page_plays_its_clip_beside_its_spectrogram(scored_report, driver):
+    _, out, content, _, _ = scored_report
+    units = next(s for s in content.sections if s.key == "units")
+    assert units.links and not units.clips  # pages instead of hundreds of folded players
+    driver.get((out / "index.html").as_uri())
+    link = driver.find_element("css selector", ".unit-links a")
+    expected = Path(unquote(urlparse(link.get_attribute("href")).path))
+    assert expected.parent == out / "units" and expected.is_file()
+    link.click()
+    _wait(driver, "return document.readyState === 'complete' && window.ceta2vecUnitPage")
+    assert Path(unquote(urlparse(driver.current_url).path)) == expected
+    assert driver.execute_script("return window.ceta2vecUnitPage.clips") >= 1
+    # the first exemplar: its spectrogram has loaded and its audio sits in the same card, loadable
+    _wait(driver, "var i = document.querySelector('.exemplar img'); return i.complete && i.naturalWidth > 0")
+    src = driver.execute_script("return document.querySelector('.exemplar audio').src")
+    assert src.endswith(".wav") and Path(unquote(urlparse(src).path)).is_file()
+    _wait(driver, "var a = document.querySelector('.exemplar audio'); return a.readyState >= 1 && a.duration > 0")
+    duration = driver.execute_script("return document.querySelector('.exemplar audio').duration")
+    assert 0.2 < duration < 4.0  # the unit's run and a little context
+    assert driver.execute_script("return document.querySelector('.exemplar audio').error") is None
+    # clicking the spectrogram plays the clip (a real gesture: the browser's autoplay policy allows it)
+    driver.find_element("css selector", ".exemplar-spec").click()
+    _wait(driver, "return document.querySelector('.exemplar audio').played.length > 0")
+    mark = driver.execute_script(
+        "var m = document.querySelector('.run-mark').getBoundingClientRect();"
+        "var i = document.querySelector('.exemplar img').getBoundingClientRect();"
+        "return [m.left >= i.left - 1, m.right <= i.right + 1, m.width > 0]")
+    assert mark == [True, True, True]  # the run is marked on its spectrogram
+    sections = driver.execute_script("return Array.from(document.querySelectorAll('main h2')).map(h => h.textContent)")
+    assert sections[:2] == ["Listen and look", "Signature"] and "What follows it" in sections
+    _wait(driver, "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    headless_chromium.screenshot(driver, DOCS / "unit-page.png")
+    assert headless_chromium.severe(driver) == []

@@ -17,8 +17,12 @@ def test_a_writer_slot_left_by_a_dead_holder_does_not_stall_a_run(tmp_path, monk
     from prefect.client.orchestration import get_client
 
     from flows.runtime import limits as limits
+    from flows.runtime.server import OWN_SERVER_ENV
 
+    monkeypatch.delenv(OWN_SERVER_ENV, raising=False)  # the test server as a shared one: its slots, not a lock
     monkeypatch.setattr(limits, "STALE_SLOT_S", 3.0)
+    # a limit of this test's own: other tests on the session's server never wait on its dead holder
+    monkeypatch.setattr(limits, "DUCKDB_WRITER", "ceta2vec-duckdb-writer-dead-holder-test")
     limits.ensure_limit(limits.DUCKDB_WRITER, 1)
     with get_client(sync_client=True) as client:  # a holder that took the slot and then died
         lease = UUID(client.increment_concurrency_slots_with_lease(
