@@ -32,7 +32,7 @@ demo: $(STAMP)
 # Three workers on two cores: much of the suite waits on Prefect servers, subprocesses and a
 # browser. A module's tests stay on one worker, so its fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 3 --dist loadfile tests
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder tests
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

@@ -14,6 +14,10 @@ import pytest
 # the cores the others wait for: measured, two tiny-training tests side by side took 29 s of CPU
 # each by default and 19 s with PASSIVE (the same thread count, so the same numbers).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One intra-op thread per process for the same reason: three workers and their subprocesses already
+# share two cores, and a tiny model's ops are too small to split (test_training.py alone: 27.8 s of
+# CPU with two threads, 24.6 s with one). Every comparison in the suite runs under the same setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "hydrophone"
@@ -23,12 +27,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 # `make test` runs the suite on pytest-xdist workers, a module per worker at a time (`--dist
-# loadfile`); the longest modules go first so that none is left running alone at the end.
-LONGEST_FIRST = ("test_pipeline_flow", "test_pipeline_kill", "test_deployments", "test_embedding",
-                 "test_pretrain_flow", "test_training", "test_report_figures", "test_hardening_ingest",
-                 "test_evaluate_flow", "test_explorer_selection", "test_dask_runner", "test_report_flow",
-                 "test_report_browser", "test_cli", "test_ddp", "test_hardening_sql",
-                 "test_readme_sql", "test_learning_bench")
+# loadfile --no-loadscope-reorder`: in this order, not by test count), the longest modules first, so
+# that none is left running alone at the end. Seconds per module in the last full run on 2 cores.
+LONGEST_FIRST = ("test_deployments",  # 222 s
+                 "test_pipeline_kill",  # 152 (its reference: test_pipeline_flow's, published)
+                 "test_pipeline_flow",  # 156
+                 "test_cli", "test_report_flow", "test_ddp", "test_dask_runner",  # 150, 114, 112, 110
+                 "test_pretrain_flow", "test_hardening_ingest", "test_embedding", "test_report_figures",  # 95-86
+                 "test_evaluate_flow", "test_ingest_flow", "test_storage", "test_learning_bench",  # 60-33
+                 "test_explorer_selection", "test_training", "test_report_browser", "test_evaluation")
 
 
 def pytest_collection_modifyitems(items):

@@ -77,13 +77,17 @@ def test_ingest_on_a_dask_local_cluster_matches_threads(ingested, corpus):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A running cluster of two worker processes whose task runs report to the tests' Prefect server."""
+    """A running cluster (one worker process: the flow's own cluster in the ingest test has two) whose
+    task runs report to the tests' Prefect server, marked as this process's (see conftest's prefect_server)."""
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL
 
+    from flows.runtime.server import OWN_SERVER_ENV
+
     environment = dict(os.environ)  # the nanny leaks OMP_NUM_THREADS=1 & co into this process
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                      env={"PREFECT_API_URL": PREFECT_API_URL.value()}) as running:
+    url = PREFECT_API_URL.value()
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                      env={"PREFECT_API_URL": url, OWN_SERVER_ENV: os.environ.get(OWN_SERVER_ENV, "")}) as running:
         yield running.scheduler_address
     os.environ.clear()
     os.environ.update(environment)
