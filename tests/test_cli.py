@@ -139,24 +139,31 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path, cli_env):
     assert results[interrupted] == results[reference]
 
 
-def test_sigterm_to_the_command_alone_stops_its_own_server(tmp_path):
+@pytest.mark.parametrize("when", ["before the flow", "inside the flow"])
+def test_sigterm_to_the_command_alone_stops_its_own_server(tmp_path, when):
     """A scheduler or `timeout` stops the command, not its process group: the server it started must
-    not outlive it."""
+    not outlive it, and the command ends with SIGTERM's status (128 + 15) wherever the signal lands.
+    ceta2vec's handler stops the server (it once raised SystemExit, which pydantic's serializer turned
+    into a ValueError: exit 2); inside a flow, Prefect's handler marks the run crashed and passes it on."""
     folder = tmp_path / "rec"
-    for i in range(6):
-        write(folder / f"r{i}.wav", sweep(100, 4000, 20.0, 24000, 0.3), 24000, "PCM_16")
+    for i in range(6):  # distinct and long enough that the flow is still running when the signal lands
+        write(folder / f"r{i}.wav", sweep(100 + 10 * i, 4000, 120.0, 24000, 0.3), 24000, "PCM_16")
     process = subprocess.Popen([CLI, "ingest", folder, "--workspace", tmp_path / "ws", "--workers", "1"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        said = []
+        said, own = [], None
         for line in process.stderr:
             said.append(line)
-            if own := OWN_SERVER.search(line):
+            own = own or OWN_SERVER.search(line)
+            if own and (when == "before the flow" or "Beginning flow run" in line):
                 break
         assert own, "".join(said[-20:])
         socket.create_connection(("127.0.0.1", int(own.group(2))), timeout=5).close()  # serving
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 128 + signal.SIGTERM
+        rest = process.stderr.read()
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM, "".join(said[-5:]) + rest[-3000:]
+        if when == "inside the flow":  # Prefect marked the run crashed, then passed the signal on
+            assert "Crash detected! Execution was aborted by a termination signal" in rest, rest[-3000:]
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", int(own.group(2))), timeout=5).close()
     finally:

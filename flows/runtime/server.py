@@ -106,11 +106,23 @@ class OwnServer:
         self.process = None
 
 
-def _exit_on_sigterm() -> None:
-    """A SIGTERM sent to the command alone (a scheduler's stop, `timeout`) would end it without exit
-    handlers and leave its server running: exit the Python way instead, so the server goes too."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+def _stop_on_sigterm(server: OwnServer) -> None:
+    """A SIGTERM sent to the command alone (a scheduler's stop, `timeout`) would end it at once and
+    leave its server running: stop the server first, then end with SIGTERM's status (128 + 15).
+
+    The handler raises nothing into the code it interrupts: a `SystemExit` raised there was caught on
+    the way (pydantic's serializer turned one into a ValueError, and the command exited 2 as if the
+    user had erred). Inside a flow run Prefect's handler is in charge: it marks the run crashed, puts
+    this handler back and sends the signal again."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def stop(signum, frame) -> None:
+        server.stop()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 @contextmanager
@@ -128,7 +140,7 @@ def own_server(start: bool = True) -> Iterator[Callable[[], None]]:
 
     server = OwnServer()
     atexit.register(server.stop)
-    _exit_on_sigterm()
+    _stop_on_sigterm(server)
     with ExitStack() as stack:
 
         def use() -> None:
