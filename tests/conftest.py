@@ -113,8 +113,8 @@ def cli_env(prefect_server) -> dict[str, str]:
     """The environment for `ceta2vec` subprocesses that run flows on this worker's test server.
 
     The test server stands in for the temporary server each command starts for itself (named in
-    OWN_SERVER_ENV, as in this process): the writer slot stays a lock of the process, as on the default path, so a
-    kill -9 strands no slot. A command then starts no server (about 8 s of CPU each). The default
+    OWN_SERVER_ENV, as in this process): the writer slot stays a lock of the process, as on the
+    default path, so a kill -9 strands no slot. A command then starts no server (about 8 s of CPU each). The default
     path, a server per command killed with it, is what the pipeline's kill-in-every-stage test and
     test_cli's first ingest run."""
     from prefect.settings import get_current_settings
