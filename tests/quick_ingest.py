@@ -49,19 +49,38 @@ def train_tiny_chunk(workspace: Workspace, run: str) -> None:
         commit_chunk(conn, workspace, run, result.checkpoint, metrics_as_rows(result.metrics))
 
 
+def labelled_tiny_model(root: Path, header: list[str], rows: list[list[str]], run: str,
+                        apply_labels: bool = True) -> Workspace:
+    """root / 'rec' ingested in 2-s segments into root / 'ws', root / 'labels.csv' written from
+    `header` and `rows` (and applied, unless a test applies it later), and one 2-step chunk of a tiny
+    model `run` trained."""
+    import csv
+
+    from tasks.ingest.labels import read_labels
+
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    ws = Workspace.at(root / "ws")
+    ingest_quick(ws, root / "rec", segment_seconds=2.0)
+    if apply_labels:
+        with database.writing(ws) as conn:
+            recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
+    train_tiny_chunk(ws, run)
+    return ws
+
+
 def tiny_workspace(root: Path) -> Workspace:
     """Ingested tones and clicks with labels (one event label: a whistle), a tiny model trained 2 steps,
     embedded with k-means units: root / 'ws'. Plain functions, no Prefect (the flows are tested elsewhere).
     conftest's `tiny_workspace` fixture builds it once per test session."""
-    import csv
-
     import torch
     from signals import click_train, noise, tone, write
 
     from tasks.catalog.embeddings import pending_segments, refresh_views, register
     from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
     from tasks.embedding.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
-    from tasks.ingest.labels import read_labels
 
     rate = 16000
     rows = []
@@ -71,15 +90,7 @@ def tiny_workspace(root: Path) -> Workspace:
         write(root / "rec" / f"r{i}.wav", x + noise(4.0, rate, 0.01, seed=i), rate, "PCM_16")
         rows.append([f"r{i}.wav", "", "", kind])
     rows.append(["r1.wav", "2.0", "4.0", "whistle"])
-    with open(root / "labels.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "start_s", "end_s", "sound"])
-        writer.writerows(rows)
-    ws = Workspace.at(root / "ws")
-    ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    with database.writing(ws) as conn:
-        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
-    train_tiny_chunk(ws, "rep")
+    ws = labelled_tiny_model(root, ["file", "start_s", "end_s", "sound"], rows, "rep")
     with database.writing(ws) as conn:
         model = checkpoint_to_embed(conn, ws, "rep", None)
         register(conn, ws, model)

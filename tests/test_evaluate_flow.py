@@ -1,18 +1,17 @@
 """The evaluate flow end to end on a workspace whose classes are audibly different."""
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from quick_ingest import ingest_quick, train_tiny_chunk
+from quick_ingest import labelled_tiny_model
 from signals import click_train, noise, tone, write
 
 from schemas.settings import EmbedSettings, EvaluateSettings
 from tasks.catalog import recordings
 from tasks.catalog.evaluations import labelled_segments
-from tasks.workspace import Workspace, database
+from tasks.workspace import database
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -27,13 +26,7 @@ def tones_and_clicks(tmp_path_factory):
         write(root / "rec" / f"r{i}.wav", x + noise(4.0, 16000, 0.01, seed=i), 16000, "PCM_16")
         rows.append([f"r{i}.wav", "", "", kind])
     rows.append(["r1.wav", "1.0", "2.5", "whistle"])  # an event inside one recording, for --background
-    with open(root / "labels.csv", "w", newline="") as handle:
-        w = csv.writer(handle)
-        w.writerow(["file", "start_s", "end_s", "sound"])
-        w.writerows(rows)
-    ws = Workspace.at(root / "ws")
-    ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    train_tiny_chunk(ws, "ev")
+    ws = labelled_tiny_model(root, ["file", "start_s", "end_s", "sound"], rows, "ev", apply_labels=False)
     from flows.embed import embed
 
     embed(EmbedSettings(workspace=str(ws.root), units_k=4, kmeans_sample_frames=300))

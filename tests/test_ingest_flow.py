@@ -182,6 +182,10 @@ def test_dataset_settings_are_recorded_whole_and_a_partial_record_is_completed(w
         with pytest.raises(duckdb.ConstraintException):  # the last row fails: none of them stays
             recordings.ensure_dataset_config(conn, {**wanted, "final_segment": None})
         assert recordings.dataset_config(conn) == {}
+        with pytest.raises(RuntimeError), database.transaction(conn):  # inside a caller's transaction: its fate
+            database.insert(conn, "workspace_config", [{"key": k, "value": v} for k, v in wanted.items()])
+            raise RuntimeError("the caller's block fails after the insert")
+        assert recordings.dataset_config(conn) == {}
         database.insert(conn, "workspace_config", [{"key": "sample_rate", "value": "16000"}])  # as a kill left it
         recordings.ensure_dataset_config(conn, wanted)
         assert recordings.dataset_config(conn) == wanted

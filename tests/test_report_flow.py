@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import headless_chromium
 import pytest
-from quick_ingest import ingest_quick, train_tiny_chunk
+from quick_ingest import labelled_tiny_model
 from report_samples import HOSTILE, HOSTILE_WAV
 from signals import click_train, noise, tone, write
 
 from schemas.settings import EmbedSettings, ReportSettings
-from tasks.catalog import recordings
-from tasks.ingest.labels import read_labels
-from tasks.workspace import Workspace, database
+from tasks.workspace import Workspace
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
@@ -32,15 +29,7 @@ def embedded(tmp_path_factory):
         name = HOSTILE_WAV if i == 3 else f"r{i}.wav"
         write(root / "rec" / name, x + noise(4.0, 16000, 0.01, seed=i), 16000, "PCM_16")
         rows.append([name, HOSTILE if i == 5 else kind])
-    with open(root / "labels.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "species"])
-        writer.writerows(rows)
-    ws = Workspace.at(root / "ws")
-    ingest_quick(ws, root / "rec", segment_seconds=2.0)
-    with database.writing(ws) as conn:
-        recordings.apply_labels_file(conn, str(root / "labels.csv"), read_labels(root / "labels.csv"))
-    train_tiny_chunk(ws, "rp")
+    ws = labelled_tiny_model(root, ["file", "species"], rows, "rp")
     from flows.embed import embed
 
     embed(EmbedSettings(workspace=str(ws.root), units_k=4, kmeans_sample_frames=300))

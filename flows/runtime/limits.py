@@ -12,8 +12,9 @@ that was killed is given back when its lease (LEASE_S) runs out. The temporary s
 process starts (Prefect's ephemeral one, or the one `flows.runtime.server` starts first) keeps
 leases in its memory while the slot counts live in the SQLite database the next process's server
 reuses, so a `kill -9` would strand the slot for good; with such a server a lock of the process
-stands in (flow runs of one process take turns; processes take turns on DuckDB's file lock). With a server, threads of one process still queue on that lock first and
-only one of them at a time asks the server.
+stands in (flow runs of one process take turns; processes take turns on DuckDB's file lock). With
+a server, threads of one process still queue on that lock first and only one of them at a time
+asks the server.
 
 Limits are created when missing (an existing limit keeps the size an operator gave it), and a
 slot is held per thread re-entrantly, so a write block opened inside another never waits on itself.

@@ -45,7 +45,7 @@ def ensure_dataset_config(conn: duckdb.DuckDBPyConnection, wanted: dict[str, str
     stores nothing leaves the workspace free to take other settings).
 
     A key missing beside recorded ones is not a clash: a run killed while recording them could
-    leave some (every key is now written in one transaction), and the missing ones are recorded."""
+    leave some (`insert` now writes all rows or none), and the missing ones are recorded."""
     current = dataset_config(conn)
     clashes = [f"{k}: workspace has {current[k]}, asked for {wanted[k]}" for k in wanted
                if k in current and current[k] != wanted[k]]
@@ -57,8 +57,7 @@ def ensure_dataset_config(conn: duckdb.DuckDBPyConnection, wanted: dict[str, str
         )
     missing = [{"key": k, "value": v} for k, v in wanted.items() if k not in current]
     if fix and missing:
-        with transaction(conn):  # executemany commits row by row: a kill -9 between rows left some keys
-            insert(conn, "workspace_config", missing)
+        insert(conn, "workspace_config", missing)
 
 
 def known_sources(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int, str]]:

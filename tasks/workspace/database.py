@@ -96,10 +96,20 @@ def _writer_turn() -> AbstractContextManager:
     return _writer_gate()
 
 
+# Connections inside a `transaction` block, by id: DuckDB cannot be asked, and a BEGIN sent to find
+# out aborts the transaction already open.
+_in_transaction: set[int] = set()
+
+
 @contextmanager
-def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All of the block's writes, or none of them."""
+def transaction(conn: duckdb.DuckDBPyConnection, join: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All of the block's writes, or none of them. With `join`, a `transaction` block already open on
+    this connection is the block's (it commits or rolls back with it)."""
+    if join and id(conn) in _in_transaction:
+        yield conn
+        return
     conn.execute("BEGIN TRANSACTION")
+    _in_transaction.add(id(conn))
     try:
         yield conn
         conn.execute("COMMIT")
@@ -109,6 +119,8 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         except duckdb.Error:
             pass  # a failed COMMIT (a full disk) has rolled back already; the first error is the one to tell
         raise
+    finally:
+        _in_transaction.discard(id(conn))
 
 
 # Databases this process has seen at the current schema: a read opens the file once, not twice.
@@ -195,14 +207,16 @@ def apply_schema(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
 def insert(conn: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Mapping[str, object]],
            on_conflict: Literal["fail", "replace", "ignore"] = "fail") -> int:
     """Insert rows by column name, so that no caller depends on the order of a table's columns in
-    schemas/tables.py; returns the rows written. Every row names the same columns."""
+    schemas/tables.py; returns the rows written. Every row names the same columns. All rows or none."""
     rows = list(rows)
     if not rows:
         return 0
     columns = list(rows[0])
     verb = {"fail": "INSERT", "replace": "INSERT OR REPLACE", "ignore": "INSERT OR IGNORE"}[on_conflict]
-    conn.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                     [[row[c] for c in columns] for row in rows])
+    # executemany alone commits row by row: a kill -9 between rows once left part of the dataset settings
+    with transaction(conn, join=True):
+        conn.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         [[row[c] for c in columns] for row in rows])
     return len(rows)
 
 
