@@ -369,7 +369,7 @@ def run_bench(workdir: Path, corpus: str, label_column: str, pretrain_fields: di
               n_boot: int = 200, synthetic: dict | None = None, pooling: str = "mean", log=print) -> BenchResult:
     """Ingest → pretrain → embed → score, in `workdir`; the core of this benchmark."""
     from schemas.settings import PretrainSettings
-    from tasks.training.loop import pick_device
+    from tasks.model.device import pick_device
     from tasks.workspace import Workspace
 
     ws = Workspace.at(str(workdir / "ws"))

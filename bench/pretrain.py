@@ -57,26 +57,26 @@ import numpy as np
 import torch
 import transformers
 
+from schemas.records import StepMetrics
 from schemas.settings import PretrainSettings
 from tasks.catalog import recordings
+from tasks.model.config import PRESETS, build_config
+from tasks.model.device import pick_device
+from tasks.model.frontend import plan_feature_encoder
 from tasks.training.data import PADDING_TARGET, Batch, SegmentIndex, build_index
-from tasks.training.frontend import plan_feature_encoder
 from tasks.training.loop import (
     CUDA_LOG_EVERY,
     Schedule,
     StepInputs,
-    StepMetrics,
     TrainerState,
     build_trainer,
     code_statistics,
     data_stream,
     forward_step,
-    pick_device,
     prepare_inputs,
     step_seed,
     train_steps,
 )
-from tasks.training.model_config import PRESETS, build_config
 from tasks.training.run import MIN_FRAMES_PER_CROP
 from tasks.workspace import Workspace, database
 

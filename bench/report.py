@@ -13,7 +13,13 @@ Part 2: the figures whose inputs the report caps whatever N is (unit atlas: 200 
 and units x labels: 5,000 segments; timeline: 60 s; gallery: 4 x 7 segments; training: the run's
 steps), drawn from synthetic inputs of those sizes, timed once.
 
+Part 3 (--features tiny small): seconds per unit of "What the filters and units respond to" for
+each preset at 16 kHz with random weights: activation maximisation of 24 k-means-like units batched
+(the report's clip length and starts, 20 steps), occlusion and gradient saliency of one exemplar per
+unit, beside the seconds of one plain forward pass of the same batch (the baseline).
+
 Run:  .venv/bin/python bench/report.py [--sizes 10000 100000] [--dim 256] [--layers 3] [--seed 0]
+      .venv/bin/python bench/report.py --sizes --features tiny small     # part 3 alone
 """
 
 from __future__ import annotations
@@ -238,9 +244,50 @@ def capped_figures(out: Path, seed: int) -> dict[str, float]:
     return times
 
 
+def features_per_unit(preset: str, seed: int, units: int = 24, steps: int = 20) -> dict[str, float]:
+    """Seconds per unit of maximisation (20 steps) and saliency on a random-weight `preset` network."""
+    import torch
+    from transformers import Wav2Vec2ForPreTraining
+
+    from tasks.model.config import build_config
+    from tasks.model.frontend import plan_feature_encoder
+    from tasks.report.features_report import CLIP_S, MAX_SECONDS, MAX_STARTS, REPORT_BANDS_PER_PATCH, REPORT_PATCH_S
+    from tasks.report.maximise import maximise
+    from tasks.report.network import Unit, _for_analysis, activations, layer_frames, normalise_batch
+    from tasks.report.saliency import gradient_saliency, occlusion_saliency, stft_for
+
+    rate = 16000
+    torch.manual_seed(seed)
+    model = _for_analysis(Wav2Vec2ForPreTraining(build_config(preset, plan_feature_encoder(rate))), torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    clip = (0.1 * rng.standard_normal(int(2 * CLIP_S * rate))).astype(np.float32)
+    with torch.no_grad():
+        frames = layer_frames(model, normalise_batch(torch.as_tensor(clip[None])), {1})[1][0]
+    chosen = [Unit("kmeans", u, 1, centroid=tuple(float(v) for v in frames[u % len(frames)])) for u in range(units)]
+    batch = torch.as_tensor(rng.standard_normal((units * MAX_STARTS, int(MAX_SECONDS * rate))).astype(np.float32))
+    started = time.perf_counter()
+    with torch.no_grad():
+        activations(model, batch, [u for u in chosen for _ in range(MAX_STARTS)])
+    forward = time.perf_counter() - started
+    started = time.perf_counter()
+    maximise(model, chosen, rate, MAX_SECONDS, MAX_STARTS, steps, seed=seed)
+    maximise_s = time.perf_counter() - started
+    stft = stft_for(rate)
+    started = time.perf_counter()
+    for unit in chosen[:4]:
+        occlusion_saliency(model, clip, unit, (5, 6), stft, REPORT_BANDS_PER_PATCH, REPORT_PATCH_S)
+        gradient_saliency(model, clip, unit, (5, 6), stft)
+    saliency_s = (time.perf_counter() - started) / 4
+    return {"forward of the batch (baseline), s": forward, f"maximisation, {steps} steps, s per unit": maximise_s / units,
+            "maximisation / forward of the batch": maximise_s / forward,
+            "saliency (occlusion + gradient), s per unit": saliency_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--features", nargs="*", default=[], choices=["tiny", "small", "base"],
+                        help="Presets for part 3 (seconds per unit of maximisation and saliency).")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -267,9 +314,16 @@ def main() -> None:
         print(f"  {'maps + neighbours path, total':44s} {total:8.1f}")
         print(f"  recall@8 of the main layer's neighbours vs exact (500 queries): {r['recall']:.3f}")
         print(f"  peak RSS so far: {r['rss_mb']:.0f} MB")
-    print("\nfigures with capped inputs (the same at any N)")
-    for key, s in capped_figures(out / "capped", args.seed).items():
-        print(f"  {key:44s} {s:8.1f}")
+    if args.sizes:
+        print("\nfigures with capped inputs (the same at any N)")
+        for key, s in capped_figures(out / "capped", args.seed).items():
+            print(f"  {key:44s} {s:8.1f}")
+    import torch
+
+    for preset in args.features:
+        print(f"\nwhat the units respond to, {preset} preset, 16 kHz, {torch.get_num_threads()} threads")
+        for key, value in features_per_unit(preset, args.seed).items():
+            print(f"  {key:52s} {value:8.2f}")
 
 
 if __name__ == "__main__":

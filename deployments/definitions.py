@@ -7,7 +7,9 @@ deployments.definitions` prints the YAML form of the definitions).
 
     ingest/watch-folder            cron: new and changed files of a watch folder
     continue-pretraining/nightly   cron, inactive until switched on: K more chunks of a run
-    refresh/after-new-data         event: a completed watch-folder or nightly run → embed → evaluate → report
+    refresh/after-new-data         event: a watch-folder or nightly run completed with new data → embed →
+                                   evaluate → report (the event: deployments/completion.py)
+    score-new/classify-new         event: a completed embed run → new windows scored by each label's classifier
     report/weekly                  cron: the HTML report, whatever happened
 """
 
@@ -19,7 +21,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from schemas.settings import IngestSettings, PretrainSettings, RefreshSettings, ReportSettings
+from deployments.completion import COMPLETED_WITH_NEW_DATA
+from schemas.settings import ClassifySettings, IngestSettings, PretrainSettings, RefreshSettings, ReportSettings
 
 TAG = "ceta2vec"
 # Runs of deployments carrying this tag start a refresh when they complete. A tag rather than the
@@ -27,6 +30,9 @@ TAG = "ceta2vec"
 # a second, concurrent refresh of the same workspace.
 REFRESH_TAG = "refreshes-workspace"
 REFRESHED_AFTER = ("ingest", "continue-pretraining")
+# Any completed embed run (the refresh's, or `ceta2vec embed` against this server) has new vectors
+# to score; with none new, scoring finds nothing to do and says so.
+CLASSIFIED_AFTER = ("embed",)
 WORK_POOL = "ceta2vec"
 
 
@@ -78,7 +84,7 @@ class DeploymentDefinition:
         from prefect.client.schemas.objects import ConcurrencyLimitConfig
         from prefect.events import DeploymentEventTrigger
 
-        return self.flow().to_deployment(
+        deployment = self.flow().to_deployment(
             name=self.name, description=self.description, tags=list(self.tags), parameters=self.parameters,
             schedules=[schedule_create(s) for s in self.schedules],
             triggers=[DeploymentEventTrigger.model_validate(t) for t in self.triggers],
@@ -86,6 +92,10 @@ class DeploymentDefinition:
             paused=False,  # serve pauses its deployments when it stops; starting again resumes them
             entrypoint_type=_module_path(),
         )
+        # Prefect names the entrypoint after the function's module; a flow given new hooks with
+        # with_options (deployments/served_flows.py) must be loaded from where it was given them.
+        deployment.entrypoint = self.entrypoint
+        return deployment
 
 
 def _module_path():
@@ -112,6 +122,8 @@ def _params(settings: BaseModel) -> dict:
     params = settings.model_dump(mode="json", exclude_unset=True)
     if isinstance(settings, IngestSettings) and settings.hop_seconds == settings.segment_seconds:
         params.pop("hop_seconds", None)  # the validator fills it in; left out, it follows segment_seconds
+    if isinstance(settings, ClassifySettings) and settings.hop_seconds == settings.window_seconds / 2:
+        params.pop("hop_seconds", None)  # likewise: half a window unless given
     return params
 
 
@@ -120,7 +132,10 @@ def _cron(slug: str, cron: str, timezone: str, active: bool = True) -> dict:
 
 
 def refresh_trigger(flows: tuple[str, ...] = REFRESHED_AFTER, tag: str = REFRESH_TAG) -> dict:
-    """prefect.yaml trigger: a flow run of one of `flows`, tagged `tag`, reached Completed."""
+    """prefect.yaml trigger: a flow run of one of `flows`, tagged `tag`, completed with new data.
+
+    It expects the runs' own completion event rather than Prefect's `prefect.flow-run.Completed`,
+    which the server holds for 15 minutes for scheduled runs (see deployments/completion.py)."""
     return {
         "type": "event", "name": "refresh after ingest or pretraining", "enabled": True,
         "match": {"prefect.resource.id": "prefect.flow-run.*"},
@@ -128,26 +143,39 @@ def refresh_trigger(flows: tuple[str, ...] = REFRESHED_AFTER, tag: str = REFRESH
             {"prefect.resource.role": "flow", "prefect.resource.name": list(flows)},
             {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{tag}"},
         ],
+        "expect": [COMPLETED_WITH_NEW_DATA],
+        "posture": "Reactive", "threshold": 1, "within": 0,
+    }
+
+
+def classify_trigger(flows: tuple[str, ...] = CLASSIFIED_AFTER) -> dict:
+    """prefect.yaml trigger: a flow run of one of `flows` reached Completed (whatever started it)."""
+    return {
+        "type": "event", "name": "score new windows after embed", "enabled": True,
+        "match": {"prefect.resource.id": "prefect.flow-run.*"},
+        "match_related": [{"prefect.resource.role": "flow", "prefect.resource.name": list(flows)}],
         "expect": ["prefect.flow-run.Completed"],
         "posture": "Reactive", "threshold": 1, "within": 0,
     }
 
 
 def definitions(watch: IngestSettings, pretrain: PretrainSettings, refresh: RefreshSettings, report: ReportSettings,
-                more_chunks: int = 1, schedules: Schedules = Schedules()) -> list[DeploymentDefinition]:
+                more_chunks: int = 1, schedules: Schedules = Schedules(),
+                classify: ClassifySettings | None = None) -> list[DeploymentDefinition]:
+    classify = classify or ClassifySettings(workspace=refresh.workspace)
     if schedules.ingest_every_s is not None:
         ingest_schedule = {"interval": schedules.ingest_every_s, "active": True, "slug": "watch-folder"}
     else:
         ingest_schedule = _cron("watch-folder", schedules.ingest_cron, schedules.timezone)
     return [
         DeploymentDefinition(
-            name="watch-folder", entrypoint="flows.ingest.ingest",
+            name="watch-folder", entrypoint="deployments.served_flows.ingest",
             description="Ingest the watch folder: files that are new or changed since the last run; "
                         "the others are skipped without being read.",
             parameters={"settings": _params(watch)}, tags=(TAG, REFRESH_TAG), schedules=(ingest_schedule,),
         ),
         DeploymentDefinition(
-            name="nightly", entrypoint="flows.continue_pretraining.continue_pretraining",
+            name="nightly", entrypoint="deployments.served_flows.continue_pretraining",
             description=f"Continue a pretraining run by {more_chunks} chunk(s). Schedule off until switched on.",
             parameters={"settings": _params(pretrain), "more_chunks": more_chunks}, tags=(TAG, REFRESH_TAG),
             schedules=(_cron("nightly", schedules.pretrain_cron, schedules.timezone, schedules.pretrain_active),),
@@ -155,8 +183,15 @@ def definitions(watch: IngestSettings, pretrain: PretrainSettings, refresh: Refr
         DeploymentDefinition(
             name="after-new-data", entrypoint="flows.refresh.refresh",
             description="Embed what is new, score every label column, rebuild the report; started when a "
-                        "watch-folder ingest or a nightly pretraining run completes.",
+                        "watch-folder ingest or a nightly pretraining run completes with new data.",
             parameters={"settings": _params(refresh)}, triggers=(refresh_trigger(),),
+            concurrency_limit={"limit": 1, "collision_strategy": "ENQUEUE"},
+        ),
+        DeploymentDefinition(
+            name="classify-new", entrypoint="flows.classify.classify_new",
+            description="Score the windows of newly ingested and embedded audio with each label's current "
+                        "classifier (nothing is retrained); started when an embed run completes.",
+            parameters={"settings": _params(classify)}, triggers=(classify_trigger(),),
             concurrency_limit={"limit": 1, "collision_strategy": "ENQUEUE"},
         ),
         DeploymentDefinition(

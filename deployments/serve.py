@@ -27,7 +27,8 @@ examples:
   ceta2vec serve /data/incoming --site LK                     # ingest every 15 min, refresh after each
   ceta2vec serve /data/incoming --ingest-every 60 --nightly-pretraining --pretrain-run tiny --more-chunks 2
   PREFECT_API_URL=http://127.0.0.1:4200/api ceta2vec serve /data/incoming   # runs shown in `prefect server start`'s UI
-Deployments: ingest/watch-folder, continue-pretraining/nightly, refresh/after-new-data, report/weekly.
+Deployments: ingest/watch-folder, continue-pretraining/nightly, refresh/after-new-data, score-new/classify-new,
+report/weekly.
 Stopping pauses them; serving again resumes the same deployments and schedules.
 """
 
@@ -43,10 +44,10 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     """The `serve` sub-command (entry point `ceta2vec.commands`)."""
     serve = commands.add_parser(
         "serve", help="Serve the scheduled and triggered deployments from this process (no work pool needed).",
-        description="Creates (or updates, by name) four Prefect deployments and runs them until interrupted: "
+        description="Creates (or updates, by name) five Prefect deployments and runs them until interrupted: "
         "an incremental ingest of the watch folder on a cron schedule, continued pretraining at night (off "
         "unless --nightly-pretraining), a refresh (embed, evaluate, report) whenever one of those completes, "
-        "and a weekly report. The ingest options below are the watch folder's; dataset settings not given are "
+        "new windows scored by each label's classifier whenever an embed completes, and a weekly report. The ingest options below are the watch folder's; dataset settings not given are "
         "taken from the workspace. For a work pool, see deployments/prefect.yaml.",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,10 +1,11 @@
-"""Re-take the README's report screenshots from the demo workspace (`make demo`).
+"""Re-take the report screenshots of docs/report.md and the README from the demo workspace (`make demo`).
 
     .venv/bin/python docs/make_report_screenshots.py [--workspace ceta2vec-workspace] [--model tiny@3]
 
 Opens the model's report folder (reports/<model>/, written by `make demo` or `ceta2vec report`) in
 headless Chromium and writes docs/report-verdict-demo.png (the first screen of index.html) and
-docs/unit-page-demo.png (the first screen of the first k-means unit page). The tests write
+docs/unit-page-demo.png (the first screen of the first k-means unit page), and
+docs/report-features-demo.png (the section "What the filters and units respond to"). The tests write
 docs/report-verdict.png and docs/unit-page.png from a tiny synthetic workspace.
 """
 
@@ -38,6 +39,9 @@ def main() -> None:
                 driver.get(page.as_uri())
                 driver.execute_script("return document.readyState")
                 headless_chromium.screenshot(driver, ROOT / "docs" / name)
+            driver.get((folder / "index.html").as_uri() + "#sec-features")
+            driver.execute_script("document.getElementById('sec-features').scrollIntoView()")
+            headless_chromium.screenshot(driver, ROOT / "docs" / "report-features-demo.png")
         finally:
             driver.quit()
 

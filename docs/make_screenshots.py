@@ -1,4 +1,4 @@
-"""Re-take the README's Prefect UI screenshots from a real pipeline run of the bundled sample.
+"""Re-take the Prefect UI screenshots of docs/pipeline.md from a real pipeline run of the bundled sample.
 
     .venv/bin/python docs/make_screenshots.py                       # own `prefect server start`, run into /tmp
     .venv/bin/python docs/make_screenshots.py --api-url http://127.0.0.1:4200/api --flow-run-id <id>
@@ -118,7 +118,7 @@ def main() -> int:
             # The UI asks the API at this address; left alone it would assume port 4200.
             env.update(PREFECT_HOME=home, PREFECT_SERVER_UI_API_URL=api_url)
             server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
         wait_healthy(api_url)
         env["PREFECT_API_URL"] = api_url
         run_id = args.flow_run_id

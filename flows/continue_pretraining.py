@@ -10,13 +10,14 @@ from prefect import flow, get_run_logger
 
 from flows.pretrain import pretrain
 from flows.runtime.names import named_by
+from schemas.results import PretrainResult
 from schemas.settings import PretrainSettings
 from tasks.catalog.runs import chunks_done
 from tasks.workspace import Workspace, database
 
 
 @flow(name="continue-pretraining", flow_run_name=named_by("continue-pretraining", ("run", "preset"), "tiny"))
-def continue_pretraining(settings: PretrainSettings, more_chunks: int = 1) -> dict:
+def continue_pretraining(settings: PretrainSettings, more_chunks: int = 1) -> PretrainResult:
     """Train `more_chunks` more chunks of the run named in the settings (its `chunks` field is replaced)."""
     if more_chunks < 1:
         raise ValueError(f"more_chunks must be at least 1, got {more_chunks}")

@@ -16,6 +16,7 @@ from flows.runtime import policies as policy
 from flows.runtime.names import named_by
 from flows.runtime.progress import Progress
 from flows.runtime.runners import fan_out
+from schemas.results import EmbedResult
 from schemas.settings import EmbedSettings
 from tasks.catalog import embeddings, recordings
 from tasks.catalog.embeddings import EmbeddingModel, pending_segments, refresh_views, register
@@ -30,7 +31,7 @@ from tasks.embedding.run import (
     remove_unclaimed_frames,
 )
 from tasks.embedding.units import assign_units, fit_kmeans, load_unit_model, refresh_unit_stats, save_unit_model
-from tasks.training.loop import pick_device
+from tasks.model.device import pick_device
 from tasks.workspace import Workspace, database
 
 PROGRESS_EVERY_S = 2.0
@@ -68,7 +69,7 @@ def kmeans_task(ws_root: str, model: EmbeddingModel, layer: int, settings: Embed
 
 
 @flow(name="embed", flow_run_name=named_by("embed", ("run",), "latest"))
-def embed(settings: EmbedSettings) -> dict:
+def embed(settings: EmbedSettings) -> EmbedResult:
     """Extract embeddings and units of every segment not yet embedded by this checkpoint."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
@@ -107,13 +108,14 @@ def embed(settings: EmbedSettings) -> dict:
         stats = refresh_unit_stats(conn, model)
         refresh_views(conn, ws)
         totals = embeddings.vector_totals(conn, model)
-    summary = {
-        "model_id": model.model_id, "checkpoint": model.export_dir, "layers": layers, "dim": model.dim,
-        "segments_embedded": len(pending), "segments_in_model": totals[0], "vectors_in_model": totals[1],
-        "audio_seconds": round(seconds, 1), "real_time_factor": round(seconds / elapsed, 1) if elapsed and pending else None,
-        "kmeans_units_assigned": units, "unit_stats_rows": stats,
-    }
-    create_table_artifact(key="embed-summary", table=[{"metric": k, "value": str(v)} for k, v in summary.items()],
+    summary = EmbedResult(
+        model_id=model.model_id, checkpoint=model.export_dir, layers=layers, dim=model.dim,
+        segments_embedded=len(pending), segments_in_model=totals[0], vectors_in_model=totals[1],
+        audio_seconds=round(seconds, 1), real_time_factor=round(seconds / elapsed, 1) if elapsed and pending else None,
+        kmeans_units_assigned=units, unit_stats_rows=stats,
+    )
+    create_table_artifact(key="embed-summary", table=[{"metric": k, "value": str(v)}
+                                                      for k, v in summary.as_dict().items()],
                           description=f"Embedding run of {model.model_id}")
     log.info("embedded %d segments with %s (%s)", len(pending), model.model_id, summary)
     return summary

@@ -17,6 +17,7 @@ from flows.runtime import policies as policy
 from flows.runtime.names import named_by
 from schemas.model_ref import ModelRef
 from schemas.names import artifact_key
+from schemas.results import EvaluateResult, ModelScores
 from schemas.settings import EmbedSettings, EvaluateSettings, ReportSettings
 from tasks.catalog import embeddings, recordings
 from tasks.catalog.evaluations import LabelledSet, labelled_segments, write_evaluations
@@ -31,8 +32,8 @@ from tasks.evaluation.run import (
     unit_scores,
 )
 from tasks.ingest.labels import read_labels
+from tasks.model import checkpoints
 from tasks.report.figures import evaluation_figure
-from tasks.training import checkpoints
 from tasks.workspace import Workspace, database
 
 # The scorecard tasks are pure: cached on the content they read (flows/runtime/policies.py), so an
@@ -87,7 +88,7 @@ def scorecard_stem(ws: Workspace, model_id: str, label_column: str) -> Path:
 
 
 @flow(name="evaluate", flow_run_name=named_by("evaluate", ("label_column",), "labels"))
-def evaluate(settings: EvaluateSettings) -> dict:
+def evaluate(settings: EvaluateSettings) -> EvaluateResult:
     """Score every layer and unit inventory of a model against labels, beside baselines."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
@@ -138,7 +139,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
             write_evaluations(conn, evaluation_id, settings.label_column, mid, rows, labelled)
         figure = evaluation_figure(rows, settings.label_column, mid, scorecard_stem(ws, mid, settings.label_column))
         best = best_layer(rows)
-        results[mid] = {"rows": rows, "best_layer": best["layer"] if best else None, "figure": [str(p) for p in figure]}
+        results[mid] = ModelScores(rows=rows, best_layer=best["layer"] if best else None, figure=[str(p) for p in figure])
         create_table_artifact(
             key=artifact_key("evaluate", settings.label_column, mid),
             table=[{"features": r["features"], **{m: None if v[0] != v[0] else round(v[0], 3)
@@ -147,6 +148,6 @@ def evaluate(settings: EvaluateSettings) -> dict:
                         f"{best['layer'] if best else 'n/a'}); intervals in table evaluations",
         )
         log.info("%s: best layer for '%s' is %s", mid, settings.label_column, best["layer"] if best else None)
-    return {"evaluation_id": evaluation_id, "label_column": settings.label_column, "model_id": model_id,
-            "segments": len(labelled.segment_ids), "recordings": len(set(labelled.recordings)),
-            "class_counts": labelled.class_counts(), "ambiguous": labelled.ambiguous, "models": results}
+    return EvaluateResult(evaluation_id=evaluation_id, label_column=settings.label_column, model_id=model_id,
+                          segments=len(labelled.segment_ids), recordings=len(set(labelled.recordings)),
+                          class_counts=labelled.class_counts(), ambiguous=labelled.ambiguous, models=results)

@@ -8,27 +8,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from tqdm import tqdm
 
 from flows.runtime import policies as policy
 from flows.runtime.names import named_by
-from flows.runtime.progress import readable
+from flows.runtime.progress import Progress, readable
 from flows.runtime.runners import FanOut, fan_out
+from schemas.records import LabelRow
+from schemas.results import IngestResult
 from schemas.settings import IngestSettings
 from tasks.audio.failures import disk_full
 from tasks.catalog import recordings, status
+from tasks.ingest import commit
+from tasks.ingest.commit import FileOutcome
 from tasks.ingest.discovery import Discovery, SourceFile, content_hash, discover, printable
-from tasks.ingest.labels import LabelRow, read_labels
+from tasks.ingest.labels import read_labels
 from tasks.ingest.plan import IngestCounts, InOrder, batches, dedupe, plan_files
-from tasks.ingest.recording import StagedRecording, describe_failure, prepare_recording
+from tasks.ingest.recording import describe_failure, prepare_recording
 from tasks.workspace import Workspace, database
 from tasks.workspace.storage import configure_storage
 from tasks.workspace.transient_errors import is_transient
@@ -36,14 +38,6 @@ from tasks.workspace.transient_errors import is_transient
 
 class IngestRunFailed(RuntimeError):
     """Raised at the end of a --strict run that met a bad file (everything good stays committed)."""
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    source: SourceFile
-    staged: StagedRecording | None = None
-    stage: str = ""
-    reason: str = ""
 
 
 # Small files travel in groups so Prefect's per-task bookkeeping stays small beside the work.
@@ -106,14 +100,14 @@ def ingest_files(items: list[tuple[SourceFile, str]], settings: IngestSettings, 
 
 
 @flow(name="ingest", flow_run_name=named_by("ingest", ("site",), "unsited"), task_runner=ThreadPoolTaskRunner(max_workers=64))
-def ingest(settings: IngestSettings) -> dict:
+def ingest(settings: IngestSettings) -> IngestResult:
     """Ingest recordings (files, folders, globs) into the workspace's Parquet dataset and DuckDB."""
     with fan_out(settings.task_runner, settings.workers, settings.dask_address, settings.dask_workers,
                  get_run_logger()) as pool:
         return _ingest(settings, pool)
 
 
-def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
+def _ingest(settings: IngestSettings, pool: FanOut) -> IngestResult:
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
     # Read before anything is written: a CSV that cannot be used refuses the run with the workspace untouched.
@@ -135,19 +129,13 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
             counts.failures.append((problem.path, problem.stage, problem.reason))
             log.warning("%s: %s: %s", problem.path, problem.stage, problem.reason)
         log.warning("nothing to ingest: no recording found in %s", ", ".join(settings.sources))
-        return {"run_id": None, "workspace": str(ws.root), **counts.as_row(), "recordings_found": 0,
-                "failures": counts.failures, "label_warnings": label_warnings,
-                "workspace_summary": status.summary_of(ws)}
+        return ingest_result(None, ws, counts, 0, label_warnings, status.summary_of(ws))
 
+    # A run that finds no readable recording leaves no workspace behind where there was none (below).
+    root_existed, new_workspace = ws.root.exists(), not ws.exists()
     ws.create()
     configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
-    with database.writing(ws) as conn:
-        database.apply_schema(conn, ws)
-        recordings.ensure_dataset_config(conn, wanted, fix=False)  # a clash is refused now, before any decoding
-        for orphan in recordings.remove_orphans(conn, ws):
-            log.info("removed %s left by an interrupted run", orphan)
-        recordings.start_run(conn, run_id, str(flow_run.id) if flow_run.id else None, settings.model_dump(mode="json"))
-        known = recordings.known_sources(conn)
+    known = commit.open_run(ws, settings, run_id, str(flow_run.id) if flow_run.id else None, wanted, log)
 
     plan = plan_files(found.files, known)
     counts.skipped = len(plan.unchanged)
@@ -168,19 +156,17 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
     with database.writing(ws) as conn:
         dedup = dedupe(fingerprinted, recordings.recordings_by_hash(conn, (d for _, d in fingerprinted)))
         for outcome in failures:
-            _record_failure(conn, outcome, run_id, counts, log)
+            commit.record_failure(conn, outcome, run_id, counts, log)
     unique, duplicates = dedup.unique, dedup.duplicates
     if settings.strict and failures:
         # --strict stops at the first bad file in discovery order (a bad source path: before any file)
         first = "" if found.problems else min(o.source.key for o in failures)
         unique = [(s, d) for s, d in unique if s.key < first]
         duplicates = [item for item in duplicates if item[0].key < first]
-    for source, digest, original in duplicates:
-        log.info("%s: same audio as recording %s, skipped", source.key, original or "ingested earlier in this run")
 
     total = len(unique)
-    progress = create_progress_artifact(progress=0.0, description=f"files ingested (of {total})")
-    bar = tqdm(total=total, unit="file", desc="ingest", disable=None)  # shown on a terminal only
+    # every commit updates the artifact (every_s=0): commits are COMMIT_EVERY_S apart already
+    shown = Progress(total, "file", "ingest", f"files ingested (of {total})", every_s=0)
     by_key = {source.key: (source, digest) for source, digest in unique}
     groups = batches([source for source, _ in unique], **INGEST_BATCH)
     in_order = InOrder([source.key for source, _ in unique]) if settings.strict else None
@@ -201,107 +187,39 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> dict:
                 stop[0] = in_order.failed
             waiting.extend(outcomes)
             if time.monotonic() - last_commit >= COMMIT_EVERY_S:
-                _commit(ws, waiting, run_id, counts, log, wanted)
-                bar.update(len(waiting))
-                update_progress_artifact(progress, progress=100.0 * bar.n / max(1, total))
+                commit.commit_outcomes(ws, waiting, run_id, counts, log, wanted)
+                shown.advance(len(waiting))
                 waiting, last_commit = [], time.monotonic()
-        _commit(ws, waiting, run_id, counts, log, wanted)
+        commit.commit_outcomes(ws, waiting, run_id, counts, log, wanted)
     except BaseException:
-        _drop_staged(submitted)
+        commit.drop_staged(submitted)
+        shown.close(completed=False)
         raise
     if in_order is not None:
-        _drop_staged(submitted)  # the files after the first failure: decoded, never committed
-    bar.update(len(waiting))
-    bar.close()
-    update_progress_artifact(progress, progress=100.0)
+        commit.drop_staged(submitted)  # the files after the first failure: decoded, never committed
+    shown.advance(len(waiting))
+    shown.close()
 
-    with database.writing(ws) as conn:
-        for source, digest, original in duplicates:
-            target = original or recordings.recordings_by_hash(conn, [digest]).get(digest)
-            if not target:
-                continue
-            if recordings.record_duplicate(conn, source.key, source.size_bytes, source.mtime_ns, digest, target):
-                counts.duplicates += 1
-            else:
-                counts.skipped += 1  # a concurrent run committed this very path first
-        if settings.labels:
-            _apply_labels(conn, settings.labels, label_rows, found.files, log)
-        database.refresh_segment_audio_view(conn, ws)
-        recordings.finish_run(conn, run_id, counts.as_row())
-        summary = status.workspace_summary(conn)
+    labels = (settings.labels, label_rows) if settings.labels else None
+    summary, discard = commit.close_run(ws, run_id, counts, duplicates, by_key, labels, found.files, new_workspace, log)
 
     _publish_summary(counts, summary, run_id)
+    if discard:
+        ws.remove_unused(root_existed)
+        log.warning("nothing to ingest: no readable recording in %s", ", ".join(settings.sources))
+        return ingest_result(None, ws, counts, 0, label_warnings, status.summary_of(ws))
     log.info("ingest finished: %d ingested, %d unchanged, %d duplicates, %d failed, %d segments added",
              counts.ingested, counts.skipped, counts.duplicates, counts.failed, counts.segments_added)
     if settings.strict and counts.failed:
-        raise IngestRunFailed(f"{counts.failed} file(s) failed and --strict was given; first: "
-                              f"{counts.failures[0][0]}: {counts.failures[0][2]}")
-    return {"run_id": run_id, "workspace": str(ws.root), **counts.as_row(), "recordings_found": len(found.files),
-            "failures": counts.failures, "label_warnings": label_warnings, "workspace_summary": summary}
+        path, _, reason = counts.first_failure()
+        raise IngestRunFailed(f"{counts.failed} file(s) failed and --strict was given; first: {path}: {reason}")
+    return ingest_result(run_id, ws, counts, len(found.files), label_warnings, summary)
 
 
-def _drop_staged(futures: list) -> None:
-    """Remove the staged files of these tasks that were not committed (a committed one has been
-    renamed into the dataset, so its staged path is gone): waits for the tasks still running."""
-    for future in futures:
-        try:
-            outcomes = future.result()
-        except BaseException:  # noqa: BLE001 - its own files were removed when it failed
-            continue
-        for outcome in outcomes:
-            if outcome.staged is not None and outcome.staged.staged_file:
-                Path(outcome.staged.staged_file).unlink(missing_ok=True)
-
-
-def _commit(ws: Workspace, outcomes: list[FileOutcome], run_id: str, counts: IngestCounts, log,
-            wanted: dict[str, str]) -> None:
-    """One writer connection for everything that finished since the last commit."""
-    if not outcomes:
-        return
-    with database.writing(ws) as conn:
-        if any(o.staged is not None for o in outcomes):
-            recordings.ensure_dataset_config(conn, wanted)  # fixed with the first recording stored
-        for outcome in outcomes:
-            if outcome.staged is None:
-                _record_failure(conn, outcome, run_id, counts, log)
-            else:
-                _record_success(conn, ws, outcome.staged, run_id, counts, log)
-
-
-def _record_failure(conn, outcome: FileOutcome, run_id: str, counts: IngestCounts, log) -> None:
-    recordings.record_problem(conn, outcome.source.key, outcome.stage, outcome.reason, run_id,
-                         size_bytes=outcome.source.size_bytes or None)
-    counts.failed += 1
-    counts.failures.append((outcome.source.key, outcome.stage, outcome.reason))
-    log.warning("%s: %s: %s", outcome.source.key, outcome.stage, outcome.reason)
-
-
-def _record_success(conn, ws: Workspace, staged: StagedRecording, run_id: str, counts: IngestCounts, log) -> None:
-    stored = recordings.commit_recording(conn, ws, staged, run_id)
-    if stored is None:  # committed meanwhile by a concurrent run, or as another path of this one
-        known = recordings.known_sources(conn).get(staged.path)
-        if known and known[2] == staged.recording_id:
-            counts.skipped += 1
-        else:
-            original = recordings.recordings_by_hash(conn, [staged.content_hash])[staged.content_hash]
-            recordings.record_duplicate(conn, staged.path, staged.size_bytes, staged.mtime_ns, staged.content_hash, original)
-            counts.duplicates += 1
-        return
-    counts.bytes_added += stored
-    counts.ingested += 1
-    counts.segments_added += staged.segment_count
-    counts.audio_seconds_added += staged.audio_seconds
-    counts.warnings += len(staged.warnings)
-    for warning in staged.warnings:
-        log.warning("%s: %s", staged.path, warning)
-
-
-def _apply_labels(conn, labels_file: str, rows: list[LabelRow], files: list[SourceFile], log) -> None:
-    stored, labelled, unmatched = recordings.apply_labels_file(conn, labels_file, rows, [f.key for f in files])
-    log.info("labels: %d label rows stored for %d recordings", stored, labelled)
-    if unmatched:
-        log.warning("labels: %d file name(s) in %s match no ingested recording, e.g. %s",
-                    len(unmatched), labels_file, ", ".join(unmatched[:5]))
+def ingest_result(run_id: str | None, ws: Workspace, counts: IngestCounts, recordings_found: int,
+                  label_warnings: list[str], workspace_summary: dict) -> IngestResult:
+    return IngestResult(run_id=run_id, workspace=str(ws.root), **counts.as_row(), recordings_found=recordings_found,
+                        failures=counts.failures, label_warnings=label_warnings, workspace_summary=workspace_summary)
 
 
 def _publish_summary(counts: IngestCounts, summary: dict, run_id: str) -> None:

@@ -19,10 +19,12 @@ from flows.runtime.limits import gpu as gpu_slot
 from flows.runtime.names import named_by
 from flows.runtime.progress import Progress
 from schemas.names import artifact_key
+from schemas.records import StepMetrics
+from schemas.results import PretrainResult
 from schemas.settings import PretrainSettings
 from tasks.catalog import runs, status
-from tasks.training import checkpoints
-from tasks.training.loop import StepMetrics, pick_device
+from tasks.model import checkpoints
+from tasks.model.device import pick_device
 from tasks.training.run import (
     ChunkResult,
     RunSpec,
@@ -86,10 +88,10 @@ def run_chunk(spec: RunSpec, chunk: int) -> ChunkResult:
 
     def on_step(m: StepMetrics) -> None:
         if shown.advance(loss=f"{m.loss:.3f}", acc=f"{m.accuracy:.2f}"):
-            log.info("step %d: loss %.4f (contrastive %.4f, diversity %.4f), accuracy %.3f, perplexity %s, "
-                     "lr %.2e, temperature %.3f, %.1f audio-s/s", m.step, m.loss, m.contrastive_loss,
-                     m.diversity_loss, m.accuracy, [round(p, 1) for p in m.perplexity], m.learning_rate,
-                     m.temperature, m.audio_seconds_per_second)
+            log.debug("step %d: loss %.4f (contrastive %.4f, diversity %.4f), accuracy %.3f, perplexity %s, "
+                      "lr %.2e, temperature %.3f, %.1f audio-s/s", m.step, m.loss, m.contrastive_loss,
+                      m.diversity_loss, m.accuracy, [round(p, 1) for p in m.perplexity], m.learning_rate,
+                      m.temperature, m.audio_seconds_per_second)
 
     with shown, gpu_slot(pick_device(spec.settings.device)):  # CUDA chunks of concurrent runs take turns
         return train_chunk(spec, index, on_step, on_log=log.info)  # on_log: torchrun's output (nproc > 1)
@@ -107,7 +109,7 @@ def mirror_checkpoints(run_dir: str, url: str) -> list[str]:
 
 
 @flow(name="pretrain", flow_run_name=named_by("pretrain", ("run", "preset"), "tiny"))
-def pretrain(settings: PretrainSettings) -> dict:
+def pretrain(settings: PretrainSettings) -> PretrainResult:
     """Pretrain wav2vec 2.0 on the workspace's segments in resumable, checkpointed chunks."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
@@ -134,7 +136,7 @@ def pretrain(settings: PretrainSettings) -> dict:
             table=_metric_rows(result.metrics),
             description=f"{spec.run} chunk {chunk}: training health per step (all steps: table train_metrics)",
         )
-        log.info("chunk %d done: %s", chunk, summary)
+        log.info("chunk %d done: %s", chunk, chunk_line(summary))
         warning = collapse_warning(result.metrics, spec.model_config().num_codevectors_per_group)
         if warning:
             log.warning("%s: %s", spec.run, warning)
@@ -145,9 +147,9 @@ def pretrain(settings: PretrainSettings) -> dict:
     if summaries:
         create_table_artifact(key=f"pretrain-{artifact_key(spec.run)}", table=summaries,
                               description=f"Chunks trained in this run of {spec.run}")
-    return {"run": spec.run, "run_dir": str(spec.run_dir), "chunks_trained": len(summaries),
-            "chunks_done": spec.settings.chunks if summaries else start, "summaries": summaries,
-            "frontend": spec.plan.summary()}
+    return PretrainResult(run=spec.run, run_dir=str(spec.run_dir), chunks_trained=len(summaries),
+                          chunks_done=spec.settings.chunks if summaries else start, summaries=summaries,
+                          frontend=spec.plan.summary())
 
 
 def _require_segments(ws: Workspace) -> None:
@@ -171,6 +173,14 @@ def _metric_rows(metrics: list[StepMetrics]) -> list[dict]:
          "audio_s_per_s": round(m.audio_seconds_per_second, 1)}
         for m in metrics[::every]
     ]
+
+
+def chunk_line(summary: dict) -> str:
+    """A chunk's summary in words, for the log (the summary itself is a row of the run's artifact)."""
+    return (f"steps {summary['steps']}, mean loss {summary['mean_loss']:.4f} (last {summary['last_loss']:.4f}), "
+            f"accuracy {summary['accuracy']:.3f}, codebook perplexity {' / '.join(map(str, summary['perplexity']))}, "
+            f"unused codes {100 * summary['unused_codes']:.1f}%, {summary['audio_s_per_s']:.1f} s of audio per "
+            f"second; health: {summary['health']}")
 
 
 def _chunk_summary(result: ChunkResult) -> dict:

@@ -16,6 +16,7 @@ from flows.embed import embed
 from flows.evaluate import evaluate
 from flows.report import report
 from flows.runtime.names import named_by
+from schemas.results import RefreshResult
 from schemas.settings import EmbedSettings, EvaluateSettings, RefreshSettings, ReportSettings
 from tasks.pipeline.plan import evaluate_stage, report_stage
 from tasks.pipeline.refresh import plan_refresh
@@ -23,7 +24,7 @@ from tasks.workspace import Workspace, database
 
 
 @flow(name="refresh", flow_run_name=named_by("refresh", ("run",), "latest"))
-def refresh(settings: RefreshSettings) -> dict:
+def refresh(settings: RefreshSettings) -> RefreshResult:
     """Embed what is new, score every label column, redraw the report (subflows embed → evaluate → report)."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
@@ -35,7 +36,7 @@ def refresh(settings: RefreshSettings) -> dict:
         return _publish([("plan", "stopped", f"no trained checkpoint in {ws.root} yet")])
 
     embedded = embed(EmbedSettings(workspace=str(ws.root), run=plan.run))
-    model_id, added = embedded["model_id"], embedded["segments_embedded"]
+    model_id, added = embedded.model_id, embedded.segments_embedded
     steps = [("embed", "ran" if added else "nothing new", f"{model_id}: {added} segment(s) embedded")]
 
     scored = []
@@ -63,9 +64,9 @@ def refresh(settings: RefreshSettings) -> dict:
     return _publish(steps, model_id)
 
 
-def _publish(steps: list[tuple[str, str, str]], model_id: str | None = None) -> dict:
+def _publish(steps: list[tuple[str, str, str]], model_id: str | None = None) -> RefreshResult:
     rows = [{"step": s, "outcome": o, "detail": d} for s, o, d in steps]
     create_table_artifact(key="refresh-summary", table=rows,
                           description=f"What this refresh did{' for ' + model_id if model_id else ''}")
-    return {"model_id": model_id, "steps": rows}
+    return RefreshResult(model_id=model_id, steps=rows)
 

@@ -21,22 +21,16 @@ from prefect.runtime import flow_run
 from flows.runtime import policies as policy
 from flows.runtime.names import named_by
 from flows.runtime.progress import Progress
-from schemas.names import file_name
+from schemas.results import ReportResult
 from schemas.settings import ReportSettings
 from tasks.catalog.embeddings import resolve_model
 from tasks.report.content import ReportContent
 from tasks.report.explorer_page import write_explorer
+from tasks.report.freshness import report_folder, serve_folder  # noqa: F401 - this module's names too
 from tasks.report.html import write_report
 from tasks.workspace import Workspace, database
 
 PROGRESS_EVERY_S = 1.0
-
-
-def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Path:
-    """--output, else <workspace>/reports/<model id with anything but letters, digits, . _ - as '-'>/."""
-    if settings.output:
-        return Path(settings.output).expanduser().resolve()
-    return ws.reports_dir / file_name(model_id, fallback="model")
 
 
 @task(name="build-report-content", task_run_name="figures and media of {settings.model}", cache_policy=NO_CACHE)
@@ -45,8 +39,8 @@ def build_content(settings: ReportSettings, out_dir: str) -> ReportContent:
 
     log = get_run_logger()
     last_step = [None]
-    with Progress(100, "%", "report", f"report of {settings.model}: figures and media", every_s=PROGRESS_EVERY_S,
-                  bar_format="{l_bar}{bar}| {n:.0f}/{total}%") as shown:
+    with Progress(100, "%", "report", f"report of {settings.model}: figures and media",
+                  every_s=PROGRESS_EVERY_S) as shown:
         def progress(step: str, fraction: float) -> None:
             fraction = min(1.0, max(0.0, fraction))
             shown.set(100 * fraction)
@@ -103,21 +97,8 @@ def summary_markdown(content: ReportContent, index_html: Path, explorer_html: Pa
     return "\n".join(lines) + "\n"
 
 
-def serve_folder(folder: Path, port: int = 0, host: str = "127.0.0.1"):
-    """An http server for a report folder on localhost (port 0: any free port); the caller runs
-    serve_forever() and reads the URL from server_address."""
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
-            pass
-
-    return ThreadingHTTPServer((host, port), functools.partial(Quiet, directory=str(folder)))
-
-
 @flow(name="report", flow_run_name=named_by("report", ("model",), "latest"))
-def report(settings: ReportSettings) -> dict:
+def report(settings: ReportSettings) -> ReportResult:
     """Figures, a self-contained HTML report and an interactive explorer of a model's embeddings and units."""
     log = get_run_logger()
     ws = Workspace.at(settings.workspace)
@@ -151,6 +132,6 @@ def report(settings: ReportSettings) -> dict:
     )
     log.info("report: %s (%d figures, %d clips); explorer: %s (%d segments)", index_html.as_uri(), figures, clips,
              explorer_html.as_uri(), segments)
-    return {"report": str(index_html), "explorer": str(explorer_html), "out_dir": str(out_dir), "model_id": model_id,
-            "figures": figures, "clips": clips, "unit_pages": pages, "segments": segments,
-            "sections": [s.title for s in content.sections], "flow_run_id": str(flow_run.id), "published": published}
+    return ReportResult(report=str(index_html), explorer=str(explorer_html), out_dir=str(out_dir), model_id=model_id,
+                        figures=figures, clips=clips, unit_pages=pages, segments=segments,
+                        sections=[s.title for s in content.sections], flow_run_id=str(flow_run.id), published=published)

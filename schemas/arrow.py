@@ -38,6 +38,25 @@ SEGMENT_SCHEMA = pa.schema(
     metadata={"ceta2vec.dataset": "segments", "ceta2vec.version": str(SEGMENT_DATASET_VERSION)},
 )
 
+# DuckDB's name for each Arrow type the datasets use.
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+    pa.float32(): "REAL", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.timestamp("ms", tz="UTC"): "TIMESTAMPTZ",
+}
+
+
+def duckdb_columns(schema: pa.Schema, skip: tuple[str, ...] = (), primary_key: str | None = None) -> str:
+    """The schema's fields as the column list of a CREATE TABLE: a table that copies a dataset's
+    columns is defined by the dataset's schema, not beside it."""
+    lines = []
+    for f in schema:
+        if f.name in skip:
+            continue
+        constraint = " PRIMARY KEY" if f.name == primary_key else ("" if f.nullable else " NOT NULL")
+        lines.append(f"{f.name} {_DUCKDB_TYPES[f.type]}{constraint}")
+    return ",\n        ".join(lines)
+
+
 # Every column of SEGMENT_SCHEMA except the samples: what DuckDB's `segments` table copies.
 SEGMENT_METADATA_COLUMNS: tuple[str, ...] = tuple(n for n in SEGMENT_SCHEMA.names if n != "audio")
 

@@ -232,6 +232,40 @@ class EvaluateSettings(BaseModel):
     seed: int = Field(0, description="Seed of folds, probes, k-means and bootstrap.")
 
 
+class ClassifySettings(BaseModel):
+    """A detector per label on a model layer or a baseline, validated by groups, scoring every window."""
+
+    workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
+    label: list[str] | None = Field(
+        None, description="Annotated labels to learn (`ceta2vec label`); default: every annotated label, "
+                          "unless --label-column is given.")
+    label_column: str | None = Field(
+        None, description="Also learn each value of this labels-table column, one against the rest (as `evaluate`).")
+    labels: str | None = Field(
+        None, description="Labels CSV (file, optional start_s/end_s, label columns) to store first, as `evaluate --labels`.")
+    background: str | None = Field(
+        None, description="Windows of labelled recordings that no label touches are negatives; with --label-column, "
+                          "the column's value that means none (not learnt itself).")
+    features: str | None = Field(
+        None, description="RUN@CHUNK:LAYER (a layer of an embedded checkpoint), logmel or mfcc; default: the best "
+                          "evaluated layer of the latest embedded model (log-mel when nothing is embedded).")
+    granularity: Literal["windows", "segments"] = Field(
+        "windows", description="Score windows of --window-seconds (frame vectors averaged, or their audio), or whole segments.")
+    window_seconds: float = Field(2.0, gt=0, le=600, description="Window length in seconds.")
+    hop_seconds: float | None = Field(None, gt=0, description="Hop between windows in seconds (default: half a window).")
+    split_by: Literal["recording", "site", "day"] = Field(
+        "recording", description="Validation holds out whole recordings, sites or days.")
+    regularization: float = Field(1.0, gt=0, description="Inverse regularisation strength C of the logistic regression.")
+    bootstrap: int = Field(200, ge=10, description="Bootstrap resamples (over groups) for the 95% intervals.")
+    seed: int = Field(0, description="Seed of folds, bootstrap and solver.")
+
+    @model_validator(mode="after")
+    def _default_hop(self) -> "ClassifySettings":
+        if self.hop_seconds is None:
+            self.hop_seconds = self.window_seconds / 2
+        return self
+
+
 class ReportSettings(BaseModel):
     """Figures, a self-contained HTML report and an interactive explorer of what the network learned."""
 
@@ -262,6 +296,10 @@ class ReportSettings(BaseModel):
     umap_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors.")
     umap_min_dist: float = Field(0.1, ge=0, description="UMAP min_dist.")
     seed: int = Field(0, description="Seed of UMAP, samples and exemplar choice.")
+    features_budget: float = Field(
+        30.0, ge=0, description="Seconds the report may spend optimising each atlas unit's maximising input and "
+                                "its saliency map, all units together (0 = none; the filterbank and attention are drawn anyway).",
+    )
 
 
 # What refresh passes on to the stages it runs, as the pipeline's form has them: the evaluation's

@@ -6,7 +6,9 @@ connection that writes. Bump SCHEMA_VERSION when a table changes and add the mig
 
 from __future__ import annotations
 
+from schemas.arrow import SEGMENT_SCHEMA, duckdb_columns
 from schemas.names import sql_identifier
+from schemas.records import ChunkHealth, StepMetrics, sql_columns
 
 # 2: models, checkpoints, train_metrics; 3: embeddings and units; 4: evaluations;
 # 5: the run-level tables key on `run`, and `model_id` always means one checkpoint, `run@chunk`
@@ -78,25 +80,9 @@ TABLES: tuple[str, ...] = (
     )
     """,
     # Segment metadata; the samples stay in the Parquet dataset (view `segment_audio`).
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS segments (
-        segment_id       VARCHAR PRIMARY KEY,
-        recording_id     VARCHAR NOT NULL,
-        channel          SMALLINT NOT NULL,
-        segment_index    INTEGER NOT NULL,
-        start_s          DOUBLE NOT NULL,
-        end_s            DOUBLE NOT NULL,
-        valid_s          DOUBLE NOT NULL,
-        start_time       TIMESTAMPTZ,
-        end_time         TIMESTAMPTZ,
-        sample_rate      INTEGER NOT NULL,
-        rms_dbfs         REAL NOT NULL,
-        peak_dbfs        REAL NOT NULL,
-        clipped_fraction REAL NOT NULL,
-        dc_offset        REAL NOT NULL,
-        dropout_fraction REAL NOT NULL,
-        is_silent        BOOLEAN NOT NULL,
-        nonfinite_count  INTEGER NOT NULL,
+        {duckdb_columns(SEGMENT_SCHEMA, skip=("audio",), primary_key="segment_id")},
         site             VARCHAR NOT NULL,
         date             VARCHAR NOT NULL,
         parquet_path     VARCHAR NOT NULL
@@ -156,41 +142,20 @@ TABLES: tuple[str, ...] = (
     )
     """,
     # Written with the checkpoint that ends the chunk, so a resumed chunk never duplicates steps.
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS train_metrics (
-        run                      VARCHAR NOT NULL,
-        step                     BIGINT NOT NULL,
-        chunk                    INTEGER NOT NULL,
-        loss                     DOUBLE NOT NULL,
-        contrastive_loss         DOUBLE NOT NULL,
-        diversity_loss           DOUBLE NOT NULL,
-        perplexity               DOUBLE[] NOT NULL,
-        unused_code_share        DOUBLE NOT NULL,
-        accuracy                 DOUBLE NOT NULL,
-        grad_norm                DOUBLE NOT NULL,
-        learning_rate            DOUBLE NOT NULL,
-        temperature              DOUBLE NOT NULL,
-        masked_frames            INTEGER NOT NULL,
-        audio_seconds            DOUBLE NOT NULL,
-        audio_seconds_per_second DOUBLE NOT NULL,
+        run VARCHAR NOT NULL,
+        {sql_columns(StepMetrics)},
         PRIMARY KEY (run, step)
     )
     """,
-    # Is the run learning? The verdict on each chunk's last log interval (tasks.training.health);
+    # Is the run learning? The verdict on each chunk's last log interval (tasks.model.health);
     # a table of its own, so workspaces made before it gain it when the schema is next applied.
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS chunk_health (
-        run            VARCHAR NOT NULL,
-        chunk          INTEGER NOT NULL,
-        verdict        VARCHAR NOT NULL,
-        accuracy       DOUBLE,
-        chance         DOUBLE NOT NULL,
-        perplexity     DOUBLE,
-        max_perplexity DOUBLE NOT NULL,
-        code_usage     DOUBLE,
-        loss           DOUBLE,
-        loss_at_chance DOUBLE NOT NULL,
-        sentence       VARCHAR NOT NULL,
+        run   VARCHAR NOT NULL,
+        chunk INTEGER NOT NULL,
+        {sql_columns(ChunkHealth)},
         PRIMARY KEY (run, chunk)
     )
     """,
@@ -310,6 +275,60 @@ TABLES: tuple[str, ...] = (
         labels_file  VARCHAR NOT NULL
     )
     """,
+    # Labels from `ceta2vec label` (CSV, Raven selection tables, the explorer's export, review
+    # decisions): one row per span, positive or negative. Re-importing a source replaces its rows.
+    """
+    CREATE TABLE IF NOT EXISTS annotations (
+        source       VARCHAR NOT NULL,
+        source_row   INTEGER NOT NULL,
+        source_kind  VARCHAR NOT NULL,
+        recording_id VARCHAR NOT NULL,
+        label        VARCHAR NOT NULL,
+        positive     BOOLEAN NOT NULL,
+        start_s      DOUBLE NOT NULL,
+        end_s        DOUBLE NOT NULL,
+        imported_at  TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (source, source_row, label)
+    )
+    """,
+    # One trained detector per (label, features, windows, training set): `classifier_id` is a hash of
+    # them, so re-running on the same labels finds it and scores only windows not yet scored.
+    """
+    CREATE TABLE IF NOT EXISTS classifiers (
+        classifier_id  VARCHAR PRIMARY KEY,
+        label          VARCHAR NOT NULL,
+        features       VARCHAR NOT NULL,
+        model_id       VARCHAR,
+        layer          SMALLINT,
+        granularity    VARCHAR NOT NULL,
+        window_s       DOUBLE NOT NULL,
+        hop_s          DOUBLE NOT NULL,
+        split_by       VARCHAR NOT NULL,
+        positives      INTEGER NOT NULL,
+        negatives      INTEGER NOT NULL,
+        threshold      DOUBLE NOT NULL,
+        validation     JSON NOT NULL,
+        settings       JSON NOT NULL,
+        path           VARCHAR NOT NULL,
+        created_at     TIMESTAMPTZ NOT NULL
+    )
+    """,
+    # A classifier's score for every window of the workspace (start/end in seconds from the
+    # recording's start); all of one run's windows are committed in one transaction.
+    """
+    CREATE TABLE IF NOT EXISTS detections (
+        classifier_id VARCHAR NOT NULL,
+        label         VARCHAR NOT NULL,
+        recording_id  VARCHAR NOT NULL,
+        channel       SMALLINT NOT NULL,
+        segment_id    VARCHAR NOT NULL,
+        start_s       DOUBLE NOT NULL,
+        end_s         DOUBLE NOT NULL,
+        utc_start     TIMESTAMPTZ,
+        score         DOUBLE NOT NULL,
+        PRIMARY KEY (classifier_id, recording_id, channel, start_s)
+    )
+    """,
 )
 
 VIEWS: tuple[str, ...] = (
@@ -330,6 +349,59 @@ VIEWS: tuple[str, ...] = (
     SELECT s.*, r.file_name, r.path AS recording_path, r.sample_rate AS original_sample_rate,
            r.duration_s AS recording_duration_s, r.start_time AS recording_start_time
     FROM segments s JOIN recordings r USING (recording_id)
+    """,
+    # Recording effort: seconds actually recorded per site and UTC hour, from each recording's start
+    # time and duration. Hours without audio have no row (a gap is no effort, not zero calls), and
+    # recordings without a start time cannot be placed in time, so they count nowhere.
+    """
+    CREATE OR REPLACE VIEW effort AS
+    WITH spans AS (
+        SELECT site, start_time AS t0, start_time + to_microseconds(CAST(duration_s * 1e6 AS BIGINT)) AS t1
+        FROM recordings WHERE start_time IS NOT NULL AND duration_s > 0
+    ), hours AS (
+        SELECT site, t0, t1, unnest(generate_series(date_trunc('hour', t0), t1, INTERVAL 1 HOUR)) AS hour
+        FROM spans
+    )
+    SELECT site, hour,
+           sum(epoch(least(t1, hour + INTERVAL 1 HOUR)) - epoch(greatest(t0, hour))) AS seconds
+    FROM hours WHERE least(t1, hour + INTERVAL 1 HOUR) > greatest(t0, hour)
+    GROUP BY ALL
+    """,
+    # Each label's current classifier: the most recently trained one.
+    """
+    CREATE OR REPLACE VIEW current_classifiers AS
+    SELECT * FROM classifiers QUALIFY row_number() OVER (PARTITION BY label ORDER BY created_at DESC) = 1
+    """,
+    # Windows of a label's current classifier scoring at least `min_score`, with where and when.
+    """
+    CREATE OR REPLACE MACRO detections_above(for_label, min_score) AS TABLE
+    SELECT d.label, d.recording_id, r.file_name, r.site, d.channel, d.segment_id, d.start_s, d.end_s,
+           d.utc_start, d.score, d.classifier_id
+    FROM detections d
+    JOIN current_classifiers c USING (classifier_id)
+    JOIN recordings r USING (recording_id)
+    WHERE d.label = for_label AND d.score >= min_score
+    """,
+    # Presence per site and hour or day of a label's current classifier, beside the effort of that
+    # hour or day: only periods with recorded audio appear, and the rate is per hour of effort.
+    """
+    CREATE OR REPLACE MACRO presence_by(for_label, period, min_score) AS TABLE
+    WITH scored AS (
+        SELECT r.site, date_trunc(period, d.utc_start) AS period_start, count(*) AS windows,
+               count(*) FILTER (WHERE d.score >= min_score) AS windows_above
+        FROM detections d
+        JOIN current_classifiers c USING (classifier_id)
+        JOIN recordings r USING (recording_id)
+        WHERE d.label = for_label AND d.utc_start IS NOT NULL
+        GROUP BY ALL
+    ), recorded AS (
+        SELECT site, date_trunc(period, hour) AS period_start, sum(seconds) AS effort_s FROM effort GROUP BY ALL
+    )
+    SELECT e.site, e.period_start, e.effort_s, coalesce(s.windows, 0) AS windows,
+           coalesce(s.windows_above, 0) AS windows_above, coalesce(s.windows_above, 0) > 0 AS present,
+           coalesce(s.windows_above, 0) / (e.effort_s / 3600.0) AS detections_per_hour
+    FROM recorded e LEFT JOIN scored s USING (site, period_start)
+    ORDER BY e.site, e.period_start
     """,
 )
 

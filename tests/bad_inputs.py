@@ -79,12 +79,16 @@ def make_corpus(folder: Path) -> dict[str, str]:
         expect[name] = "warning:truncated"
     (folder / "declares more.wav").write_bytes(_wav_header(1, RATE, 16, 10_000_000) + b"\x01\x00" * 4000)
     expect["declares more.wav"] = "warning:truncated"
+    (folder / "declares less.wav").write_bytes(_wav_header(1, RATE, 16, 100) + b"\x01\x00" * 32000)
+    expect["declares less.wav"] = "warning:header declares less than the file holds"
 
     # broken or disguised: one error row each
     (folder / "empty.wav").write_bytes(b"")
     expect["empty.wav"] = "error:empty (0 bytes)"
     (folder / "notes.wav").write_text("field notes, not audio\n" * 20)
     expect["notes.wav"] = "error:not a readable audio file"
+    (folder / "zz copy of notes.wav").write_bytes((folder / "notes.wav").read_bytes())
+    expect["zz copy of notes.wav"] = "error:not a readable audio file"  # the same failure, its own row
     (folder / "cut header.wav").write_bytes(_wav_header(1, RATE, 16, 3200)[:30])
     expect["cut header.wav"] = "error:not a readable audio file"
     (folder / "header only.wav").write_bytes(_wav_header(1, RATE, 16, 0))
@@ -131,7 +135,9 @@ def make_corpus(folder: Path) -> dict[str, str]:
     expect["sock.wav"] = "error:socket"
     (folder / "folder.wav").mkdir()
     good("folder.wav/inside.wav")
-    expect["inside.wav"] = "ok"
+    expect["inside.wav"] = "ok"  # a folder named like a recording that holds one is just a folder
+    (folder / "empty folder.wav").mkdir()
+    expect["empty folder.wav"] = "error:a folder, not an audio file"
     (folder / "zz link to plain.wav").symlink_to(folder / "plain.wav")
     expect["zz link to plain.wav"] = "duplicate"
     return expect

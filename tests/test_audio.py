@@ -68,6 +68,18 @@ def test_quiet_24bit_and_loud_float_keep_their_dynamic_range(tmp_path):
     assert np.max(np.abs(y)) == pytest.approx(4.0, rel=1e-4)
 
 
+def test_float_beyond_full_scale_is_not_called_clipped_but_float_at_full_scale_is(tmp_path):
+    rate = 16000
+    loud = tone(500, 1.0, rate, amplitude=1e6)  # an unnormalised float file: nothing was clipped
+    _, report = read_all(write(tmp_path / "loud.wav", loud, rate, "FLOAT"))
+    assert report.clipped == 0 and report.over_full_scale > 0.9 * rate and report.peak == pytest.approx(1e6, rel=1e-4)
+    flat = np.clip(tone(500, 1.0, rate, amplitude=2.0), -1.0, 1.0)  # float converted from clipped PCM
+    _, report = read_all(write(tmp_path / "flat.wav", flat, rate, "FLOAT"))
+    assert report.clipped > 0.5 * rate and report.over_full_scale == 0
+    _, report = read_all(write(tmp_path / "pcm.wav", flat, rate, "PCM_16"))  # integer PCM: clipped as before
+    assert report.clipped > 0.5 * rate
+
+
 def test_nonfinite_samples_are_zeroed_and_counted(tmp_path):
     rate = 16000
     x = noise(2.0, rate)

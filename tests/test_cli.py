@@ -91,6 +91,7 @@ def test_exit_status_contract(tmp_path, cli_env):
     ws = tmp_path / "ws"
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "empty.wav").write_bytes(b"")
+    write(tmp_path / "rec" / "good.wav", noise(1.0, 16000), 16000, "PCM_16")  # alone, empty.wav is nothing to ingest
     # completed, the bad file reported
     assert cli("ingest", tmp_path / "rec", "--workspace", ws, check=False, env=cli_env).returncode == 0
     assert cli("ingest", tmp_path / "rec", "--workspace", ws, "--strict", check=False, env=cli_env).returncode == 1
@@ -204,3 +205,89 @@ def test_cli_options_map_onto_the_settings_fields():
         ["pretrain", "--model-overrides", "num_hidden_layers=6", "hidden_act=relu"]))
     assert pretrain.model_overrides == {"num_hidden_layers": 6, "hidden_act": "relu"}
     assert pretrain.model_fields_set == {"model_overrides"}  # only what was typed counts as asked for
+
+
+WIDE_QUERY = ("SELECT segment_id, repeat('x', 60) AS first_wide_column, repeat('y', 60) AS second_wide_column "
+              "FROM segments ORDER BY segment_id LIMIT 3")
+
+
+def test_piped_tables_are_never_wrapped_and_csv_json_parse(tiny_workspace):
+    """Tables written to a pipe keep each row on one line, whatever width the environment claims;
+    csv and json of the same query, and of `similar` and `status`, parse back to the same rows."""
+    import csv
+    import io
+
+    ws = ["--workspace", tiny_workspace.root]
+    table = cli("sql", WIDE_QUERY, *ws, env={**os.environ, "COLUMNS": "80"}).stdout.splitlines()
+    rows = [line for line in table if "x" * 60 in line]
+    assert len(rows) == 3 and all("y" * 60 in line for line in rows), "\n".join(table)
+    assert len({len(line) for line in table if line[:1] in "┏┃┡│└"}) == 1  # one width: nothing folded
+    as_csv = list(csv.DictReader(io.StringIO(cli("sql", WIDE_QUERY, *ws, "--format", "csv").stdout)))
+    as_json = json.loads(cli("sql", WIDE_QUERY, *ws, "--format", "json").stdout)
+    assert as_csv == as_json and len(as_json) == 3 and as_json[0]["second_wide_column"] == "y" * 60
+
+    segment = as_json[0]["segment_id"]
+    near_csv = list(csv.DictReader(io.StringIO(cli("similar", segment, "-k", "3", *ws, "--format", "csv").stdout)))
+    near_json = json.loads(cli("similar", segment, "-k", "3", *ws, "--format", "json").stdout)
+    assert [r["segment_id"] for r in near_csv] == [r["segment_id"] for r in near_json] and near_json[0]["segment_id"] == segment
+
+    status = json.loads(cli("status", *ws, "--format", "json").stdout)
+    long = list(csv.DictReader(io.StringIO(cli("status", *ws, "--format", "csv").stdout)))
+    assert {(r["section"], r["key"], r["field"]) for r in long} >= {
+        ("workspace", "", "segments"), ("model", "rep@1", "layers"), ("run", "rep", "checkpoints kept")}
+    assert next(r["value"] for r in long if r["field"] == "segments" and r["section"] == "workspace") == \
+        str(status["segments"])
+
+
+def test_status_shows_models_checkpoints_layers_verdict_and_report(tmp_path, tiny_workspace, capsys):
+    import shutil
+
+    from flows.cli.commands import main
+    from flows.report import report_folder
+    from schemas.settings import ReportSettings
+    from tasks.catalog.evaluations import labelled_segments, write_evaluations
+
+    ws = Workspace.at(shutil.copytree(tiny_workspace.root, tmp_path / "ws"))
+
+    def status(*fmt) -> str:
+        assert main(["status", "--workspace", str(ws.root), *fmt]) == 0
+        return capsys.readouterr().out
+
+    def score(layer_1: float, logmel: float) -> None:
+        with database.writing(ws) as conn:
+            labelled = labelled_segments(conn, "sound", None)
+            write_evaluations(conn, "eval-test", "sound", "rep@1", [
+                {"kind": "model", "features": "layer 1", "layer": 1, "metrics": {"knn5_macro_f1": (layer_1, 0.1, 0.9)}},
+                {"kind": "model", "features": "layer 2", "layer": 2, "metrics": {"knn5_macro_f1": (0.2, 0.1, 0.3)}},
+                {"kind": "baseline", "features": "log-mel stats", "layer": None,
+                 "metrics": {"knn5_macro_f1": (logmel, 0.1, 0.9)}}], labelled)
+
+    before = json.loads(status("--format", "json"))
+    (model,) = before["models"]
+    assert (model["model_id"], model["layers"], model["kmeans_layers"], model["units_k"]) == ("rep@1", [0, 1, 2], [0, 1, 2], 6)
+    assert model["evaluation"] is None and model["report"] is None
+    assert [(r["run"], r["checkpoints kept"]) for r in before["runs"]] == [("rep", [1])]
+    assert "not evaluated" in status() and "none yet (ceta2vec report --model rep@1)" in status()
+
+    score(0.75, 0.5)
+    index = report_folder(ws, ReportSettings(workspace=str(ws.root)), "rep@1") / "index.html"
+    index.parent.mkdir(parents=True)
+    index.write_text("<html></html>")  # where `ceta2vec report` writes it: status finds it there
+    (model,) = json.loads(status("--format", "json"))["models"]
+    assert model["report"] == str(index)
+    assert (model["evaluation"]["label_column"], model["evaluation"]["best_layer"], model["evaluation"]["best_baseline"],
+            model["evaluation"]["beats_baselines"]) == ("sound", 1, "log-mel stats", True)
+    shown = status()
+    assert "layer 1 is above log-mel stats (5-NN F1 0.750 vs 0.500)" in shown and f"report of rep@1: {index}" in shown
+    score(0.25, 0.5)
+    assert "layer 1 does not beat log-mel stats (5-NN F1 0.250 vs 0.500)" in status()
+
+
+def test_a_chunk_summary_is_logged_in_words():
+    from flows.pretrain import chunk_line
+
+    line = chunk_line({"chunk": 2, "steps": "50-99", "mean_loss": 2.5825, "last_loss": 2.41, "accuracy": 0.3053,
+                       "perplexity": [19.4, 12.2], "unused_codes": 0.586, "audio_s_per_s": 31.5, "health": "learning",
+                       "health_sentence": "rep@2 is learning", "checkpoint": "/ws/checkpoints/rep/chunk-0002"})
+    assert line == ("steps 50-99, mean loss 2.5825 (last 2.4100), accuracy 0.305, codebook perplexity 19.4 / 12.2, "
+                    "unused codes 58.6%, 31.5 s of audio per second; health: learning")

@@ -58,11 +58,11 @@ def ingested(corpus):
 def test_ingest_on_a_dask_local_cluster_matches_threads(ingested, corpus):
     threads, dask, local, distributed = ingested
     for key in ("ingested", "failed", "segments_added"):
-        assert distributed[key] == local[key]
-    assert local["ingested"] == 7 and local["failed"] == 1
+        assert getattr(distributed, key) == getattr(local, key)
+    assert local.ingested == 7 and local.failed == 1
     query = f"SELECT {SEGMENT_COLUMNS}, parquet_path FROM segments ORDER BY segment_id"
     expected, got = rows(threads, query), rows(dask, query)
-    assert len(expected) == local["segments_added"] > 0
+    assert len(expected) == local.segments_added > 0
     assert got == expected
     for path in sorted({r[-1] for r in expected}):
         assert pq.read_table(dask.root / path).equals(pq.read_table(threads.root / path)), path
@@ -72,7 +72,7 @@ def test_ingest_on_a_dask_local_cluster_matches_threads(ingested, corpus):
     assert not any(dask.staging_dir.iterdir())
     # a re-run on the cluster adds nothing (the broken file is checked again)
     again = ingest(dask, corpus, task_runner="dask")
-    assert again["ingested"] == 0 and rows(dask, "SELECT count(*) FROM segments")[0][0] == len(expected)
+    assert again.ingested == 0 and rows(dask, "SELECT count(*) FROM segments")[0][0] == len(expected)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_embed_on_a_running_dask_cluster_matches_threads(ingested, cluster, tmp_
     options = dict(run="emb", units_k=4, kmeans_sample_frames=200, batch_size=2)
     here = embed(EmbedSettings(workspace=str(local.root), **options))
     there = embed(EmbedSettings(workspace=str(remote.root), dask_address=cluster, **options))
-    assert there["segments_embedded"] == here["segments_embedded"] > 4  # several batches: several tasks
+    assert there.segments_embedded == here.segments_embedded > 4  # several batches: several tasks
 
     vectors = "SELECT segment_id, layer, pooling, vector FROM segment_embeddings ORDER BY ALL"
     expected, got = rows(local, vectors), rows(remote, vectors)

@@ -87,7 +87,7 @@ def test_the_flow_resumes_a_two_process_run_reproducibly(first_chunks, tmp_path)
     two, ddp, one, _ = first_chunks
     # the flow records chunk 1 (written outside it, as if interrupted) and trains chunk 2 on two processes
     flowed = copy(two.root, tmp_path / "flowed")
-    assert pretrain(PretrainSettings(workspace=str(flowed.root), nproc=2, **OPTIONS))["chunks_trained"] == 1
+    assert pretrain(PretrainSettings(workspace=str(flowed.root), nproc=2, **OPTIONS)).chunks_trained == 1
     with database.reading(flowed) as conn:
         rows = conn.execute("SELECT step, chunk, loss, accuracy, learning_rate, temperature, masked_frames "
                             "FROM train_metrics WHERE run = 'd' ORDER BY step").fetchall()

@@ -20,11 +20,13 @@ import pytest
 import yaml
 from signals import tone, write
 
+from deployments.completion import COMPLETED_WITH_NEW_DATA
 from deployments.definitions import REFRESH_TAG, TAG, yaml_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-NAMES = {"ingest/watch-folder", "continue-pretraining/nightly", "refresh/after-new-data", "report/weekly"}
+NAMES = {"ingest/watch-folder", "continue-pretraining/nightly", "refresh/after-new-data", "score-new/classify-new",
+         "report/weekly"}
 WAIT_S = 240  # generous: on a busy 2-core machine each served run imports torch in a fresh process
 
 
@@ -34,6 +36,45 @@ def test_prefect_yaml_says_what_the_definitions_say():
     assert [e["name"] for e in entries] == [e["name"] for e in expected]
     for entry, wanted in zip(entries, expected):
         assert entry == wanted, entry["name"]
+
+
+def _flow_run_event(flow: str, state: str, tags: tuple[str, ...] = ()):
+    """The event a Prefect server receives when a run of `flow` reaches `state`."""
+    from datetime import datetime, timezone
+    from uuid import uuid4
+
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    related = [{"prefect.resource.id": f"prefect.flow.{uuid4()}", "prefect.resource.role": "flow",
+                "prefect.resource.name": flow}]
+    related += [{"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"} for tag in tags]
+    return ReceivedEvent(event=f"prefect.flow-run.{state}", resource={"prefect.resource.id": f"prefect.flow-run.{uuid4()}"},
+                         related=related, occurred=datetime.now(timezone.utc), id=uuid4())
+
+
+def test_classify_new_runs_the_scoring_flow_after_every_completed_embed():
+    """Definition level: the deployment's flow, parameters and trigger, matched the way the Prefect server
+    matches events (its own EventTrigger), and the RunnerDeployment `serve` builds from it."""
+    from prefect.server.events.schemas.automations import EventTrigger
+
+    from schemas.settings import ClassifySettings
+
+    by_name = {d.name: d for d in yaml_definitions()}
+    classify_new = by_name["classify-new"]
+    assert classify_new.flow_name == "score-new" and classify_new.schedules == ()
+    assert ClassifySettings(**classify_new.parameters["settings"]).workspace == "{{ $CETA2VEC_WORKSPACE }}"
+    assert classify_new.concurrency_limit == {"limit": 1, "collision_strategy": "ENQUEUE"}  # one after another
+    [entry] = classify_new.triggers
+    trigger = EventTrigger.model_validate({k: v for k, v in entry.items() if k != "name"})
+    assert trigger.covers(_flow_run_event("embed", "Completed"))
+    assert trigger.covers(_flow_run_event("embed", "Completed", (REFRESH_TAG,)))  # the refresh's embed too
+    assert not trigger.covers(_flow_run_event("embed", "Failed"))
+    assert not trigger.covers(_flow_run_event("ingest", "Completed", (REFRESH_TAG,)))
+    refresh = EventTrigger.model_validate({k: v for k, v in by_name["after-new-data"].triggers[0].items() if k != "name"})
+    assert not refresh.covers(_flow_run_event("embed", "Completed"))  # scoring new windows starts no refresh
+    runner = classify_new.to_runner()
+    assert runner.name == "classify-new" and runner.entrypoint == "flows.classify.classify_new"
+    assert [t.expect for t in runner.triggers] == [{"prefect.flow-run.Completed"}]
 
 
 def _free_port() -> int:
@@ -139,12 +180,14 @@ def test_prefect_deploy_creates_the_deployments_schedules_and_trigger(server, tm
         schedules = {d: [(s.slug, s.active, getattr(s.schedule, "cron", None)) for s in found[d].schedules] for d in found}
         assert schedules == {"ingest/watch-folder": [("watch-folder", True, "*/15 * * * *")],
                              "continue-pretraining/nightly": [("nightly", False, "0 2 * * *")],
-                             "refresh/after-new-data": [], "report/weekly": [("weekly", True, "0 6 * * 1")]}
+                             "refresh/after-new-data": [], "score-new/classify-new": [],
+                             "report/weekly": [("weekly", True, "0 6 * * 1")]}
         assert found["continue-pretraining/nightly"].parameters["more_chunks"] == 1
         automations = _automations_of(client, found["refresh/after-new-data"].id)
         assert len(automations) == 1
         trigger = automations[0].trigger
-        assert trigger.expect == {"prefect.flow-run.Completed"}
+        assert trigger.expect == {COMPLETED_WITH_NEW_DATA}  # the runs' own event (deployments/completion.py)
+        assert watch.entrypoint == "deployments.served_flows.ingest"  # the flow that sends it
         assert trigger.model_dump(mode="json")["match_related"] == [
             {"prefect.resource.role": "flow", "prefect.resource.name": ["ingest", "continue-pretraining"]},
             {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{REFRESH_TAG}"}]
@@ -240,7 +283,7 @@ def test_served_deployments_run_on_demand_on_schedule_and_on_trigger(server, tmp
                 return deployments if ok else None
 
             after = _until(restarted, "the restarted serve to update the schedule")
-            assert set(after) == NAMES and len(client.read_deployments()) == 4
+            assert set(after) == NAMES and len(client.read_deployments()) == len(NAMES)
             for name, deployment in after.items():
                 assert deployment.id == before[name][0]
                 schedules = {s.slug: (s.id, s.active, s.schedule) for s in deployment.schedules}
@@ -274,3 +317,87 @@ def test_served_deployments_run_on_demand_on_schedule_and_on_trigger(server, tmp
     finally:
         _stop(serving)
         print((logs.read_text() if logs.exists() else "")[-4000:])
+
+
+def _completed_runs_of(client, deployment_id) -> list:
+    return sorted((r for r in _runs_of(client, deployment_id) if r.state and r.state.is_completed()),
+                  key=lambda r: r.start_time)
+
+
+@pytest.mark.slow
+def test_scheduled_ingests_with_new_files_each_start_a_refresh(server, tmp_path):
+    """The watch folder's own schedule, not a run started through the API: Prefect's Completed event
+    of a scheduled run reaches automations only after 15 minutes (deployments/completion.py)."""
+    rate = 16000
+    incoming, workspace, logs = tmp_path / "incoming", tmp_path / "ws", tmp_path / "serve.log"
+    with _client() as client:  # a clean slate: no runs or automations of deployments served before
+        for deployment in client.read_deployments():
+            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+            client.delete_deployment(deployment.id)
+    write(incoming / "first.wav", tone(440, 12.0, rate), rate)
+    serving = _serve(server, logs, str(incoming), "--workspace", str(workspace), "--site", "T", "--ingest-every", "5")
+    try:
+        with _client() as client:
+            found = _until(lambda: (lambda d: d if set(d) >= NAMES else None)(_deployments(client)), "served deployments")
+            watch_id, refresh_id = found["ingest/watch-folder"].id, found["refresh/after-new-data"].id
+            first = _until(lambda: _completed_runs_of(client, refresh_id), "a refresh after the first scheduled ingest")
+
+            staged = tmp_path / "second.wav"
+            write(staged, tone(880, 5.0, rate), rate)
+            shutil.move(staged, incoming / "second.wav")
+            both = _until(lambda: (lambda r: r if len(r) >= 2 else None)(_completed_runs_of(client, refresh_id)),
+                          "a refresh after the scheduled ingest of the second file")
+            ingests = _completed_runs_of(client, watch_id)
+            # Ingests that found nothing new ask for no refresh: once two more of them completed, still two.
+            _until(lambda: len(_completed_runs_of(client, watch_id)) >= len(ingests) + 2, "two more scheduled ingests")
+            refreshes = _completed_runs_of(client, refresh_id)
+            ingests = _completed_runs_of(client, watch_id)
+            took = [r[0] for r in _query(workspace, "SELECT flow_run_id FROM ingest_runs WHERE ingested > 0 "
+                                                    "ORDER BY started_at")]
+            took_ended = [client.read_flow_run(run_id).end_time for run_id in took]
+    finally:
+        _stop(serving)
+        print((logs.read_text() if logs.exists() else "")[-4000:])
+
+    assert first[0].id == both[0].id and len(refreshes) == 2, [r.name for r in refreshes]
+    assert all(r.created_by is not None and r.created_by.type == "AUTOMATION" for r in refreshes)
+    assert ingests and all(r.auto_scheduled for r in ingests)  # the schedule's runs, as a served watch folder's
+    assert len(took) == 2 and {str(r.id) for r in ingests} >= set(took)
+    assert _query(workspace, "SELECT file_name FROM recordings ORDER BY 1") == [("first.wav",), ("second.wav",)]
+    # each refresh started after the ingest that asked for it
+    assert all(refresh_run.start_time >= ended for refresh_run, ended in zip(refreshes, took_ended))
+
+
+def test_the_refresh_trigger_matches_the_completion_event_of_a_refreshing_run_only():
+    """Definition level, matched as the Prefect server matches events (its own EventTrigger): the
+    event a served ingest or pretraining run sends once it completed with new data."""
+    from datetime import datetime, timezone
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    from deployments.completion import brings_new_data, completion_event
+    from schemas.results import IngestResult
+
+    refresh = {d.name: d for d in yaml_definitions()}["after-new-data"]
+    trigger = EventTrigger.model_validate({k: v for k, v in refresh.triggers[0].items() if k != "name"})
+
+    def event(flow: str, tags: list[str]) -> ReceivedEvent:
+        run = FlowRun(flow_id=uuid4(), name=f"{flow}-T", tags=tags)
+        return ReceivedEvent(**completion_event(flow, run), occurred=datetime.now(timezone.utc), id=uuid4())
+
+    assert trigger.covers(event("ingest", [TAG, REFRESH_TAG, "auto-scheduled"]))
+    assert trigger.covers(event("continue-pretraining", [TAG, REFRESH_TAG]))
+    assert not trigger.covers(event("ingest", [TAG]))  # `ceta2vec ingest`, or inside `ceta2vec run`
+    assert not trigger.covers(event("embed", [TAG, REFRESH_TAG]))
+    assert not trigger.covers(_flow_run_event("ingest", "Completed", (REFRESH_TAG,)))  # held 15 min for scheduled runs
+
+    def ingested(files: int, segments: int) -> IngestResult:
+        return IngestResult(run_id="r", workspace="/ws", files_seen=files + 1, ingested=files, skipped=1, duplicates=0,
+                            failed=0, warnings=0, segments_added=segments, audio_seconds_added=0.0, bytes_added=0,
+                            bytes_per_audio_hour=0, recordings_found=files + 1, failures=[], label_warnings=[],
+                            workspace_summary={})
+
+    assert brings_new_data(ingested(1, 2)) and not brings_new_data(ingested(0, 0)) and brings_new_data(None)

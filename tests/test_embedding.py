@@ -22,8 +22,8 @@ from schemas.settings import EmbedSettings, PretrainSettings
 from tasks.catalog.queries import QueryRefused
 from tasks.catalog.search import similar
 from tasks.embedding.encode import embed_batch
-from tasks.training.frontend import plan_feature_encoder
-from tasks.training.model_config import build_config
+from tasks.model.config import build_config
+from tasks.model.frontend import plan_feature_encoder
 from tasks.training.run import resolve_run, train_chunk, training_index
 from tasks.workspace import Workspace, database
 
@@ -94,7 +94,7 @@ def test_shapes_frame_times_units_and_idempotency(trained, tmp_path):
     first = run_embed(ws)
     segments = rows(ws, EMBEDDABLE)[0][0]
     assert rows(ws, "SELECT count(*) FROM segments")[0][0] == segments + 1
-    assert first["model_id"] == "emb@1" and first["segments_embedded"] == segments
+    assert first.model_id == "emb@1" and first.segments_embedded == segments
     assert rows(ws, "SELECT count(*) FROM segment_embeddings WHERE list_any_value(list_transform(vector, v -> isnan(v)))") == [(0,)]
     layers = rows(ws, "SELECT DISTINCT layer FROM segment_embeddings ORDER BY 1")
     assert [r[0] for r in layers] == [0, 1, 2]  # conv encoder + 2 transformer layers
@@ -110,6 +110,11 @@ def test_shapes_frame_times_units_and_idempotency(trained, tmp_path):
         assert count == int((valid_s * 16000 - 400) // 320 + 1)
         assert last == pytest.approx((count - 1) * 0.02)
     assert rows(ws, "SELECT count(*) FROM frame_vectors WHERE layer = 1") == [(sum(f[1] for f in frames),)]
+    # one row group per layer in every frame file: what reads one layer (k-means units) skips the others
+    for file in (ws.root / "embeddings" / "emb_1" / "frames").glob("*.parquet"):
+        meta, column = pq.ParquetFile(file).metadata, pq.ParquetFile(file).schema_arrow.get_field_index("layer")
+        stats = [meta.row_group(g).column(column).statistics for g in range(meta.num_row_groups)]
+        assert [(s.min, s.max) for s in stats] == [(0, 0), (1, 1), (2, 2)], file
     units = rows(ws, "SELECT source, layer, count(*), min(len(units)) FROM frame_units GROUP BY ALL ORDER BY ALL")
     assert units == [("codevector", -1, 2 * segments, 39), ("kmeans", 0, segments, 39), ("kmeans", 1, segments, 39),
                      ("kmeans", 2, segments, 39)]
@@ -119,12 +124,12 @@ def test_shapes_frame_times_units_and_idempotency(trained, tmp_path):
     # again: nothing new
     before = rows(ws, "SELECT count(*) FROM segment_embeddings")[0][0]
     again = run_embed(ws)
-    assert again["segments_embedded"] == 0 and rows(ws, "SELECT count(*) FROM segment_embeddings")[0][0] == before
+    assert again.segments_embedded == 0 and rows(ws, "SELECT count(*) FROM segment_embeddings")[0][0] == before
     # a new recording: only its segment is embedded, with the k-means already fitted
     ingest_quick(ws, write(tmp_path / "new" / "new.wav", noise(1.5, 16000, 0.2, seed=9), 16000, "PCM_16").parent,
                  segment_seconds=2.0)
     third = run_embed(ws)
-    assert third["segments_embedded"] == 1
+    assert third.segments_embedded == 1
     assert rows(ws, "SELECT count(*) FROM unit_models")[0][0] == 3
     assert rows(ws, "SELECT count(*), count(DISTINCT (segment_id, layer, pooling)) FROM segment_embeddings") == [(before + 6, before + 6)]
 

@@ -39,9 +39,9 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
     root, ws = tones_and_clicks
     result = evaluate(EvaluateSettings(workspace=str(ws.root), labels=str(root / "labels.csv"), label_column="sound",
                                        bootstrap=30))
-    assert result["recordings"] == 8 and result["segments"] == 15  # r1's middle segment has two values
-    assert result["ambiguous"] == 1 and result["class_counts"]["tone"] == {"segments": 8, "recordings": 4}
-    model = result["models"]["ev@1"]
+    assert result.recordings == 8 and result.segments == 15  # r1's middle segment has two values
+    assert result.ambiguous == 1 and result.class_counts["tone"] == {"segments": 8, "recordings": 4}
+    model = result.models["ev@1"]
     figures = ws.reports_dir / "ev-1" / "figures"  # inside the report folder, where the report links it
     assert (figures / "evaluate-sound.png").exists() and (figures / "evaluate-sound.svg").exists()
     with database.reading(ws) as conn:
@@ -54,7 +54,7 @@ def test_scorecard_with_baselines_in_duckdb_figure_and_flow_result(tones_and_cli
     # tones and click trains are easy for log-mel statistics: the baselines compute real features
     assert logmel["knn1_accuracy"] > 0.9 and logmel["probe_macro_f1"] > 0.9
     assert intervals == 0 and auc > 0  # two classes: ROC-AUC reported
-    assert model["best_layer"] in (0, 1, 2)
+    assert model.best_layer in (0, 1, 2)
     # the CLI says in words where the best layer stands against each baseline
     from flows.cli.console import console, print_scorecard
 
@@ -93,7 +93,7 @@ def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks
     stamp.unlink(missing_ok=True)
     small = dict(bootstrap=20, atlas_units=3, exemplars=1, media_points=6)  # what refresh passes on to the stages
     first = refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"], **small))
-    steps = {row["step"]: row for row in first["steps"]}
+    steps = {row["step"]: row for row in first.steps}
     assert steps["report"]["outcome"] == "ran"
     assert steps["report"]["detail"].endswith("index.html") and Path(steps["report"]["detail"]).exists()
     assert stamp.exists() and json.loads(stamp.read_text())["report"] == steps["report"]["detail"]
@@ -101,7 +101,7 @@ def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks
     assert unit_pages and max(unit_pages.count(inventory) for inventory in set(unit_pages)) <= 3  # atlas_units=3
 
     again = {row["step"]: row for row in refresh(RefreshSettings(workspace=str(ws.root), label_columns=["sound"],
-                                                                 **small))["steps"]}
+                                                                 **small)).steps}
     assert again["embed"]["outcome"] == "nothing new"
     assert again["evaluate sound"]["outcome"] == "up to date"
     assert again["report"]["outcome"] == "up to date"

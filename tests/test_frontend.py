@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2Model
 
-from tasks.training.frontend import plan_feature_encoder, receptive_field
-from tasks.training.model_config import build_config
+from tasks.model.config import build_config
+from tasks.model.frontend import plan_feature_encoder, receptive_field
 
 
 def test_16k_gives_the_papers_encoder():

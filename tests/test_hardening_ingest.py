@@ -14,8 +14,10 @@ from bad_inputs import make_corpus
 from hardening_cli import api_env, cli, error_line  # noqa: F401 - api_env is a fixture
 from signals import noise, tone, write
 
-from flows.ingest import FileOutcome, IngestRunFailed, _commit, ingest
+from flows.ingest import IngestRunFailed, ingest
+from schemas.results import IngestResult
 from schemas.settings import IngestSettings
+from tasks.ingest.commit import FileOutcome, commit_outcomes
 from tasks.ingest.discovery import content_hash, discover
 from tasks.ingest.plan import IngestCounts
 from tasks.ingest.recording import prepare_recording
@@ -29,7 +31,14 @@ def query(workspace: Workspace, sql: str, params=None) -> list[tuple]:
         return conn.execute(sql, params or []).fetchall()
 
 
-def run(workspace: Workspace, *sources, **options) -> dict:
+def empty_workspace(workspace: Workspace) -> Workspace:
+    """A workspace with its tables and nothing in them (an ingest of only bad files makes none)."""
+    with database.writing(workspace) as conn:
+        database.apply_schema(conn, workspace)
+    return workspace
+
+
+def run(workspace: Workspace, *sources, **options) -> IngestResult:
     return ingest(IngestSettings(sources=[str(s) for s in sources], workspace=str(workspace.root), **options))
 
 
@@ -104,16 +113,17 @@ def test_nothing_to_ingest_exits_2_and_creates_no_workspace(tmp_path, api_env):
         assert done.returncode == 2, (source, done.stderr[-2000:])
         assert error_line(done.stderr).startswith("ceta2vec: error: nothing to ingest") and not ws.exists()
     result = run(Workspace.at(tmp_path / "ws-glob"), tmp_path / "*.flac")  # the flow itself, as a schedule runs it
-    assert result["recordings_found"] == 0 and result["failures"][0][2] == "glob pattern matches no files"
+    assert result.recordings_found == 0 and result.failures[0][2] == "glob pattern matches no files"
     assert not (tmp_path / "ws-glob").exists()
 
 
 def test_a_run_that_stores_nothing_leaves_the_settings_open(tmp_path, workspace):
+    empty_workspace(workspace)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "empty.wav").write_bytes(b"")
-    assert run(workspace, tmp_path / "bad", sample_rate=8000)["failed"] == 1
+    assert run(workspace, tmp_path / "bad", sample_rate=8000).failed == 1
     good = write(tmp_path / "good" / "x.wav", noise(1.0, 16000), 16000, "PCM_16")
-    assert run(workspace, good, sample_rate=16000)["ingested"] == 1
+    assert run(workspace, good, sample_rate=16000).ingested == 1
     assert ("sample_rate", "16000") in query(workspace, "SELECT key, value FROM workspace_config")
 
 
@@ -138,8 +148,8 @@ def test_a_recording_committed_by_a_concurrent_run_is_not_counted_twice(tmp_path
     first, second = staged(mine), staged(mine + discover([str(tmp_path / "other")]).files)
     counts = [IngestCounts(), IngestCounts()]
     log = logging.getLogger("test")
-    _commit(workspace, first, "run-1", counts[0], log, wanted)
-    _commit(workspace, second, "run-2", counts[1], log, wanted)
+    commit_outcomes(workspace, first, "run-1", counts[0], log, wanted)
+    commit_outcomes(workspace, second, "run-2", counts[1], log, wanted)
     assert (counts[0].ingested, counts[1].ingested, counts[1].skipped, counts[1].duplicates) == (3, 0, 3, 1)
     assert query(workspace, "SELECT count(*) FROM recordings") == [(3,)]
     assert query(workspace, "SELECT status, count(*) FROM source_files GROUP BY 1 ORDER BY 1") == [
@@ -182,8 +192,8 @@ def test_commands_before_an_ingest_say_so_in_one_line_and_create_nothing(tmp_pat
 def test_pretrain_on_a_workspace_without_segments_names_the_cause(tmp_path, api_env):
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "empty.wav").write_bytes(b"")
-    ws = Workspace.at(tmp_path / "ws")
-    assert run(ws, tmp_path / "rec")["failed"] == 1  # a workspace, and not one segment in it
+    ws = empty_workspace(Workspace.at(tmp_path / "ws"))
+    assert run(ws, tmp_path / "rec").failed == 1  # a workspace, and not one segment in it
     done = cli(api_env, "pretrain", "--workspace", ws.root, "--chunks", "1", "--steps-per-chunk", "1")
     assert done.returncode == 2, done.stderr[-3000:]
     line = error_line(done.stderr)

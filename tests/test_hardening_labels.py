@@ -63,7 +63,7 @@ def test_an_ingest_with_bad_label_rows_takes_all_audio_and_the_good_labels(tmp_p
     labels = tmp_path / "labels.csv"
     labels.write_text(BAD_ROWS)
     result = ingest(IngestSettings(sources=[str(tmp_path / "rec")], workspace=str(workspace.root), labels=str(labels)))
-    assert result["ingested"] == 2 and len(result["label_warnings"]) == 6
+    assert result.ingested == 2 and len(result.label_warnings) == 6
     with database.reading(workspace) as conn:
         stored = conn.execute("""SELECT r.file_name, l.label_value, l.start_s, l.end_s FROM labels l
                                  JOIN recordings r USING (recording_id) ORDER BY 1""").fetchall()

@@ -1,20 +1,26 @@
 """k-means units are a pure function of (seed, the frames embedded): the same frames written into
-other files in another order (what a resumed embed writes) give the same sample and centroids."""
+other files in another order (what a resumed embed writes) give the same sample and centroids.
+Frame vectors reach NumPy through Arrow, units are every frame's nearest centroid, and the unit
+statistics DuckDB computes agree with plain counting."""
 
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from schemas.arrow import FRAME_SCHEMA
 from schemas.model_ref import ModelRef
 from tasks.catalog.embeddings import EmbeddingModel
-from tasks.embedding.units import fit_kmeans
+from tasks.catalog.units import frames_in_file
+from tasks.embedding.units import assign_units, fit_kmeans, nearest_centroid, refresh_unit_stats
 from tasks.workspace import Workspace, database
+from tasks.workspace.database import WorkspaceError
 
 MODEL = EmbeddingModel(ref=ModelRef("m", 1), export_dir="", export_sha256="", dim=8, layers=1,
                        frame_seconds=0.02, sample_rate=16000, receptive_field=400, table="segment_embeddings__m_1")
@@ -71,3 +77,88 @@ def test_frames_of_a_file_no_segment_claims_are_left_out(tmp_path):
                 ws.root / "embeddings" / MODEL.slug / "frames" / "part-9999.parquet")  # a killed run's leftover
     again = fit(ws, 5000)
     assert again[2] == reference[2] == SEGMENTS * FRAMES and np.array_equal(again[0], reference[0])
+
+
+def test_frames_of_a_file_come_as_numpy_in_segment_and_frame_order(tmp_path):
+    ws = embedded(tmp_path / "ws", parts=2, seed=1)
+    file = ws.root / "embeddings" / MODEL.slug / "frames" / "part-0001.parquet"  # frames written in reverse
+    with database.reading(ws) as conn:
+        ids, vectors = frames_in_file(conn, str(file), 0, MODEL.dim)
+    assert isinstance(ids, pa.Array) and isinstance(vectors, np.ndarray)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(ids), MODEL.dim) and vectors.flags.c_contiguous
+    table = pq.read_table(file).to_pylist()
+    expected = sorted(table, key=lambda r: (r["segment_id"], r["frame"]))
+    assert ids.to_pylist() == [r["segment_id"] for r in expected]
+    np.testing.assert_array_equal(vectors, np.asarray([r["vector"] for r in expected], np.float32))
+
+
+def test_a_frame_vector_of_the_wrong_length_is_one_line_naming_the_file(tmp_path):
+    ws = embedded(tmp_path / "ws", parts=2, seed=1)
+    file = ws.root / "embeddings" / MODEL.slug / "frames" / "part-0000.parquet"
+    rows = pq.read_table(file).to_pylist()
+    rows[3]["vector"] = rows[3]["vector"][:-1]
+    pq.write_table(pa.Table.from_pylist(rows, FRAME_SCHEMA), file)
+    with database.reading(ws) as conn, pytest.raises(WorkspaceError) as error:
+        frames_in_file(conn, str(file), 0, MODEL.dim)
+    assert str(file) in str(error.value) and "wrong length" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(WorkspaceError, match="wrong length"):
+        fit(ws, 5000)
+
+
+def test_units_are_the_nearest_centroid_of_every_frame_in_frame_order(tmp_path):
+    ws = embedded(tmp_path / "ws", parts=3, seed=1)
+    centroids, _, _ = fit(ws, 5000)
+    with database.writing(ws) as conn:
+        assert assign_units(conn, ws, MODEL, 0, centroids) == SEGMENTS
+        assert assign_units(conn, ws, MODEL, 0, centroids) == 0  # every segment has its units now
+        stored = dict(conn.execute("SELECT segment_id, units FROM frame_units WHERE source = 'kmeans'").fetchall())
+        assert conn.execute("SELECT DISTINCT layer, code_group, frame_seconds FROM frame_units").fetchall() == [
+            (0, 0, MODEL.frame_seconds)]
+    vectors = np.asarray([r["vector"] for r in frames()], np.float32).reshape(SEGMENTS, FRAMES, MODEL.dim)
+    for s in range(SEGMENTS):
+        brute = ((vectors[s][:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+        assert stored[f"seg-{s:03d}"] == brute.tolist()
+    # batched products give what one product gives
+    flat = vectors.reshape(-1, MODEL.dim)
+    np.testing.assert_array_equal(nearest_centroid(flat, centroids, rows=7), nearest_centroid(flat, centroids))
+
+
+def reference_stats(units_by_inventory: dict, frame_seconds: float) -> dict:
+    """Usage of every unit by plain Python counting: frames, segments, share, mean run."""
+    out = {}
+    for (source, layer, group), lists in units_by_inventory.items():
+        frames, segments, runs = Counter(), Counter(), Counter()
+        for units in lists:
+            frames.update(units)
+            segments.update(set(units))
+            runs.update(u for i, u in enumerate(units) if i == 0 or units[i - 1] != u)
+        total = sum(frames.values())
+        for unit, count in frames.items():
+            out[(source, layer, group, unit)] = (count, segments[unit], count / total, count / runs[unit],
+                                                 count / runs[unit] * frame_seconds)
+    return out
+
+
+def test_unit_statistics_agree_with_plain_counting(tmp_path):
+    ws = Workspace.at(tmp_path / "ws").create()
+    rng = np.random.default_rng(3)
+    inventories = {("kmeans", 0, 0): [[1], [1, 1, 2, 1], [3, 3, 3], [2, 1, 2, 2, 2, 1]],  # runs split by others
+                   ("codevector", -1, 1): [rng.integers(0, 5, n).tolist() for n in (1, 2, 17, 40)],
+                   ("kmeans", 2, 0): [rng.integers(0, 9, n).repeat(rng.integers(1, 4, n)).tolist() for n in (5, 30)]}
+    rows = [(MODEL.model_id, f"seg-{i}", source, layer, group, MODEL.frame_seconds, units)
+            for (source, layer, group), lists in inventories.items() for i, units in enumerate(lists)]
+    rows.append(("other@1", "seg-0", "kmeans", 0, 0, 0.02, [7, 7]))  # another model's units count for nothing here
+    with database.writing(ws) as conn:
+        database.apply_schema(conn, ws)
+        conn.executemany("INSERT INTO frame_units VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        expected = reference_stats(inventories, MODEL.frame_seconds)
+        assert refresh_unit_stats(conn, MODEL) == len(expected)
+        got = {tuple(r[:4]): r[4:] for r in conn.execute(
+            """SELECT source, layer, code_group, unit, frames, segments, share, mean_run_frames, mean_run_s
+               FROM unit_stats WHERE model_id = ?""", [MODEL.model_id]).fetchall()}
+        assert refresh_unit_stats(conn, MODEL) == len(expected)  # replaced, not doubled
+    assert got.keys() == expected.keys()
+    for key, (frames_, segments, share, mean_run, mean_run_s) in expected.items():
+        assert got[key][:2] == (frames_, segments), key
+        assert got[key][2:] == pytest.approx((share, mean_run, mean_run_s)), key
+    assert got[("kmeans", 0, 0, 1)] == pytest.approx((6, 3, 6 / 14, 6 / 5, 6 / 5 * MODEL.frame_seconds))

@@ -59,3 +59,12 @@ def test_discovery_expands_folders_globs_and_reports_missing(tmp_path):
     found = discover([str(tmp_path / "a"), str(tmp_path / "a" / "**" / "*.FLAC"), str(tmp_path / "gone.wav")])
     assert [f.path.name for f in found.files] == ["y (2).FLAC", "x.wav"]
     assert [(p.stage, p.reason) for p in found.problems] == [("discover", "no such file or folder")]
+
+
+def test_the_first_failure_is_the_first_in_discovery_order_not_the_first_recorded():
+    from tasks.ingest.plan import IngestCounts
+
+    counts = IngestCounts(failures=[("/d/z_unreadable.wav", "fingerprint", "permission denied"),
+                                    ("/d/b_empty.wav", "probe", "empty file (0 bytes)")])
+    assert counts.first_failure() == ("/d/b_empty.wav", "probe", "empty file (0 bytes)")
+    assert IngestCounts().first_failure() is None

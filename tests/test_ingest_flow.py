@@ -41,7 +41,7 @@ def test_segments_offsets_levels_and_samples_are_exact(tmp_path, workspace):
     left, right = tone(1000, 25.0, rate, 0.5), tone(1000, 25.0, rate, 0.5)
     src = write(tmp_path / "rec" / "5783.210315120000.wav", np.stack([left, right], 1), rate, "PCM_24")
     result = run(workspace, src, site="LK")
-    assert (result["ingested"], result["failed"], result["segments_added"]) == (1, 0, 3)
+    assert (result.ingested, result.failed, result.segments_added) == (1, 0, 3)
     rows = query(workspace, "SELECT segment_index, start_s, end_s, valid_s, start_time, rms_dbfs, channel, date "
                             "FROM segments ORDER BY segment_index")
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [(0, 0.0, 10.0, 10.0), (1, 10.0, 20.0, 10.0), (2, 20.0, 30.0, 5.0)]
@@ -64,13 +64,13 @@ def test_rerun_adds_nothing_and_new_files_are_ingested_alone(tmp_path, workspace
     for i in range(3):
         write(folder / f"n{i}.flac", noise(3.0, 8000, seed=i), 8000, "PCM_16")
     first = run(workspace, folder)
-    assert first["ingested"] == 3
+    assert first.ingested == 3
     before = query(workspace, "SELECT count(*) FROM segments")[0][0]
     again = run(workspace, folder)
-    assert (again["ingested"], again["skipped"], again["segments_added"]) == (0, 3, 0)
+    assert (again.ingested, again.skipped, again.segments_added) == (0, 3, 0)
     write(folder / "sub" / "new.wav", sweep(100, 3000, 12.0, 8000), 8000, "PCM_16")
     third = run(workspace, folder)
-    assert (third["ingested"], third["skipped"]) == (1, 3)
+    assert (third.ingested, third.skipped) == (1, 3)
     assert query(workspace, "SELECT count(*) FROM segments")[0][0] == before + 2
     ids = dataset_segment_ids(workspace)
     assert len(ids) == len(set(ids)) == query(workspace, "SELECT count(*) FROM segments")[0][0]
@@ -85,7 +85,7 @@ def test_same_audio_under_another_name_is_a_duplicate(tmp_path, workspace):
     twin = tmp_path / "b" / "twin.wav"
     shutil.copy(src, twin)
     result = run(workspace, tmp_path / "b")
-    assert (result["ingested"], result["duplicates"]) == (0, 2)
+    assert (result.ingested, result.duplicates) == (0, 2)
     assert query(workspace, "SELECT count(*) FROM recordings")[0][0] == 1
     assert query(workspace, "SELECT count(*) FROM source_files WHERE status = 'duplicate'")[0][0] == 2
 
@@ -120,7 +120,7 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path, workspace):
     nan[170000] = np.inf
     write(folder / "nan.wav", nan, 16000, "FLOAT")
     result = run(workspace, folder)
-    assert (result["ingested"], result["failed"]) == (2, len(expected))
+    assert (result.ingested, result.failed) == (2, len(expected))
     errors = {Path(p).name: (stage, reason) for p, stage, reason in
               query(workspace, "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error'")}
     assert set(errors) == set(expected)
@@ -151,7 +151,7 @@ def test_strict_fails_the_run_and_keeps_what_was_committed(tmp_path, workspace):
 
 def test_missing_sources_and_empty_globs_are_reported(tmp_path, workspace):
     result = run(workspace, tmp_path / "nowhere.wav", str(tmp_path / "*.flac"))
-    reasons = sorted(r for _, _, r in result["failures"])
+    reasons = sorted(r for _, _, r in result.failures)
     assert reasons == ["glob pattern matches no files", "no such file or folder"]
 
 
@@ -226,7 +226,7 @@ def test_a_file_left_between_rename_and_commit_is_invisible_and_replaced(tmp_pat
     assert query(workspace, "SELECT count(*) FROM recordings")[0][0] == 0
     monkeypatch.undo()
     result = run(workspace, src)
-    assert result["ingested"] == 1
+    assert result.ingested == 1
     ids = dataset_segment_ids(workspace)
     assert len(ids) == len(set(ids)) == 2 == query(workspace, "SELECT count(*) FROM segments")[0][0]
 
@@ -244,8 +244,8 @@ def _commit_that_dies_after_publish(real_commit):
 def test_every_shared_recording_ingests(shared_data, workspace):
     result = run(workspace, shared_data, site="shared")
     manifest = list(csv.DictReader(open(shared_data / "MANIFEST.csv")))
-    assert result["failed"] == 0, result["failures"]
-    assert result["ingested"] + result["duplicates"] == len(manifest)
+    assert result.failed == 0, result.failures
+    assert result.ingested + result.duplicates == len(manifest)
     rows = {r[0]: r[1:] for r in query(workspace, "SELECT file_name, sample_rate, channels, format FROM recordings")}
     odd = [Path(m["path"]).name for m in manifest if m["sample_rate"] == "44150"]
     assert odd and all(rows[name][0] == 44150 for name in odd)

@@ -20,6 +20,7 @@ import pytest
 from pipeline_corpus import settings_for
 from signals import noise, write
 
+from schemas.results import IngestResult
 from schemas.settings import IngestSettings, PipelineSettings, PretrainSettings
 from tasks.catalog import recordings
 from tasks.workspace import Workspace, database
@@ -56,23 +57,23 @@ def test_pipeline_runs_every_stage_and_publishes_its_summary(first_run):
 
     root, result, flow_run_id = first_run
     ws = root / "ws"
-    assert [(s["stage"], s["outcome"]) for s in result["stages"]] == [
+    assert [(s["stage"], s["outcome"]) for s in result.stages] == [
         ("ingest", "ran"), ("pretrain", "ran"), ("embed", "ran"), ("evaluate", "ran"), ("report", "ran")]
     n = counts(ws)
     assert (n["recordings"], n["segments"], n["labels"]) == (6, 12, 6)
     assert rows(ws, "SELECT run, chunks_done, steps_done FROM models") == [("tiny", 2, 6)]
     assert n["train_metrics"] == 6 and n["checkpoints"] == 2
-    assert result["model_id"] == "tiny@2" and n["embedded_segments"] == 12 * 3  # layers 0, 1, 2
+    assert result.model_id == "tiny@2" and n["embedded_segments"] == 12 * 3  # layers 0, 1, 2
     assert rows(ws, "SELECT count(DISTINCT (segment_id, layer, pooling)), count(*) FROM segment_embeddings") == [
         (12 * 3 * 2, 12 * 3 * 2)]
     assert n["unit_models"] == 3 and n["frame_units"] == 12 * (2 + 3)  # 2 codevector groups + k-means per layer
     assert rows(ws, "SELECT DISTINCT label_column, model_id, segments, recordings FROM evaluations") == [
         ("sound", "tiny@2", 12, 6)]
-    card = result["scorecard"]
+    card = result.scorecard
     assert card["best_layer"] in (0, 1, 2) and 0 <= card["score"] <= 1 and card["best_baseline"]
-    report = Path(result["report"])
+    report = Path(result.report)
     assert report.name == "index.html" and report.exists() and report.stat().st_size > 1000
-    assert result["example_segment"] in {r[0] for r in rows(ws, "SELECT segment_id FROM segments")}
+    assert result.example_segment in {r[0] for r in rows(ws, "SELECT segment_id FROM segments")}
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
@@ -85,7 +86,7 @@ def test_pipeline_runs_every_stage_and_publishes_its_summary(first_run):
     assert by_key["pipeline"].type == "markdown" and by_key["pipeline-stages"].type == "table"
     markdown = by_key["pipeline"].data
     assert f"best layer**: {card['best_layer']}".lower() in markdown.lower()
-    assert report.resolve().as_uri() in markdown and result["example_segment"] in markdown
+    assert report.resolve().as_uri() in markdown and result.example_segment in markdown
     stages = json.loads(by_key["pipeline-stages"].data) if isinstance(by_key["pipeline-stages"].data, str) \
         else by_key["pipeline-stages"].data
     assert [s["stage"] for s in stages] == ["ingest", "pretrain", "embed", "evaluate", "report"]
@@ -101,16 +102,16 @@ def test_a_second_run_does_nothing(first_run):
     before = counts(ws)
     checkpoints = sorted(p.name for p in (ws / "checkpoints" / "tiny").iterdir())
     frame_files = sorted(p.name for p in ws.rglob("frames/*.parquet"))
-    report = Path(first["report"]).stat().st_mtime_ns
+    report = Path(first.report).stat().st_mtime_ns
     result = pipeline(settings_for(root, ws))
-    assert [(s["stage"], s["outcome"]) for s in result["stages"]] == [
+    assert [(s["stage"], s["outcome"]) for s in result.stages] == [
         ("ingest", "nothing new"), ("pretrain", "nothing new"), ("embed", "nothing new"), ("evaluate", "up to date"),
         ("report", "up to date")]
     assert counts(ws) == before
     assert sorted(p.name for p in (ws / "checkpoints" / "tiny").iterdir()) == checkpoints
     assert sorted(p.name for p in ws.rglob("frames/*.parquet")) == frame_files
-    assert result["report"] == first["report"] and Path(first["report"]).stat().st_mtime_ns == report
-    assert result["scorecard"] == first["scorecard"]
+    assert result.report == first.report and Path(first.report).stat().st_mtime_ns == report
+    assert result.scorecard == first.scorecard
 
 
 def test_pipeline_settings_map_onto_every_stage():
@@ -296,8 +297,8 @@ def test_two_flow_runs_at_once_on_one_workspace(tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join(600)
-    assert all(isinstance(r, dict) for r in results.values()) and len(results) == 2, results
-    assert results["a"]["ingested"] == results["b"]["ingested"] == 4
+    assert all(isinstance(r, IngestResult) for r in results.values()) and len(results) == 2, results
+    assert results["a"].ingested == results["b"].ingested == 4
     assert rows(ws, "SELECT site, count(*) FROM recordings GROUP BY site ORDER BY site") == [("a", 4), ("b", 4)]
     assert rows(ws, "SELECT count(*), count(DISTINCT segment_id) FROM segments") == [(24, 24)]  # 3 per 5-s file
     assert rows(ws, "SELECT count(*) FROM source_files WHERE status = 'ingested'") == [(8,)]

@@ -13,7 +13,7 @@ from quick_ingest import ingest_quick
 from test_training import synthetic_calls
 
 from schemas.settings import PretrainSettings
-from tasks.training.health import VERDICTS
+from tasks.model.health import VERDICTS
 from tasks.workspace import Workspace, database
 
 ARGS = ["--run", "r", "--steps-per-chunk", "4", "--batch-size", "4", "--crop-seconds", "1.0",
@@ -30,7 +30,7 @@ def pretrain(ws, env, *extra):
                           timeout=600, env=env)
 
 
-def pretrain_in_process(ws, chunks: int) -> dict:
+def pretrain_in_process(ws, chunks: int):
     """The same flow, run in this process (no new Prefect server and imports: faster)."""
     from flows.pretrain import pretrain as flow
 
@@ -75,9 +75,9 @@ def test_kill_9_mid_chunk_then_rerun_reproduces_the_uninterrupted_losses(ingeste
         assert a[3] == pytest.approx(b[3], abs=1e-6)
 
     # a finished run continues when --chunks is raised; the same command again does nothing
-    assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 1
+    assert pretrain_in_process(killed, chunks=3).chunks_trained == 1
     assert [r[0] for r in losses(killed)] == list(range(12))
-    assert pretrain_in_process(killed, chunks=3)["chunks_trained"] == 0
+    assert pretrain_in_process(killed, chunks=3).chunks_trained == 0
     with database.reading(Workspace.at(killed)) as conn:
         model = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, frame_rate_hz, parameters, "
                              "segments_used, feature_encoder FROM models WHERE run = 'r'").fetchone()

@@ -350,7 +350,7 @@ def scored_report(tiny_workspace, tmp_path_factory):
     return ws, out, content, seen, left
 
 
-SCORED = ReportSettings(media_points=5, atlas_units=4, exemplars=3, neighbours=3, umap_neighbors=5)
+SCORED = ReportSettings(media_points=5, atlas_units=4, exemplars=3, neighbours=3, umap_neighbors=5, features_budget=4)
 
 
 def best_layer(ws: Workspace) -> int:
@@ -366,7 +366,10 @@ def test_build_report_content_on_a_tiny_workspace(scored_report):
     assert not (out / "figures" / "stale.png").exists() and left == "kept"
     assert content.model_id == "rep@1"
     keys = [s.key for s in content.sections]
-    assert keys == ["maps", "units", "timeline", "training", "neighbours", "sequences", "labels"]
+    assert keys == ["maps", "units", "features", "timeline", "training", "neighbours", "sequences", "labels"]
+    features = next(s for s in content.sections if s.key == "features")
+    assert {"filterbank", "filterbank-layers", "attention-maps", "attention-heads", "maximising-inputs"} == \
+        {f.key for f in features.figures}
     figures = [f for s in content.sections for f in s.figures]
     assert {f"umap-layer{main}", "umap-layers", f"unit-atlas-kmeans-layer{main}", "unit-atlas-codevector-g0",
             "unit-atlas-codevector-g1", "unit-timeline", "training-curves", "codebook-health", "neighbour-gallery",
@@ -496,6 +499,14 @@ def test_the_verdict_and_the_scorecard_are_on_the_first_screen(scored_report, dr
 
 def test_a_unit_page_plays_its_clip_beside_its_spectrogram(scored_report, driver):
     _, out, content, _, _ = scored_report
+    # the report's own section on what the filters and units respond to, its figures loaded
+    driver.get((out / "index.html").as_uri())
+    _wait(driver, "return document.readyState === 'complete'")
+    assert driver.execute_script("return document.querySelector('#sec-features h2').textContent") == \
+        "What the filters and units respond to"
+    shown = driver.execute_script("return Array.from(document.querySelectorAll('#sec-features figure img'))"
+                                  ".map(i => i.complete && i.naturalWidth > 0)")
+    assert len(shown) >= 4 and all(shown)
     units = next(s for s in content.sections if s.key == "units")
     assert units.links and not units.clips  # pages instead of hundreds of folded players
     driver.get((out / "index.html").as_uri())
@@ -524,6 +535,13 @@ def test_a_unit_page_plays_its_clip_beside_its_spectrogram(scored_report, driver
     assert mark == [True, True, True]  # the run is marked on its spectrogram
     sections = driver.execute_script("return Array.from(document.querySelectorAll('main h2')).map(h => h.textContent)")
     assert sections[:2] == ["Listen and look", "Signature"] and "What follows it" in sections
+    # the unit's maximising input plays from its spectrogram, and its saliency map has loaded
+    assert sections[2] == "What excites it most"
+    _wait(driver, "var a = document.getElementById('clip-max'); return a.readyState >= 1 && a.duration > 0")
+    driver.find_element("css selector", "#maximiser .exemplar-spec").click()
+    _wait(driver, "return document.getElementById('clip-max').played.length > 0")
+    assert driver.execute_script("return document.getElementById('clip-max').error") is None
+    assert driver.find_elements("css selector", "#saliency img")
     _wait(driver, "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     headless_chromium.screenshot(driver, DOCS / "unit-page.png")
     assert headless_chromium.severe(driver) == []

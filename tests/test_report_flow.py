@@ -56,17 +56,17 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     root, ws = embedded
     result = report(small(ws))
     out = ws.reports_dir / "rp-1"
-    assert result["model_id"] == "rp@1" and Path(result["out_dir"]) == out
-    assert Path(result["report"]) == out / "index.html" and Path(result["explorer"]) == out / "explorer.html"
+    assert result.model_id == "rp@1" and Path(result.out_dir) == out
+    assert Path(result.report) == out / "index.html" and Path(result.explorer) == out / "explorer.html"
     for name in ("index.html", "explorer.html", "explorer-data.js", "assets/report.css", "assets/explorer.js",
                  "assets/explorer.css"):
         assert (out / name).is_file(), name
-    assert result["figures"] > 0 and result["segments"] == 16  # 8 recordings x two 2-s segments
+    assert result.figures > 0 and result.segments == 16  # 8 recordings x two 2-s segments
 
     with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(UUID(result["flow_run_id"]))
+        flow_run = client.read_flow_run(UUID(result.flow_run_id))
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result["flow_run_id"])])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result.flow_run_id)])))
     assert flow_run.name.startswith("report-latest-")  # no --model given: named before the model is resolved
     by_key = {a.key: a for a in artifacts if a.key}
     assert by_key["report"].type == "markdown"
@@ -74,7 +74,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     # browsers block file:// links from the UI's http page; entities would be shown as typed
     assert "file://" not in markdown and "&#x27;" not in markdown and "&amp;" not in markdown and "<img" not in markdown
     assert "rp\\-1" in markdown and "\\-\\-serve" in markdown  # the folder and how to serve it, markdown-escaped
-    assert result["unit_pages"] > 0 and "page(s)" in markdown
+    assert result.unit_pages > 0 and "page(s)" in markdown
 
     # --serve's server: the folder over http on localhost, the unit pages and their clips included
     import threading
@@ -109,7 +109,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     assert main(["report", "--workspace", str(ws.root), "--media-points", "6", "--atlas-units", "3", "--exemplars", "2",
                  "--neighbours", "3", "--umap-neighbors", "5", "--publish-to", published.as_uri()]) == EXIT_OK
     printed = capsys.readouterr().out
-    assert result["report"] in printed and result["explorer"] in printed
+    assert result.report in printed and result.explorer in printed
     assert f"copied:   {published.as_uri()}/index.html" in printed
     assert files_under(out) == first
     assert files_under(published) == first  # the stale figure is gone
@@ -118,7 +118,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
     # the real report in a real browser: every figure loads, nothing errs, the markup-like names stay text
     driver = headless_chromium.start(tmp_path / "profile")
     try:
-        driver.get(Path(result["report"]).as_uri())
+        driver.get(Path(result.report).as_uri())
         driver.execute_script("return document.readyState")
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -133,7 +133,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
         assert driver.execute_script("return window.__pwned") is None
         assert headless_chromium.severe(driver) == []
 
-        driver.get(Path(result["explorer"]).as_uri())
+        driver.get(Path(result.explorer).as_uri())
         WebDriverWait(driver, 30).until(lambda d: d.execute_script(
             "return window.ceta2vecExplorer && window.ceta2vecExplorer.ready && window.ceta2vecExplorer.firstDrawMs"))
         assert driver.execute_script("return window.ceta2vecExplorer.drawnCount") == 16

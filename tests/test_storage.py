@@ -70,7 +70,7 @@ def workspaces(s3, tmp_path_factory):
 
 def test_ingest_writes_segments_to_s3_and_sql_reads_them(workspaces):
     root, local, remote, result = workspaces
-    assert result["ingested"] == 4
+    assert result.ingested == 4
     assert remote.storage.remote and (remote.root / "storage.json").exists()
     assert not list((remote.root / "segments").rglob("*.parquet"))  # nothing on the local disk
     claimed = [r[0] for r in rows(remote, "SELECT parquet_path FROM recordings ORDER BY 1")]
@@ -88,7 +88,7 @@ def test_ingest_writes_segments_to_s3_and_sql_reads_them(workspaces):
     from flows.ingest import ingest
 
     again = ingest(IngestSettings(sources=[str(root / "rec")], workspace=str(remote.root), segment_seconds=2.0))
-    assert again["ingested"] == 0 and bucket_files() == claimed
+    assert again.ingested == 0 and bucket_files() == claimed
 
     with pytest.raises(StorageError, match="keeps its segments at"):
         ingest(IngestSettings(sources=[str(root / "rec")], workspace=str(remote.root), segment_seconds=2.0,
@@ -119,7 +119,7 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     # the same crops from the same samples: the same losses, step for step
     assert [m.loss for m in rc.metrics] == pytest.approx([m.loss for m in lc.metrics], rel=1e-6)
     assert rc.checkpoint.path.is_relative_to(tmp_path / "remote")  # checkpoints stay local
-    assert rs["segments_embedded"] == ls["segments_embedded"] > 0
+    assert rs.segments_embedded == ls.segments_embedded > 0
     assert [r[:3] for r in rv] == [r[:3] for r in lv]
     np.testing.assert_allclose(np.array([r[3] for r in rv]), np.array([r[3] for r in lv]), rtol=1e-5, atol=1e-6)
 
@@ -130,7 +130,7 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     from flows.pretrain import pretrain
 
     remote = Workspace.at(tmp_path / "remote")
-    assert pretrain(PretrainSettings(workspace=str(remote.root), **TRAIN))["chunks_done"] == 1
+    assert pretrain(PretrainSettings(workspace=str(remote.root), **TRAIN)).chunks_done == 1
     chunk_dir = rc.checkpoint.path
     fs, base = fsspec.core.url_to_fs(f"{BUCKET}/checkpoints/s/{chunk_dir.name}")
     fs.invalidate_cache()
@@ -146,7 +146,7 @@ def test_pretraining_and_embedding_read_segments_from_s3_with_local_results(work
     fs.invalidate_cache()
     assert not fs.exists(f"{BUCKET.removeprefix('s3://')}/checkpoints/s/chunk-0009")
     # a chunk trained by the flow is copied as soon as it is recorded
-    assert pretrain(PretrainSettings(workspace=str(remote.root), **{**TRAIN, "chunks": 2}))["chunks_trained"] == 1
+    assert pretrain(PretrainSettings(workspace=str(remote.root), **{**TRAIN, "chunks": 2})).chunks_trained == 1
     fs.invalidate_cache()
     second = chunk_dir.parent / "chunk-0002"
     assert fs.cat_file(f"{BUCKET.removeprefix('s3://')}/checkpoints/s/chunk-0002/manifest.json") == \

@@ -12,22 +12,23 @@ from signals import click_train, noise, sweep, tone, write
 from transformers import Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2GumbelVectorQuantizer
 
+from schemas.records import StepMetrics
 from schemas.settings import PretrainSettings
 from tasks.catalog import runs
-from tasks.training import checkpoints
+from tasks.model import checkpoints
+from tasks.model.config import build_config
+from tasks.model.device import pick_device
+from tasks.model.frontend import plan_feature_encoder
+from tasks.model.health import VERDICTS, training_health
 from tasks.training.data import Batch
-from tasks.training.frontend import plan_feature_encoder
-from tasks.training.health import VERDICTS, training_health
 from tasks.training.loop import (
     Schedule,
-    StepMetrics,
     TrainingDiverged,
     build_trainer,
     data_stream,
     effective_learning_rate,
     forward_step,
     load_checkpoint,
-    pick_device,
     prepare_inputs,
     restore_rng_states,
     restore_state,
@@ -36,7 +37,6 @@ from tasks.training.loop import (
     step_seed,
     train_steps,
 )
-from tasks.training.model_config import build_config
 from tasks.training.run import collapse_warning, resolve_run, train_chunk, training_index
 from tasks.workspace import Workspace, database
 

@@ -20,11 +20,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from flows.cli import preflight
+from flows.cli.parsing import CommandParser
 from flows.runtime.server import own_server
 from schemas.settings import (
     DEFAULT_WORKSPACE,
     WORKSPACE_ENV,
     EmbedSettings,
+    ClassifySettings,
     EvaluateSettings,
     IngestSettings,
     PipelineSettings,
@@ -33,7 +36,6 @@ from schemas.settings import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
-RUN_COLUMNS = ["run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss", "latest checkpoint"]
 
 INGEST_EXAMPLES = """\
 examples:
@@ -66,6 +68,7 @@ examples:
   ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000
   ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000 -k 20 --layer 4 --model tiny@3
   ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000 --where "site = 'LK'" --format csv
+  ceta2vec similar 3f2a9c0d1e2b4a5c-mix-000000 --where "label_column = 'species' AND label_value = 'humpback'"
 """
 EXPORT_EXAMPLES = """\
 examples:
@@ -91,6 +94,7 @@ examples:
   ceta2vec report --model tiny@3 --layer 2 --label-column call_type
   ceta2vec report --max-points 20000 --media-points 500 --output /tmp/tiny-report
   ceta2vec report --serve                           # then serve the folder on http://127.0.0.1:8765/
+  ceta2vec report --serve --rebuild                 # redraw first even if nothing changed
 Open index.html (figures) or explorer.html (interactive map) from disk: no server, no network needed.
 """
 SQL_EXAMPLES = """\
@@ -166,7 +170,7 @@ def _workspace_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ceta2vec",
         description="Self-supervised wav2vec 2.0 for hydrophone recordings, orchestrated with Prefect.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -225,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--model", help="Embedding model, e.g. tiny@3 (default: the latest embedded).")
     similar.add_argument("--pooling", default="mean", choices=["mean", "std", "max"])
     similar.add_argument("--where", help="SQL filter on the neighbours (columns: segment_id, file_name, start_s, site, "
-                         "recording_id, start_time); applied before the top k, so results stay exact.")
+                         "recording_id, start_time, distance, and per label the segment takes: label_column, "
+                         "label_value, span_start_s, span_end_s); applied before the top k, so results stay exact.")
     similar.add_argument("--hnsw", action="store_true",
                          help="Use the layer's HNSW index (approximate; unfiltered queries only; see `ceta2vec index`).")
     similar.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -279,14 +284,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--serve", nargs="?", type=int, const=8765, default=None, metavar="PORT",
                         help="After writing, serve the report folder on http://127.0.0.1:PORT/ (default 8765) "
                              "until interrupted: for browsers or pages that refuse file:// links.")
+    report.add_argument("--rebuild", action="store_true",
+                        help="With --serve: redraw the report even when its inputs are unchanged since it was "
+                             "drawn (without it, an up-to-date folder is served at once).")
+
+    explain = commands.add_parser(
+        "explain", help="Saliency and attention figures (PNG and SVG) for one segment.",
+        epilog="examples:\n  ceta2vec explain 3f2a9c0d1e2b4a5c-mix-000000\n"
+               "  ceta2vec explain 3f2a9c0d1e2b4a5c-mix-000000 --unit 7 --layer 2 --output /tmp/why\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    explain.add_argument("segment_id", metavar="SEGMENT_ID")
+    explain.add_argument("--unit", type=int, help="k-means unit (default: the one most of the segment's frames get).")
+    explain.add_argument("--layer", type=int, help="Layer of the unit (default: the middle transformer layer).")
+    explain.add_argument("--model", help="Embedding model, e.g. tiny@3 (default: the latest embedded).")
+    explain.add_argument("--output", help="Folder (default: <workspace>/reports/<model>/explain/<segment>/).")
+    _workspace_argument(explain)
 
     status = commands.add_parser(
-        "status", help="What the workspace holds: recordings, hours, segments, errors.",
+        "status", help="What the workspace holds: recordings, segments, errors, models and their checkpoints, "
+        "embedded layers, latest verdicts and reports.",
         epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("--format", choices=["table", "json"], default="table")
+    status.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _workspace_argument(status)
 
+    from flows.cli.detection import add_detection_commands
+
+    add_detection_commands(commands, add_settings_arguments, _workspace_argument, ClassifySettings)
     _add_plugin_commands(commands)
 
     sql = commands.add_parser(
@@ -298,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", metavar="QUERY")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--max-rows", type=int, default=200, help="Rows shown in table format (csv/json print all).")
+    sql.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="Stop the query after this long (default: 300; 0: no limit).")
+    sql.add_argument("--memory-limit", metavar="SIZE",
+                     help="Stop the query when it needs more memory, e.g. 4GB (default: half the machine's).")
     _workspace_argument(sql)
     return parser
 
@@ -353,10 +382,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except IngestRunFailed as exc:
         _err(str(exc))
         return EXIT_FAILED
-    if not result["recordings_found"]:  # nothing was written: a typo, not an empty run
-        why = "; ".join(f"{path}: {reason}" for path, _, reason in result["failures"][:3])
-        _err(f"nothing to ingest: no recording found ({why or 'no audio files'}); check the paths "
-             "(files, folders or quoted glob patterns of .wav/.flac/.mp3/.ogg/.aiff recordings)")
+    if not result.recordings_found:  # nothing was written: a typo, not an empty run
+        _err(str(preflight.NothingToIngest(result.failures)))
         return EXIT_USAGE
     print_ingest_result(result)
     return EXIT_OK
@@ -385,17 +412,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from flows.report import report
+    from tasks.report.freshness import serve_folder, up_to_date_or_drawn
 
-    result = report(_settings(ReportSettings, args))
-    print(f"report:   {result['report']}\nexplorer: {result['explorer']}\n"
-          f"open:     {Path(result['report']).as_uri()}")
-    if result.get("published"):
-        print(f"copied:   {result['published']}/index.html")
-    if getattr(args, "serve", None) is not None:
-        from flows.report import serve_folder
+    drawn = []
 
-        server = serve_folder(Path(result["out_dir"]), args.serve)
+    def draw(settings: ReportSettings):
+        from flows.report import report
+
+        drawn.append(report(settings))
+        return drawn[-1]
+
+    serving = getattr(args, "serve", None) is not None
+    # A plain `report` always draws; --serve serves a folder that shows the current inputs as it is.
+    outcome, pages = up_to_date_or_drawn(_settings(ReportSettings, args), draw,
+                                         rebuild=not serving or getattr(args, "rebuild", False))
+    note = " (up to date: its inputs are unchanged since it was drawn)" if outcome == "up to date" else ""
+    print(f"report:   {pages['report']}{note}\nexplorer: {pages['explorer']}\nopen:     {Path(pages['report']).as_uri()}")
+    if drawn and drawn[-1].published:
+        print(f"copied:   {drawn[-1].published}/index.html")
+    if serving:
+        server = serve_folder(Path(pages["report"]).parent, args.serve)
         print(f"serving:  http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
         try:
             server.serve_forever()
@@ -406,11 +442,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serves_current_report(args: argparse.Namespace) -> bool:
+    """`report --serve` of a folder that already shows the current inputs: no flow, so no Prefect server."""
+    if args.command != "report" or getattr(args, "serve", None) is None or getattr(args, "rebuild", False):
+        return False
+    from tasks.report.freshness import current_pages, plan_report
+
+    return current_pages(plan_report(_settings(ReportSettings, args))) is not None
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from flows.embed import embed
 
     result = embed(_settings(EmbedSettings, args))
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result.as_dict(), indent=2, default=str))
     return EXIT_OK
 
 
@@ -476,52 +521,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from tasks.report.explain import explain_segment
+    from tasks.workspace import Workspace
+
+    for path in explain_segment(Workspace.at(getattr(args, "workspace", None)), args.segment_id, args.model,
+                                args.unit, args.layer, args.output):
+        print(path)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.cli.console import print_status
-    from tasks.catalog import status
+    from tasks.catalog import recordings, status
     from tasks.workspace import Workspace, database
 
     workspace = Workspace.at(getattr(args, "workspace", None))
     with database.reading(workspace) as conn:
-        summary = status.workspace_summary(conn)
-        sites, errors, runs = status.sites(conn), status.recent_errors(conn), status.training_runs(conn)
-    if args.format == "json":
-        print(json.dumps({"workspace": str(workspace.root), **summary,
-                          "sites": [dict(zip(["site", "recordings", "hours", "segments", "first_start", "last_start"], s)) for s in sites],
-                          "recent_errors": [dict(zip(["path", "stage", "reason"], e)) for e in errors],
-                          "runs": [dict(zip(RUN_COLUMNS, r)) for r in runs]},
-                         indent=2, default=str))
-    else:
-        print_status(workspace, summary, sites, errors, runs, RUN_COLUMNS)
+        print_status(status.workspace_status(conn, workspace), args.format)
+        missing = recordings.missing_segment_files(conn, workspace)
+    if missing:  # the counts above still include them
+        print(f"ceta2vec: warning: {recordings.describe_missing(missing)}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from tasks.catalog.queries import run_query
+    from tasks.catalog.queries import process_memory_capped, run_query
     from tasks.workspace import Workspace
 
-    result = run_query(Workspace.at(getattr(args, "workspace", None)), args.query)
+    with process_memory_capped(args.memory_limit):  # this process runs the query alone
+        result = run_query(Workspace.at(getattr(args, "workspace", None)), args.query, args.timeout, args.memory_limit)
     _print_result(result, args.format, args.max_rows)
     return EXIT_OK
 
 
 COMMANDS = {"run": cmd_run, "ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "evaluate": cmd_evaluate, "report": cmd_report,
             "similar": cmd_similar,
-            "index": cmd_index, "export": cmd_export, "status": cmd_status, "sql": cmd_sql}
+            "index": cmd_index, "export": cmd_export, "status": cmd_status, "sql": cmd_sql,
+            "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CETA2VEC_DEBUG", "") not in ("", "0")
-    if not debug and args.command in FLOW_COMMANDS:
-        from flows.cli.console import quiet_tracebacks
-
-        quiet_tracebacks()  # the message below says what went wrong; --debug shows Prefect's tracebacks too
     try:
         _require_workspace(args)
         flow = FLOWS.get(args.command)
-        if flow:
-            _settings(flow[1], args)  # invalid options fail before a server starts
+        if flow:  # invalid options, missing paths, models and layers fail before a server starts
+            preflight.check(_settings(flow[1], args))
+            if _serves_current_report(args):
+                flow = None  # nothing to draw: served at once, without a Prefect server
+        if not debug and args.command in FLOW_COMMANDS:
+            from flows.cli.console import quiet_tracebacks
+
+            quiet_tracebacks()  # the message below says what went wrong; --debug shows Prefect's tracebacks too
         with own_server(flow is not None) as use_server:
             if flow:
                 importlib.import_module(flow[0])  # while the server starts
@@ -536,15 +589,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-FLOW_COMMANDS = {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report"}
+FLOW_COMMANDS = {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report", "classify"}
 # Each command that runs a flow on a temporary Prefect server of its own: the flow's module, imported
 # while that server starts, and its settings, checked before (`serve` starts no server: it needs the user's).
 FLOWS = {"run": ("flows.pipeline", PipelineSettings), "ingest": ("flows.ingest", IngestSettings),
          "pretrain": ("flows.pretrain", PretrainSettings), "embed": ("flows.embed", EmbedSettings),
-         "evaluate": ("flows.evaluate", EvaluateSettings), "report": ("flows.report", ReportSettings)}
+         "evaluate": ("flows.evaluate", EvaluateSettings), "report": ("flows.report", ReportSettings),
+         "classify": ("flows.classify", ClassifySettings)}
 # Commands that read or add to what an ingest made: refused on a folder that holds no workspace,
 # before a flow starts, so a mistyped --workspace creates nothing.
-NEEDS_WORKSPACE = {"pretrain", "embed", "evaluate", "report", "index", "similar", "export", "status", "sql"}
+NEEDS_WORKSPACE = {"pretrain", "embed", "evaluate", "report", "index", "similar", "export", "status", "sql",
+                   "label", "classify", "detections", "suggest", "explain"}
 
 
 def _require_workspace(args: argparse.Namespace) -> None:

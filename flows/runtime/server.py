@@ -6,7 +6,8 @@ it first imports the server's own code into the CLI process (about 4 s) only to 
 Started here, before those imports, the same server (Prefect's command, settings and
 environment) boots on another core while the CLI imports, and the CLI never loads the server's
 code. It belongs to the CLI's process group, so a kill -9 of the group takes it down, as it does
-Prefect's own.
+Prefect's own; and it stops itself when the CLI process alone dies, for any reason (a kill -9 of
+the command, the OOM killer): see `_serve_while_parent_lives`.
 
 The server is this process's alone, like the ephemeral one: `flows.runtime.limits` must not hold
 writer slots on it (a killed holder's slot would stay counted in the SQLite database the next
@@ -67,8 +68,12 @@ class OwnServer:
         self.port = _free_port()
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
                **get_current_settings().to_environment_variables(exclude_unset=True)}
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child exits: only the main
+        # thread, which lives as long as the process, may ask for it.
+        death_signal = "1" if threading.current_thread() is threading.main_thread() else "0"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+            [sys.executable, __file__, str(os.getpid()), death_signal,
+             "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"], env=env)
 
@@ -154,3 +159,49 @@ def own_server(start: bool = True) -> Iterator[Callable[[], None]]:
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
 
         yield use
+
+
+# How often the server checks that the process which started it is still alive, and how long it
+# is given to shut down cleanly (uvicorn's SIGTERM handling) once that process is gone.
+PARENT_POLL_S = 0.5
+SHUTDOWN_GRACE_S = 10.0
+
+
+def _serve_while_parent_lives(parent: int, death_signal: bool, uvicorn_args: list[str]) -> None:
+    """Run uvicorn (Prefect's server) in this process, ending it once `parent` is gone.
+
+    The server must not outlive the command that started it, however that command ends: its
+    `atexit` and SIGTERM handlers never run after a kill -9 or the OOM killer. On Linux the kernel
+    sends SIGTERM when the parent dies (PR_SET_PDEATHSIG, kept across this process's imports);
+    everywhere a watchdog thread sees the parent gone (this process re-parented) and sends the
+    same signal, then ends the process if uvicorn has not stopped within SHUTDOWN_GRACE_S."""
+    import ctypes
+    import runpy
+
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the watchdog below still stops the server
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        sys.exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(SHUTDOWN_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ceta2vec-parent-watchdog", daemon=True).start()
+    sys.argv = ["uvicorn", *uvicorn_args]
+    runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    # Run as a script by OwnServer (`python server.py PARENT_PID DEATH_SIGNAL UVICORN_ARGS...`), so that
+    # the flows package (and Prefect's client) is never imported into the server process. The
+    # script's folder is not a package root: nothing may be imported from it.
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path.pop(0)
+    _serve_while_parent_lives(int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:])

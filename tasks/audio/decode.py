@@ -28,6 +28,9 @@ UNSUPPORTED_AUDIO_EXTENSIONS = frozenset({".m4a", ".aac", ".wma", ".opus", ".amr
 
 # Integer PCM decoded to float lands in [-1, 1); a sample this close to full scale is clipped.
 CLIP_THRESHOLD = 0.999
+# Float PCM has no full scale: a sample beyond 1.0 was not clipped there (it is stored as it is);
+# only a sample at full scale, as a file converted from clipped integer audio holds, counts as clipped.
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 MIX = -1  # channel id of the mono mixdown
 
 
@@ -97,7 +100,23 @@ def _header_warnings(info: sf._SoundFileInfo) -> tuple[str, ...]:
                 f"truncated: header declares {int(match[2])} bytes of audio data but only {int(match[3])} "
                 f"are present ({info.frames / info.samplerate:.2f} s readable)",
             )
+    if unread := _bytes_after_riff(info.extra_info or ""):
+        return (f"header declares less than the file holds: {unread} bytes follow its RIFF chunk and are no "
+                f"WAV chunk (a header never finalised?), so only {info.frames / info.samplerate:.3f} s were read",)
     return ()
+
+
+_LENGTH = re.compile(r"^Length\s*:\s*(\d+)", re.MULTILINE)
+_RIFF = re.compile(r"^RIFF\s*:\s*(\d+)\s*$", re.MULTILINE)
+
+
+def _bytes_after_riff(extra_info: str) -> int:
+    """Bytes of a WAV file past the end its RIFF header declares, when libsndfile found no chunk
+    there: audio a recorder wrote without updating the header (it claims 100 bytes, holds minutes)."""
+    length, riff = _LENGTH.search(extra_info), _RIFF.search(extra_info)
+    if not (length and riff and "Unknown chunk marker" in extra_info):
+        return 0
+    return max(0, int(length[1]) - (int(riff[1]) + 8))
 
 
 def _libsndfile_reason(exc: Exception) -> str:
@@ -105,6 +124,10 @@ def _libsndfile_reason(exc: Exception) -> str:
     # libsndfile prefixes its message with the path; the error row already names the file.
     if ": " in message and message.startswith("Error opening"):
         message = message.split(": ", 1)[1]
+    if "possibly a pipe" in message:
+        # libsndfile's words when no format takes the bytes after its MPEG probe (random bytes named
+        # .mp3 or .flac); the file was checked to be a regular, readable file before it was opened
+        return "Format not recognised: the bytes match no audio format (WAV, FLAC, MP3, OGG, AIFF, ...)"
     return message.strip().rstrip(".")
 
 
@@ -177,6 +200,8 @@ class ReadReport:
     frames_read: int = 0
     nonfinite: int = 0
     clipped: int = 0
+    over_full_scale: int = 0  # float files only: samples beyond 1.0, stored unclipped
+    peak: float = 0.0  # of the finite samples read
     warnings: list[str] = field(default_factory=list)
 
 
@@ -259,7 +284,14 @@ def _process_block(
     if has_nonfinite:
         report.nonfinite += int(block.size - finite.sum())
         block = np.where(finite, block, np.float32(0.0))
-    clipped = np.abs(block) >= CLIP_THRESHOLD
+    magnitude = np.abs(block)
+    if magnitude.size:
+        report.peak = max(report.peak, float(magnitude.max()))
+    clipped = magnitude >= CLIP_THRESHOLD
+    if info.subtype in FLOAT_SUBTYPES:
+        beyond = magnitude > 1.0
+        report.over_full_scale += int(beyond.sum())
+        clipped &= ~beyond
     has_clipped = bool(clipped.any())
     if has_clipped:
         report.clipped += int(clipped.sum())

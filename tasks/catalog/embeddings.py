@@ -18,7 +18,7 @@ import numpy as np
 from schemas.model_ref import ModelRef
 from schemas.tables import EMBEDDING_VIEWS, embedding_table_ddl, frame_vectors_view, segment_embeddings_view
 from tasks.catalog.recordings import SegmentRef
-from tasks.training.frontend import receptive_field
+from tasks.model.frontend import receptive_field
 from tasks.workspace import Workspace
 from tasks.workspace.database import WorkspaceError, insert, register_ids, transaction
 

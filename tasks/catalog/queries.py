@@ -9,6 +9,8 @@ no extension installed or loaded, and its configuration locked (`database.queryi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -79,10 +81,49 @@ def check_read_only(query: str) -> None:
         raise QueryRefused(f"ceta2vec sql runs one statement at a time; the query has {len(statements)}")
 
 
-def run_query(workspace: Workspace, query: str) -> QueryResult:
-    """Run a read-only query, waiting briefly if an ingest is committing at that moment."""
+def run_query(workspace: Workspace, query: str, timeout_s: float | None = None,
+              memory_limit: str | None = None) -> QueryResult:
+    """Run a read-only query, waiting briefly if an ingest is committing at that moment; stopped
+    past `timeout_s` or `memory_limit` (`database.querying`) with a one-line QueryLimitExceeded."""
     check_read_only(query)
-    with database.querying(workspace) as conn:
+    with database.querying(workspace, timeout_s, memory_limit) as conn:
         cursor = conn.execute(query)
         columns = [d[0] for d in cursor.description or []]
         return QueryResult(columns, cursor.fetchall())
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b|bytes)?\s*", re.IGNORECASE)
+
+
+def size_bytes(size: str) -> int | None:
+    """Bytes of a DuckDB size such as "4GB" (1000-based) or "512MiB" (1024-based); None if it is none."""
+    match = _SIZE.fullmatch(size)
+    if not match:
+        return None
+    unit = "kmgt".index(match[2].lower()) + 1 if match[2] else 0
+    return int(float(match[1]) * (1024 if match[3] else 1000) ** unit)
+
+
+@contextmanager
+def process_memory_capped(memory_limit: str | None) -> Iterator[None]:
+    """A hard ceiling on this process's memory for the block, in a process that runs nothing but
+    typed SQL meanwhile: DuckDB's memory_limit governs its buffers (joins, sorts, aggregates), not
+    one huge value such as `repeat('x', 2e9)` or `list(range(2e9))`, which would otherwise take what
+    the machine has. An allocation past the ceiling fails as DuckDB's out-of-memory error, which
+    `database.querying` words; the ceiling before the block is restored after it."""
+    import resource
+
+    limit = size_bytes(memory_limit or database.default_query_memory())
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    if limit is None:  # refused with its one line when the connection is set up
+        yield
+        return
+    with open("/proc/self/status") as status:  # what the process holds already (its libraries, Python)
+        held = next((int(line.split()[1]) << 10 for line in status if line.startswith("VmData:")), 0)
+    ceiling = held + limit + limit // 4 + (512 << 20)  # DuckDB's own bookkeeping beside its buffers
+    hard = before[1]
+    resource.setrlimit(resource.RLIMIT_DATA, (ceiling if hard == resource.RLIM_INFINITY else min(ceiling, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, before)

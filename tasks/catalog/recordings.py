@@ -17,8 +17,8 @@ import duckdb
 import numpy as np
 
 from schemas.arrow import SEGMENT_METADATA_COLUMNS
-from tasks.ingest.labels import LabelRow, assign_labels
-from tasks.ingest.recording import StagedRecording
+from schemas.records import LabelRow, StagedRecording
+from tasks.catalog.label_files import assign_labels
 from tasks.workspace import Workspace
 from tasks.workspace.database import DATASET_KEYS, WorkspaceError, insert, register_ids, transaction
 from tasks.workspace.staging import remove_leftovers
@@ -97,6 +97,15 @@ def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, counts: dict[str, f
             counts["failed"], counts["segments_added"], counts["audio_seconds_added"], counts["bytes_added"], run_id,
         ],
     )
+
+
+def holds_only_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    """Whether the database holds nothing but run `run_id` and its error rows: no recording, no
+    source file, no other run (so that removing the workspace loses nobody's work)."""
+    return bool(conn.execute(
+        """SELECT (SELECT count(*) FROM recordings) = 0 AND (SELECT count(*) FROM source_files) = 0
+                  AND (SELECT count(*) FROM ingest_runs WHERE run_id <> ?) = 0
+                  AND (SELECT count(*) FROM ingest_errors WHERE run_id <> ?) = 0""", [run_id, run_id]).fetchone()[0])
 
 
 def record_problem(
@@ -221,11 +230,28 @@ def remove_orphans(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> lis
     return removed
 
 
+def missing_segment_files(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[str]:
+    """Dataset files (relative, `segments/…`) that recordings claim and that are not there."""
+    present = set(workspace.storage.files())
+    return [path for (path,) in conn.execute(
+        "SELECT parquet_path FROM recordings WHERE segment_count > 0 ORDER BY parquet_path").fetchall()
+        if path not in present]
+
+
+def describe_missing(missing: list[str]) -> str:
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return (f"{len(missing)} segment file(s) of this workspace are missing ({shown}); restore them from a "
+            "backup, or ingest the recordings again into a new --workspace")
+
+
 def training_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, exclude: list[str],
                       max_clipped_fraction: float, min_valid_seconds: float) -> list[tuple[str, str, int, float, int]]:
     """(segment id, Parquet path, row in file, valid seconds, sample rate) of every segment fit to
     train on: not silent, no NaN/Inf, not clipped beyond the limit, long enough, and not from an
-    excluded recording (by id or file name)."""
+    excluded recording (by id or file name). A missing segment file is refused, not skipped: the
+    join below would quietly train on the rest."""
+    if missing := missing_segment_files(conn, workspace):
+        raise WorkspaceError(describe_missing(missing))
     return conn.execute(
         """
         SELECT s.segment_id, s.parquet_path, p.file_row_number, s.valid_s, s.sample_rate
@@ -241,6 +267,10 @@ def training_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, exc
         """,
         [workspace.segments_glob, max_clipped_fraction, min_valid_seconds, exclude, exclude],
     ).fetchall()
+
+
+def has_segment(conn: duckdb.DuckDBPyConnection, segment_id: str) -> bool:
+    return conn.execute("SELECT count(*) FROM segments WHERE segment_id = ?", [segment_id]).fetchone()[0] > 0
 
 
 def segment_refs(conn: duckdb.DuckDBPyConnection, workspace: Workspace, segment_ids: list[str]) -> list[SegmentRef]:

@@ -11,19 +11,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from schemas.records import ChunkHealth, StepMetrics, field_names
 from tasks.catalog.embeddings import EmbeddingModel
-from tasks.training import checkpoints
-from tasks.training.loop import StepMetrics
+from tasks.model import checkpoints
 from tasks.workspace import Workspace
 from tasks.workspace.database import insert, transaction
 
-METRIC_COLUMNS = (
-    "step", "chunk", "loss", "contrastive_loss", "diversity_loss", "perplexity", "unused_code_share", "accuracy",
-    "grad_norm", "learning_rate", "temperature", "masked_frames", "audio_seconds", "audio_seconds_per_second",
-)
-
-HEALTH_COLUMNS = ("verdict", "accuracy", "chance", "perplexity", "max_perplexity", "code_usage", "loss",
-                  "loss_at_chance", "sentence")
+METRIC_COLUMNS = field_names(StepMetrics)
+HEALTH_COLUMNS = field_names(ChunkHealth)
 
 
 def _now() -> datetime:

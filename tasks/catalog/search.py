@@ -39,17 +39,44 @@ def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int
                           [model, segment_id, layer]).fetchone()[0]
     if not exists:
         raise WorkspaceError(f"segment {segment_id!r} has no layer-{layer} embedding from {model}")
-    cursor = conn.execute(
-        f"""SELECT n.segment_id, n.file_name, round(n.start_s, 3) AS offset_s, n.site,
-                   (SELECT string_agg(DISTINCT l.label_column || '=' || l.label_value, ', ')
-                    FROM segment_labels l WHERE l.segment_id = n.segment_id) AS labels,
-                   round(n.distance, 6) AS distance
-            FROM similar_segments(?, ?, ?, use_pooling := ?) n
-            {'WHERE (' + where + ')' if where else ''}
-            ORDER BY n.segment_id <> ?, n.distance, n.segment_id LIMIT ?""",
-        [segment_id, model, layer, pooling, segment_id, k],
-    )
+    params = [segment_id, model, layer, pooling]
+    keep = f"JOIN (SELECT DISTINCT segment_id FROM candidates WHERE ({where})) USING (segment_id)" if where else ""
+    try:
+        cursor = conn.execute(
+            f"""{NEIGHBOURS_WITH_LABELS}
+                SELECT n.segment_id, n.file_name, round(n.start_s, 3) AS offset_s, n.site,
+                       (SELECT string_agg(DISTINCT l.label_column || '=' || l.label_value, ', ')
+                        FROM segment_labels l WHERE l.segment_id = n.segment_id) AS labels,
+                       round(n.distance, 6) AS distance
+                FROM neighbours n {keep}
+                ORDER BY n.segment_id <> ?, n.distance, n.segment_id LIMIT ?""",
+            [*params, segment_id, k],
+        )
+    except duckdb.BinderException as exc:
+        raise WorkspaceError(f"--where {where!r}: {_first_line(exc)}; the filter can use the columns "
+                             f"{', '.join(where_columns(conn, params))}") from None
     return QueryResult([d[0] for d in cursor.description], cursor.fetchall())
+
+
+# The neighbours of the query segment (every embedded segment, by distance), and one row per
+# neighbour and label it takes (a neighbour without labels: one row, label columns NULL), which
+# is what `--where` filters: "label_value = 'humpback'" keeps neighbours with that label.
+NEIGHBOURS_WITH_LABELS = """
+    WITH neighbours AS MATERIALIZED (SELECT * FROM similar_segments(?, ?, ?, use_pooling := ?)),
+    candidates AS (
+        SELECT n.*, l.label_column, l.label_value, l.span_start_s, l.span_end_s
+        FROM neighbours n LEFT JOIN segment_labels l ON l.segment_id = n.segment_id
+    )"""
+
+
+def where_columns(conn: duckdb.DuckDBPyConnection, params: list) -> list[str]:
+    """The columns a `--where` filter of `similar` can name."""
+    cursor = conn.execute(f"{NEIGHBOURS_WITH_LABELS} SELECT * FROM candidates LIMIT 0", params)
+    return [d[0] for d in cursor.description]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0].removeprefix("Binder Error: ").strip()
 
 
 def _similar_hnsw(conn, workspace, segment_id: str, k: int, layer: int, model: str, pooling: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
+from schemas.names import file_name
 from schemas.settings import ReportSettings
 from schemas.tables import TABLES, VIEWS
 from tasks.workspace import Workspace
@@ -83,6 +84,62 @@ def training_runs(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
                   m.latest_checkpoint
            FROM models m ORDER BY m.updated_at DESC"""
     ).fetchall()
+
+
+RUN_COLUMNS = ("run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss",
+               "checkpoints kept", "latest checkpoint")
+
+
+def runs_with_checkpoints(conn: duckdb.DuckDBPyConnection) -> list[dict]:
+    """`training_runs` as named columns, with the chunks whose checkpoints are kept (pruned ones left out)."""
+    kept = dict(conn.execute(
+        "SELECT run, list(chunk ORDER BY chunk) FROM checkpoints WHERE kept GROUP BY run").fetchall())
+    return [dict(zip(RUN_COLUMNS, (*row[:7], kept.get(row[0], []), row[7]))) for row in training_runs(conn)]
+
+
+def default_report_folder(workspace: Workspace, model_id: str):
+    """Where `ceta2vec report` writes a model's report when no --output is given (flows/report.py)."""
+    return workspace.reports_dir / file_name(model_id, fallback="model")
+
+
+def embedded_models(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[dict]:
+    """Each embedded checkpoint, the most recent first: its segments and layers, the layers with
+    k-means units, its latest evaluation (the stored scorecard of the label column last evaluated:
+    the best layer against the best baseline) and its report's index.html, when there is one."""
+    from tasks.catalog.evaluations import scorecard_summary
+
+    rows = conn.execute(
+        """SELECT m.model_id, m.run, m.chunk,
+                  (SELECT count(DISTINCT e.segment_id) FROM embedded_segments e WHERE e.model_id = m.model_id),
+                  (SELECT list(DISTINCT e.layer ORDER BY e.layer) FROM embedded_segments e WHERE e.model_id = m.model_id),
+                  (SELECT list(u.layer ORDER BY u.layer) FROM unit_models u WHERE u.model_id = m.model_id),
+                  (SELECT any_value(u.k) FROM unit_models u WHERE u.model_id = m.model_id),
+                  (SELECT arg_max(v.label_column, v.created_at) FROM evaluations v WHERE v.model_id = m.model_id),
+                  (SELECT max(v.created_at) FROM evaluations v WHERE v.model_id = m.model_id)
+           FROM embedding_models m ORDER BY m.created_at DESC, m.model_id"""
+    ).fetchall()
+    models = []
+    for model_id, run, chunk, segments, layers, unit_layers, k, label_column, evaluated_at in rows:
+        evaluation = None
+        card = scorecard_summary(conn, model_id, label_column) if label_column else None
+        if card:
+            beaten = card["best_baseline"] is not None and card["score"] > card["baseline_score"]
+            evaluation = {"label_column": label_column, "evaluated_at": str(evaluated_at), **card,
+                          "beats_baselines": beaten}
+        index = default_report_folder(workspace, model_id) / "index.html"
+        models.append({"model_id": model_id, "run": run, "chunk": chunk, "segments": segments,
+                       "layers": list(layers or []), "kmeans_layers": list(unit_layers or []), "units_k": k,
+                       "evaluation": evaluation, "report": str(index) if index.is_file() else None})
+    return models
+
+
+def workspace_status(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> dict:
+    """Everything `ceta2vec status` shows, with named fields (its JSON form)."""
+    return {"workspace": str(workspace.root), **workspace_summary(conn),
+            "sites": [dict(zip(["site", "recordings", "hours", "segments", "first_start", "last_start"], s))
+                      for s in sites(conn)],
+            "recent_errors": [dict(zip(["path", "stage", "reason"], e)) for e in recent_errors(conn)],
+            "runs": runs_with_checkpoints(conn), "models": embedded_models(conn, workspace)}
 
 
 def report_inputs(conn: duckdb.DuckDBPyConnection, report: ReportSettings) -> dict:

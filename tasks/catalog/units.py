@@ -9,10 +9,28 @@ from datetime import datetime, timezone
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from tasks.catalog.embeddings import EmbeddingModel
 from tasks.workspace import Workspace
-from tasks.workspace.database import insert, register_ids
+from tasks.workspace.database import WorkspaceError, insert, register_ids, transaction
+
+
+def frame_matrix(table: pa.Table, column: str, dim: int) -> np.ndarray:
+    """(rows, dim) float32 view of a `FLOAT[dim]` (fixed-size list) column: no Python object per
+    frame or value; a copy only where the column comes in several chunks."""
+    vectors = table.column(column).combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.float32(), dim))
+    flat = vectors.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat.reshape(len(vectors), dim), dtype=np.float32)
+
+
+def _frame_arrow(conn: duckdb.DuckDBPyConnection, sql: str, params: list, where: str) -> pa.Table:
+    """An Arrow result of frame vectors; a frame vector of the wrong length is one line naming the files."""
+    try:
+        return conn.execute(sql, params).to_arrow_table()
+    except duckdb.ConversionException as exc:
+        raise WorkspaceError(f"{where}: a frame vector has the wrong length ({str(exc).splitlines()[0]}); "
+                             "remove the model's frame files and run `ceta2vec embed` again") from None
 
 
 def sample_frames(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: EmbeddingModel, layer: int,
@@ -20,17 +38,17 @@ def sample_frames(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: 
     """Up to `frames` committed frame vectors of the layer, ranked by a hash of (seed, segment,
     frame): the sample, and its order, are a pure function of those, whatever order the scan
     meets the rows in or however a resumed run split its frame files."""
-    rows = conn.execute(
-        """SELECT f.vector FROM read_parquet(?, filename = true) f
+    table = _frame_arrow(
+        conn,
+        f"""SELECT f.vector::FLOAT[{int(model.dim)}] AS vector FROM read_parquet(?, filename = true) f
            JOIN embedded_segments e ON e.model_id = ? AND e.layer = f.layer AND e.segment_id = f.segment_id
                 AND e.frame_file = regexp_extract(f.filename, ? || '/[^/]+/frames/[^/]+)$', 1)
            WHERE f.layer = ?
            ORDER BY md5(concat(?::VARCHAR, ':', f.segment_id, ':', f.frame)), f.segment_id, f.frame
            LIMIT ?""",
         [workspace.frames_glob(model.slug), model.model_id, "(" + workspace.embeddings_dir.name, layer, seed,
-         int(frames)],
-    ).fetchall()
-    return np.asarray([r[0] for r in rows], np.float32)
+         int(frames)], workspace.frames_glob(model.slug))
+    return frame_matrix(table, "vector", model.dim)
 
 
 def record_unit_model(conn: duckdb.DuckDBPyConnection, model_id: str, layer: int, k: int, fitted_frames: int,
@@ -57,14 +75,26 @@ def frame_files_without_units(conn: duckdb.DuckDBPyConnection, model_id: str, la
     ).fetchall()]
 
 
-def frames_in_file(conn: duckdb.DuckDBPyConnection, path: str, layer: int) -> list[tuple[str, int, list[float]]]:
-    """(segment id, frame, vector) of one frame file's layer, in segment and frame order."""
-    return conn.execute("SELECT segment_id, frame, vector FROM read_parquet(?) WHERE layer = ? ORDER BY segment_id, frame",
-                        [path, layer]).fetchall()
+def frames_in_file(conn: duckdb.DuckDBPyConnection, path: str, layer: int, dim: int) -> tuple[pa.Array, np.ndarray]:
+    """(segment id per frame, (frames, dim) float32 vectors) of one frame file's layer, in segment
+    and frame order."""
+    table = _frame_arrow(conn, f"""SELECT segment_id, vector::FLOAT[{int(dim)}] AS vector FROM read_parquet(?)
+                                   WHERE layer = ? ORDER BY segment_id, frame""", [path, layer], path)
+    return table.column("segment_id").combine_chunks(), frame_matrix(table, "vector", dim)
 
 
-def record_frame_units(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> int:
-    return insert(conn, "frame_units", rows, on_conflict="replace")
+def record_frame_units(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel, layer: int, units: pa.Table) -> int:
+    """Upsert k-means units of the layer from an Arrow table (segment_id, units SMALLINT[])."""
+    conn.register("new_frame_units", units)
+    try:
+        with transaction(conn, join=True):
+            conn.execute(
+                """INSERT OR REPLACE INTO frame_units (model_id, segment_id, source, layer, code_group, frame_seconds, units)
+                   SELECT ?, segment_id, 'kmeans', ?, 0, ?, units FROM new_frame_units""",
+                [model.model_id, layer, model.frame_seconds])
+    finally:
+        conn.unregister("new_frame_units")
+    return units.num_rows
 
 
 def inventories(conn: duckdb.DuckDBPyConnection, model_id: str) -> list[tuple[str, int, int]]:
@@ -83,9 +113,27 @@ def inventory_units(conn: duckdb.DuckDBPyConnection, model_id: str, source: str,
         [model_id, source, layer, group] + ([] if segment_ids is None else [segment_ids])).fetchall()
 
 
-def replace_unit_stats(conn: duckdb.DuckDBPyConnection, model_id: str, rows: list[dict]) -> int:
-    conn.execute("DELETE FROM unit_stats WHERE model_id = ?", [model_id])
-    return insert(conn, "unit_stats", rows)
+def replace_unit_stats(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel) -> int:
+    """Usage of every unit of every inventory of the model, computed in DuckDB from `frame_units`:
+    frames, segments, share of the inventory's frames and mean run length (frames / runs, a run
+    being a stretch of one unit inside a segment)."""
+    with transaction(conn, join=True):
+        conn.execute("DELETE FROM unit_stats WHERE model_id = ?", [model.model_id])
+        conn.execute(
+            """INSERT INTO unit_stats (model_id, source, layer, code_group, unit, frames, segments, share,
+                                       mean_run_frames, mean_run_s)
+               WITH frames AS (
+                   -- each frame beside the one before it in its segment (NULL for the first)
+                   SELECT source, layer, code_group, segment_id, unnest(units) AS unit,
+                          unnest(list_prepend(NULL::SMALLINT, units[1:len(units) - 1])) AS previous
+                   FROM frame_units WHERE model_id = ?)
+               SELECT ?, source, layer, code_group, unit, count(*), count(DISTINCT segment_id),
+                      count(*) / sum(count(*)) OVER (PARTITION BY source, layer, code_group),
+                      count(*) / count_if(previous IS DISTINCT FROM unit),
+                      count(*) / count_if(previous IS DISTINCT FROM unit) * ?
+               FROM frames GROUP BY source, layer, code_group, unit""",
+            [model.model_id, model.model_id, model.frame_seconds])
+    return conn.execute("SELECT count(*) FROM unit_stats WHERE model_id = ?", [model.model_id]).fetchone()[0]
 
 
 @dataclass(frozen=True)
@@ -171,13 +219,15 @@ def frame_vectors(conn: duckdb.DuckDBPyConnection, workspace: Workspace, model: 
     if not files:
         conn.unregister(name)
         return {}
-    table = conn.execute(
-        f"""SELECT f.segment_id, f.vector FROM read_parquet(?) f JOIN {name} w USING (segment_id)
-            WHERE f.layer = ? ORDER BY w.position, f.frame""", [files, layer]).to_arrow_table()
-    conn.unregister(name)
-    sids = np.asarray(table.column("segment_id").to_pylist())
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    vectors = flat.reshape(len(sids), -1) if len(sids) else flat.reshape(0, model.dim)
+    try:
+        table = _frame_arrow(
+            conn, f"""SELECT f.segment_id, f.vector::FLOAT[{int(model.dim)}] AS vector FROM read_parquet(?) f
+                      JOIN {name} w USING (segment_id) WHERE f.layer = ? ORDER BY w.position, f.frame""",
+            [files, layer], ", ".join(files))
+    finally:
+        conn.unregister(name)
+    sids = table.column("segment_id").to_numpy()
+    vectors = frame_matrix(table, "vector", model.dim)
     out: dict[str, np.ndarray] = {}
     if len(sids):
         starts = np.flatnonzero(np.r_[True, sids[1:] != sids[:-1]])

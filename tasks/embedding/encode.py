@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2ForPreTraining
 
-from tasks.training.data import normalise
+from tasks.model.inputs import normalise
 
 
 @dataclass

@@ -27,8 +27,8 @@ from tasks.catalog import embeddings, runs
 from tasks.catalog.embeddings import EmbeddingModel
 from tasks.catalog.recordings import SegmentRef
 from tasks.embedding.encode import embed_batch, load_model, pool
-from tasks.training import checkpoints
-from tasks.training.frontend import receptive_field
+from tasks.model import checkpoints
+from tasks.model.frontend import receptive_field
 from tasks.workspace import Workspace
 from tasks.workspace.database import WorkspaceError
 from tasks.workspace.segment_files import publish
@@ -144,14 +144,17 @@ def embed_segments(
     if write_frames:
         # columnar from the start: a Python list per frame vector was most of this task's overhead
         dtype = np.float16 if frame_dtype == "float16" else np.float32
-        parts = [(emb.segment_id, layer, emb.layers[layer]) for emb in results for layer in layers if emb.frames]
+        # layer by layer, one row group each: what reads one layer (k-means units) skips the others
+        parts = [(emb.segment_id, layer, emb.layers[layer]) for layer in layers for emb in results if emb.frames]
         counts = np.array([len(p[2]) for p in parts], np.int64)
         flat = np.concatenate([p[2] for p in parts]).astype(dtype) if parts else np.zeros((0, model.dim), dtype)
         frame_index = np.concatenate([np.arange(n) for n in counts]) if parts else np.zeros(0, np.int64)
         offsets = np.arange(0, flat.size + 1, model.dim, dtype=np.int32)
         columns = {
-            "segment_id": pa.array(np.repeat([p[0] for p in parts], counts).tolist() if parts else [], pa.string()),
-            "layer": pa.array(np.repeat([p[1] for p in parts], counts).astype(np.int16) if parts else [], pa.int16()),
+            # a segment's id repeated per frame by Arrow's take: no Python string per frame
+            "segment_id": pa.array([p[0] for p in parts], pa.string()).take(
+                pa.array(np.repeat(np.arange(len(parts), dtype=np.int64), counts))),
+            "layer": pa.array(np.repeat(np.array([p[1] for p in parts], np.int16), counts), pa.int16()),
             "frame": pa.array(frame_index.astype(np.int32), pa.int32()),
             "time_s": pa.array(frame_index * model.frame_seconds, pa.float64()),
             "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1))),
@@ -160,6 +163,7 @@ def embed_segments(
         schema = FRAME_SCHEMA.set(FRAME_SCHEMA.get_field_index("vector"), pa.field("vector", pa.list_(vector_type), nullable=False))
         frames_file = owned_path(workspace.staging_dir, f"embed-{model.slug}-{tag}.frames.parquet")
         pq.write_table(pa.table(columns, schema=schema), frames_file, compression="zstd",
+                       row_group_size=max(1, len(flat) // max(1, len(layers))),  # every layer has as many frames
                        use_dictionary=["segment_id"], use_byte_stream_split=["vector.list.element"])
         frames_dataset = workspace.frames_file(model.slug, tag)
     seconds = sum(len(a) for a in audio) / model.sample_rate

@@ -102,6 +102,11 @@ def discover(sources: list[str]) -> Discovery:
     """
     found: dict[Path, SourceFile] = {}
     problems: dict[str, SourceProblem] = {}
+    audio_named_folders: dict[Path, str] = {}  # each yields a recording or an error row (_empty_folders)
+
+    def folder(path: Path, why: str = "no recording was found in it") -> None:
+        if path.suffix.lower() in SUPPORTED_EXTENSIONS | UNSUPPORTED_AUDIO_EXTENSIONS:
+            audio_named_folders.setdefault(path.absolute(), why)
 
     def take(path: Path, explicit: bool) -> None:
         item = _candidate(path.absolute(), explicit)
@@ -119,24 +124,41 @@ def discover(sources: list[str]) -> Discovery:
             for match in matches:
                 path = Path(match)
                 if path.is_dir():
+                    folder(path, "a glob pattern does not search the folders it matches: give the folder itself")
                     continue
                 take(path, explicit=False)
             continue
         path = Path(expanded)
         if path.is_dir():
+            folder(path)
+
             def unlisted(e: OSError) -> None:
                 shown = printable(e.filename)
                 problems.setdefault(shown, SourceProblem(shown, "discover", f"cannot list folder ({e.strerror})"))
 
             for root, dirs, names in os.walk(path, onerror=unlisted):
                 dirs.sort()
+                for name in dirs:  # a link to a folder is listed here too, and not followed
+                    link = os.path.islink(os.path.join(root, name))
+                    folder(Path(root) / name, "links to folders inside a folder are not followed" if link
+                           else "no recording was found in it")
                 for name in sorted(names):
                     take(Path(root) / name, explicit=False)
         elif path.exists() or path.is_symlink():
             take(path, explicit=True)
         else:
             problems[source] = SourceProblem(printable(path.absolute()), "discover", "no such file or folder")
+    for problem in _empty_folders(audio_named_folders, found):
+        problems.setdefault(problem.path, problem)
     return Discovery(files=sorted(found.values(), key=lambda f: str(f.path)), problems=list(problems.values()))
+
+
+def _empty_folders(folders: dict[Path, str], found: dict[Path, SourceFile]) -> list[SourceProblem]:
+    """Folders named like recordings (`dir.wav`) from which no recording came: an error row each,
+    since their name says a recording was meant (one holding recordings is just a folder)."""
+    holding = {parent for path in found for parent in path.parents}
+    return [SourceProblem(printable(path), "discover", f"{'a link to a folder' if path.is_symlink() else 'a folder'}, "
+                          f"not an audio file ({why})") for path, why in folders.items() if path not in holding]
 
 
 def open_regular(path: Path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from schemas.records import LabelRow
 
 RESERVED = {"file", "start_s", "end_s"}
 log = logging.getLogger(__name__)
@@ -16,29 +17,23 @@ class LabelsError(ValueError):
     """A labels CSV that cannot be used; the message names the file and the problem."""
 
 
-@dataclass(frozen=True)
-class LabelRow:
-    file: str
-    label_column: str
-    label_value: str
-    start_s: float | None
-    end_s: float | None
-
-
-class _BadRow(ValueError):
+class BadRow(ValueError):
     """One row that cannot be used; the others still are."""
 
 
-def _seconds(value: str, column: str) -> float | None:
-    if value == "":
-        return None
+def seconds(value: str, column: str) -> float:
+    """A cell of seconds (a label's start or end, in any annotation file)."""
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
-        raise _BadRow(f"{column} must be a number of seconds, got {value!r}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise _BadRow(f"{column} must be a finite, non-negative number, got {value!r}")
-    return seconds
+        raise BadRow(f"{column} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise BadRow(f"{column} must be a finite, non-negative number, got {value!r}")
+    return number
+
+
+def _seconds(value: str, column: str) -> float | None:
+    return None if value == "" else seconds(value, column)
 
 
 def _header(path: Path, reader) -> list[str]:
@@ -61,17 +56,17 @@ def _header(path: Path, reader) -> list[str]:
 
 def _row(columns: list[str], cells: list[str]) -> list[LabelRow]:
     if len(cells) != len(columns):
-        raise _BadRow(f"{len(cells)} fields where the header has {len(columns)}")
+        raise BadRow(f"{len(cells)} fields where the header has {len(columns)}")
     record = {column: cell.strip() for column, cell in zip(columns, cells) if column}
     labels = {c: v for c, v in record.items() if c not in RESERVED and v}
     if not record["file"]:
-        raise _BadRow("the 'file' cell is empty")
+        raise BadRow("the 'file' cell is empty")
     start = _seconds(record.get("start_s", ""), "start_s")
     end = _seconds(record.get("end_s", ""), "end_s")
     if (start is None) != (end is None):
-        raise _BadRow("give both start_s and end_s, or neither")
+        raise BadRow("give both start_s and end_s, or neither")
     if start is not None and end is not None and end <= start:
-        raise _BadRow(f"end_s ({end:g}) must be after start_s ({start:g})")
+        raise BadRow(f"end_s ({end:g}) must be after start_s ({start:g})")
     return [LabelRow(record["file"], c, v, start, end) for c, v in labels.items()]
 
 
@@ -105,7 +100,7 @@ def read_labels(path: Path, warnings: list[str] | None = None) -> list[LabelRow]
                 continue  # a blank line
             try:
                 rows.extend(_row(columns, cells))
-            except _BadRow as exc:
+            except BadRow as exc:
                 problems.append(f"{path}: line {reader.line_num}: {exc}; row skipped")
     if warnings is None:
         for problem in problems:
@@ -113,28 +108,3 @@ def read_labels(path: Path, warnings: list[str] | None = None) -> list[LabelRow]
     else:
         warnings.extend(problems)
     return rows
-
-
-def matches(label_file: str, source_path: str) -> bool:
-    """A label's `file` names a source when it equals the path or its trailing components
-    (`calls/a.wav` matches `/data/site1/calls/a.wav`; `a.wav` matches any folder's a.wav)."""
-    wanted = PurePosixPath(label_file.replace("\\", "/")).parts
-    have = PurePosixPath(source_path.replace("\\", "/")).parts
-    wanted = tuple(p for p in wanted if p not in (".", ""))
-    return bool(wanted) and have[-len(wanted):] == wanted
-
-
-def assign_labels(rows: list[LabelRow], sources: dict[str, str]) -> tuple[list[tuple[str, LabelRow]], list[str]]:
-    """Pair label rows with recordings ({source path: recording_id}); also return unmatched `file`s."""
-    by_name: dict[str, list[str]] = {}
-    for path in sources:
-        by_name.setdefault(PurePosixPath(path.replace("\\", "/")).name, []).append(path)
-    paired: list[tuple[str, LabelRow]] = []
-    unmatched: list[str] = []
-    for row in rows:
-        name = PurePosixPath(row.file.replace("\\", "/")).name
-        hits = {sources[p] for p in by_name.get(name, []) if matches(row.file, p)}
-        if not hits:
-            unmatched.append(row.file)
-        paired.extend((recording, row) for recording in sorted(hits))
-    return paired, sorted(set(unmatched))

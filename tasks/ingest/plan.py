@@ -61,6 +61,11 @@ class IngestCounts:
     def bytes_per_audio_hour(self) -> float:
         return self.bytes_added / (self.audio_seconds_added / 3600) if self.audio_seconds_added else 0.0
 
+    def first_failure(self) -> tuple[str, str, str] | None:
+        """The failed file first in discovery order (path order), not the first one recorded:
+        problems met while fingerprinting are recorded before those met while decoding."""
+        return min(self.failures, key=lambda failure: failure[0], default=None)
+
     def as_row(self) -> dict:
         row = asdict(self)
         row.pop("failures")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 
 from schemas.names import file_name
+from schemas.records import StagedRecording
 from schemas.settings import IngestSettings
 from tasks.audio.decode import MIX, ChannelPolicy, ReadReport, probe, stream_audio
 from tasks.audio.failures import IngestFailure, disk_full
@@ -24,35 +24,6 @@ CLIPPING_WARN_SHARE = 1e-4
 def slug(text: str | None) -> str:
     """A partition-safe folder name for a site."""
     return file_name(text, fallback=UNKNOWN)
-
-
-@dataclass
-class StagedRecording:
-    """Everything needed to commit one recording; small and picklable (no samples)."""
-
-    path: str
-    size_bytes: int
-    mtime_ns: int
-    content_hash: str
-    recording_id: str
-    format: str
-    subtype: str
-    sample_rate: int
-    channels: int
-    frames: int
-    duration_s: float
-    start_time: datetime | None
-    start_time_source: str | None
-    site: str
-    partition_date: str
-    stored_sample_rate: int
-    channel_policy: str
-    segment_count: int
-    audio_seconds: float
-    staged_file: str | None
-    dataset_file: str  # relative to the workspace
-    warnings: list[str] = field(default_factory=list)
-    nonfinite_segments: int = 0
 
 
 def segment_samples(settings: IngestSettings) -> tuple[int, int]:
@@ -151,6 +122,9 @@ def prepare_recording(source: SourceFile, digest: str, settings: IngestSettings,
     share = report.clipped / max(1, report.frames_read * info.channels)
     if share >= CLIPPING_WARN_SHARE:
         warnings.append(f"{report.clipped} samples at full scale ({share:.2%}): clipped audio")
+    if report.over_full_scale:
+        warnings.append(f"{report.over_full_scale} float samples beyond full scale (peak {report.peak:.3g}): "
+                        "stored as they are, not clipped (training normalises each crop)")
     if writer.rows_written == 0:
         warnings.append(
             f"shorter than one segment ({report.frames_read / info.sample_rate:.2f} s < "

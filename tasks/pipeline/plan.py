@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import duckdb
 
+from schemas.results import ReportResult
 from schemas.settings import (
     EmbedSettings,
     EvaluateSettings,
@@ -106,7 +107,7 @@ def stamp_report(stamp: Path, digest: str, pages: dict, inputs: dict) -> None:
     tmp.replace(stamp)
 
 
-def report_stage(workspace: Workspace, reporting: ReportSettings, run: str, draw: Callable[[ReportSettings], dict],
+def report_stage(workspace: Workspace, reporting: ReportSettings, run: str, draw: Callable[[ReportSettings], ReportResult],
                  force: bool = False) -> tuple[str, dict]:
     """The report stage of the pipeline and of refresh: ("up to date", pages) when a stamped report
     was drawn from these very inputs, else ("ran", pages) after `draw` (the report flow) and a new
@@ -118,6 +119,6 @@ def report_stage(workspace: Workspace, reporting: ReportSettings, run: str, draw
     if pages:
         return "up to date", pages
     drawn = draw(reporting)
-    pages = {"report": str(drawn["report"]), "explorer": str(drawn["explorer"])}
+    pages = {"report": drawn.report, "explorer": drawn.explorer}
     stamp_report(stamp, digest, pages, inputs)
     return "ran", pages

@@ -36,8 +36,12 @@ from tasks.catalog.units import (
     unit_inventories,
     unit_stats,
 )
+from tasks.model.inputs import normalise
+from tasks.report.call_density import density_section
 from tasks.report.content import ExplorerData, FigureRef, PageLink, ReportContent, ReportSection
 from tasks.report.explorer_frames import explorer_columns, explorer_frames
+from tasks.report.explorer_review import review_batches
+from tasks.report.features_report import FeatureRun
 from tasks.report.figures import evaluation_figure, save
 from tasks.report.figures_maps import layer_multiples, map_panels, neighbour_gallery
 from tasks.report.figures_training import codebook_health_figure, training_curves_figure
@@ -72,7 +76,6 @@ from tasks.report.umap_maps import LayerMap, layer_map, neighbour_agreement, seg
 from tasks.report.unit_atlas import UnitAtlas, build_unit_atlas
 from tasks.report.unit_pages import UNITS_DIR, sequence_context, write_unit_pages
 from tasks.report.verdict import Verdict, build_verdict, report_title, scorecard_key, training_verdict
-from tasks.training.data import normalise
 from tasks.workspace import Workspace, database
 
 FIGURES = "figures"
@@ -225,6 +228,7 @@ class _Context:
     sequence_ids: list[str] = field(default_factory=list)  # the seeded sample of bigrams, lift and units x labels
     sequences: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # inventory key -> its frame units
     warning: str | None = None  # the verdict on a model that has not learned, repeated on every unit page
+    features: FeatureRun | None = None  # the network itself: filterbank, attention, maximising inputs, saliency
 
     @property
     def main_inventory(self) -> UnitInventory | None:
@@ -266,11 +270,17 @@ def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
 
     verdict = _verdict(ctx, record)
     ctx.warning = verdict.headline if verdict.level == "bad" else None
+    ctx.features = FeatureRun(ws.root, ws.root / model.export_dir, settings.features_budget, settings.seed, out_dir,
+                              mel, len(ctx.atlas_inventories), say)
     maps, clusters = compute_maps(ws, scope, settings, say)
     say("drawing the maps", 0.53)
-    sections = [map_section(scope, maps, clusters, figures), _units_section(ctx), _timeline_section(ctx),
+    sections = [map_section(scope, maps, clusters, figures), _units_section(ctx),
+                _features_section(ctx), _timeline_section(ctx),
                 _training_section(ctx, record), _neighbours_section(ctx, maps[scope.layer])]
     sections += _sequence_sections(ctx)
+    density = density_section(ws, figures, settings.seed)  # only a workspace with detections has one
+    if density is not None:
+        sections.append(density)
     explorer = _explorer(ctx, maps, clusters)
 
     summary = [
@@ -424,8 +434,10 @@ def _units_section(ctx: _Context) -> ReportSection:
                                         ctx.mel.frame_seconds)
             for u in atlas.units:
                 contexts[u.unit].lift = u.lift
+            ctx.say(f"maximising inputs and saliency: {inv.name}", 0.6 + 0.12 * (i + 0.75) / len(inventories))
+            extras = ctx.features.unit_extras(inv, atlas, audio, centroids) if ctx.features else {}
             pages = write_unit_pages(ctx.out_dir, atlas, scope.model.model_id, specs, units, audio, where, contexts,
-                                     len(sequences), ctx.warning)
+                                     len(sequences), ctx.warning, extras)
             links += [PageLink(f"unit {u.unit}", pages[u.unit], _unit_note(u), inv.name) for u in atlas.units]
             tables.append([{"inventory": inv.name, "unit": u.unit, "frames": u.frames,
                             "share %": round(100 * u.share, 2), "mean run ms": round(1000 * u.mean_run_s, 1),
@@ -441,6 +453,11 @@ def _units_section(ctx: _Context) -> ReportSection:
              "near-duplicates (units whose contrasts correlate above 0.85)."
              if ctx.atlases else "No frame-level units for this model: run `ceta2vec embed` with frame vectors.")
     return ReportSection("units", "Unit atlas", intro, refs, tables=tables, links=links)
+
+
+def _features_section(ctx: _Context) -> ReportSection:
+    ctx.say("what the filters and units respond to", 0.73)
+    return ctx.features.section(ctx.figures, ctx.scope.model.model_id, ctx.scope.layer, ctx.warning)
 
 
 def _unit_note(unit) -> str:
@@ -721,10 +738,13 @@ def _explorer(ctx: _Context, maps: dict[int, LayerMap], clusters: np.ndarray) ->
     frames = explorer_frames(ctx.ws, scope.model, scope.layer, ctx.inventories, ctx.main_inventory, scope.ids,
                              info.valid_s, media_ids, ctx.mel, ctx.settings.frame_points, ctx.settings.umap_neighbors,
                              ctx.settings.umap_min_dist, ctx.settings.seed)
+    ctx.say("explorer review: suggested windows of each classifier", 0.995)
+    review = review_batches(ctx.ws, ctx.out_dir, MEDIA, ctx.mel, seed=ctx.settings.seed)
     return ExplorerData(
         segment_id=list(scope.ids), recording=info.recording, site=info.site, start_time=info.start_time,
         start_s=info.start_s.astype(np.float64), label=info.label, cluster=clusters.astype(np.int32),
         coords={k: m.coords for k, m in maps.items()}, neighbours={k: m.neighbours for k, m in maps.items()},
         distances={k: m.distances for k, m in maps.items()}, thumbnail=thumbnails, audio=audio_paths,
         label_column=scope.label_column, main_layer=scope.layer, valid_s=info.valid_s, rms_dbfs=info.rms_dbfs,
-        hour_utc=info.hour_utc, frames=frames, **explorer_columns(ctx.ws, scope.ids, scope.label_column, ctx.mel))
+        hour_utc=info.hour_utc, frames=frames, review=review,
+        **explorer_columns(ctx.ws, scope.ids, scope.label_column, ctx.mel))

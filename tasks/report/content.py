@@ -12,6 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tasks.report.explorer_frames import ExplorerFrames
+    from tasks.report.explorer_review import ReviewBatch
 
 
 @dataclass
@@ -75,6 +76,7 @@ class ExplorerData:
     labels: dict[str, list[str]] = field(default_factory=dict)  # other label columns -> value per segment
     freq_ticks: list[tuple[float, str]] = field(default_factory=list)  # thumbnail height fraction -> kHz label
     frames: ExplorerFrames | None = None  # sampled frames for the frame/unit mode
+    review: list[ReviewBatch] = field(default_factory=list)  # windows to review per label (Review mode)
 
 
 @dataclass

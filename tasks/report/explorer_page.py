@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tasks.report.content import ExplorerData, ReportContent
+from tasks.report.explorer_review import check_review, review_payload
 from tasks.report.html import esc, install_assets, write_text_atomic
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def check(data: ExplorerData) -> int:
     for column, values in data.labels.items():
         if len(values) != n:
             raise ValueError(f"explorer data: label column {column!r} has {len(values)} rows, segment_id has {n}")
+    check_review(data.review)
     frames = data.frames
     if frames is not None:
         m = len(frames)
@@ -133,6 +135,7 @@ def payload(content: ReportContent) -> dict:
         "labels": [{"name": name, "values": strings(values)} for name, values in data.labels.items()],
         "freq_ticks": [[round(float(f), 4), str(t)] for f, t in data.freq_ticks],
         "frames": frames_payload(data.frames),
+        "review": review_payload(data.review),
     }
 
 
@@ -187,6 +190,9 @@ def render_explorer(content: ReportContent) -> str:
       <div id="mode" class="segmented" role="group" aria-label="Points">
         <button type="button" data-mode="segments" aria-pressed="true">Segments</button><button type="button" data-mode="frames" aria-pressed="false">Frames · units</button>
       </div></div>
+    <div class="field">Review
+      <button type="button" id="review-open" class="review-open" aria-pressed="false"
+              title="Windows the classifiers are least sure of (ceta2vec suggest): mark them yes, no or skip">Review suggestions</button></div>
     <label class="field">Layer <select id="layer"></select></label>
     <label class="field">Colour by <select id="colour-by"></select></label>
     <div id="legend" class="legend" aria-label="What each colour is"></div>
@@ -212,6 +218,28 @@ def render_explorer(content: ReportContent) -> str:
       <div id="tooltip" class="tooltip" hidden></div>
       <div id="axes-note" class="axes-note"></div>
     </div>
+    <section id="review" class="review" aria-label="Review suggested windows" hidden>
+      <div class="review-bar">
+        <h2 id="review-title">Review</h2>
+        <label class="review-label">Label <select id="review-label"></select></label>
+        <span id="review-progress" class="muted"></span>
+        <button type="button" id="review-export">Export decisions CSV</button>
+        <button type="button" id="review-close">Back to the map</button>
+      </div>
+      <p class="hint review-keys">Keys: <kbd>y</kbd> yes, <kbd>n</kbd> no, <kbd>s</kbd> skip (each moves to the next window),
+      <kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move, <kbd>Space</kbd> play. <code>ceta2vec label</code> reads the exported CSV.</p>
+      <div class="review-body">
+        <div class="review-current">
+          <canvas id="review-thumb" class="spectrogram" aria-label="spectrogram of the window under review"></canvas>
+          <p id="review-where" class="review-where"></p>
+          <audio id="review-player" controls preload="none"></audio>
+          <div class="review-actions" role="group" aria-label="Decision">
+            <button type="button" data-decision="yes">Yes (y)</button><button type="button" data-decision="no">No (n)</button><button type="button" data-decision="skip">Skip (s)</button>
+          </div>
+        </div>
+        <ol id="review-list" class="review-list"></ol>
+      </div>
+    </section>
     <section id="selection" class="selection" aria-label="Selected points" hidden>
       <div class="selection-bar">
         <h2 id="selection-title">Selection</h2>

@@ -210,7 +210,8 @@ def lift_rows(lift: dict[str, list[tuple[str, float, int]]]) -> list[dict]:
 
 
 def unit_page_html(atlas: UnitAtlas, unit: AtlasUnit, model_id: str, signature: str, media: list[ExemplarMedia],
-                   context: UnitContext, pages: dict[int, str], samples: int, warning: str | None = None) -> str:
+                   context: UnitContext, pages: dict[int, str], samples: int, warning: str | None = None,
+                   extra=None) -> str:
     """The page, with every path relative to units/ (one folder below the report); `warning`, the
     report's verdict on a model that has not learned, stands above everything a reader might take
     for a finding."""
@@ -270,6 +271,7 @@ def unit_page_html(atlas: UnitAtlas, unit: AtlasUnit, model_id: str, signature: 
 <figcaption>Left: the unit's mean log-mel window minus the mean window of every sampled frame, cells shown only
 where {esc(atlas.null)}. Middle: the raw mean window. Right: how long its runs last.</figcaption></figure>
 </section>
+{features_html(extra, atlas.mel.fmax, up)}
 <section id="where"><h2>Where it occurs</h2>
 <p>Over {samples:,} sampled segments: the recordings holding most of its frames. A lift above 1 means
 the unit is more common there than the recording's share of all frames would give.</p>
@@ -291,10 +293,42 @@ the unit is more common there than the recording's share of all frames would giv
 """
 
 
+def features_html(extra, fmax: float, up: str) -> str:
+    """The unit's maximising input (a player on its spectrogram) and its saliency map
+    (tasks.report.features_report.UnitExtras), or why there are none."""
+    if extra is None:
+        return ""
+    parts = ['<section id="responds"><h2>What excites it most</h2>']
+    if extra.wav:
+        compared = (f"; its best real exemplar reaches {extra.exemplar_activation:.4g}"
+                    if extra.exemplar_activation is not None else "")
+        parts.append(
+            '<figure class="exemplar" id="maximiser">'
+            '<div class="exemplar-spec" title="Click to play" data-audio="clip-max">'
+            f'<img src="{href(up + extra.png)}" alt="spectrogram of the maximising input">'
+            '<span class="playhead"></span></div>'
+            f'<audio id="clip-max" controls preload="metadata" src="{href(up + extra.wav)}"></audio>'
+            f"<figcaption>The sound optimised to make this unit fire ({extra.steps} optimiser steps): activation "
+            f"{extra.activation:.4g}{compared}. 0 to {fmax / 1000:.1f} kHz, low at the bottom.</figcaption></figure>")
+    if extra.saliency:
+        parts.append(
+            f'<figure class="figure" id="saliency"><img src="{href(up + extra.saliency)}" '
+            'alt="saliency map of the best exemplar">'
+            "<figcaption>Where the best exemplar makes the unit fire. Middle: the drop in the unit's activation "
+            "when each patch of mel bands x time is silenced (red: the unit needs that patch; blue: the patch "
+            "holds it back). Right: gradient x input of the waveform, per mel band and STFT frame. The shaded "
+            "span is the audio the exemplar frame sees.</figcaption></figure>")
+    if extra.note:
+        parts.append(f"<p>{esc(extra.note[0].upper() + extra.note[1:])}.</p>")
+    if len(parts) == 1:
+        return ""
+    return "\n".join(parts + ["</section>"])
+
+
 def write_unit_pages(out_dir: Path, atlas: UnitAtlas, model_id: str, specs: dict[str, np.ndarray],
                      units: dict[str, np.ndarray], audio: dict[str, np.ndarray],
                      where: dict[str, tuple[str, float]], contexts: dict[int, UnitContext], samples: int,
-                     warning: str | None = None) -> dict[int, str]:
+                     warning: str | None = None, extras: dict | None = None) -> dict[int, str]:
     """A page per atlas unit; returns unit -> page path relative to out_dir."""
     pages = {u.unit: page_path(atlas.inventory.key, u.unit) for u in atlas.units}
     (out_dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
@@ -304,7 +338,7 @@ def write_unit_pages(out_dir: Path, atlas: UnitAtlas, model_id: str, specs: dict
             media = exemplar_media(out_dir, atlas, unit, specs, units, audio, where)
             signature = figure.save(out_dir, unit)
             html = unit_page_html(atlas, unit, model_id, signature, media, contexts.get(unit.unit, UnitContext()),
-                                  pages, samples, warning)
+                                  pages, samples, warning, (extras or {}).get(unit.unit))
             write_text_atomic(out_dir / pages[unit.unit], html)
     finally:
         figure.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.names import file_stem
-from tasks.training.health import interval_means, training_health
+from tasks.model.health import interval_means, training_health
 from tasks.training.logmel_targets import masked_task
 
 SCORE_METRIC = "knn5_macro_f1"

@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 
 from tasks.catalog import recordings
+from tasks.model.inputs import normalise
 from tasks.workspace import Workspace
 from tasks.workspace.storage import open_parquet
 
@@ -134,18 +135,6 @@ class Batch:
     def padding_share(self) -> float:
         """Share of the whole batch's (B x width) samples that are padding."""
         return 1.0 - float(self.lengths.sum()) / max(1, len(self.lengths) * self.audio.shape[1])
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance per crop, as wav2vec 2.0's feature extractor does: hydrophone
-    levels differ by tens of dB between recorders and sites. Statistics in float64: a crop with a
-    large offset and little variation loses its variance to float32 cancellation; a constant or
-    empty crop stays zeros rather than dividing by ~0."""
-    if x.size == 0:
-        return x.astype(np.float32)
-    wide = x.astype(np.float64)
-    centred = wide - wide.mean()
-    return (centred / np.sqrt(centred.var() + 1e-7)).astype(np.float32)
 
 
 class CropStream:

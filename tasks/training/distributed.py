@@ -30,28 +30,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
+from schemas.records import StepMetrics
 from schemas.settings import PretrainSettings
-from tasks.training import checkpoints
+from tasks.model import checkpoints
+from tasks.model.device import pick_device
+from tasks.training.chunk import RunSpec, chunk_body
 from tasks.training.data import SegmentIndex
-from tasks.training.loop import (
-    Schedule,
-    StepMetrics,
-    TrainingDiverged,
-    build_trainer,
-    data_stream,
-    load_checkpoint,
-    pick_device,
-    save_checkpoint,
-    train_steps,
-)
-
-if TYPE_CHECKING:
-    from tasks.training.run import RunSpec
+from tasks.training.loop import TrainingDiverged
 
 STEP_LINE = "CETA2VEC_STEP "
 CHECKPOINT_LINE = "CETA2VEC_CHECKPOINT "
@@ -94,19 +83,10 @@ def run_rank(job: Path, rank: int, world: int, local_rank: int) -> None:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        schedule = Schedule(settings, spec.horizon)
-        done = checkpoints.complete(spec.run_dir)
-        state = build_trainer(spec.model_config(), settings, schedule, device,
-                              init_from=settings.init_from if not done else None)
-        if done:
-            load_checkpoint(state, done[-1])
-        stream = data_stream(index, settings, state, rows=shard_rows(settings.batch_size, rank, world),
-                             pin_memory=device.type == "cuda")
         report = (lambda m: print(STEP_LINE + json.dumps(asdict(m)), flush=True)) if rank == 0 else None
-        metrics = train_steps(state, stream, settings, schedule, device, settings.steps_per_chunk, report,
-                              rank=rank, world=world)
-        if rank == 0:
-            info = save_checkpoint(state, spec.run_dir, settings, metrics, index.sample_rate)
+        info, _ = chunk_body(spec, index, device, report, rows=shard_rows(settings.batch_size, rank, world),
+                             rank=rank, world=world)
+        if info is not None:
             print(CHECKPOINT_LINE + str(info.path), flush=True)
         dist.barrier()
     finally:

@@ -25,13 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
-from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2GumbelVectorQuantizer
 
 from schemas.model_ref import ModelRef
+from schemas.records import StepMetrics
 from schemas.settings import PretrainSettings
-from tasks.training import checkpoints, logmel_targets
+from tasks.model import checkpoints
+from tasks.model.device import autocast_for
+from tasks.model.health import interval_means, training_health
+from tasks.model.quantizer import StableQuantizer, one_hot
+from tasks.training import logmel_targets
 from tasks.training.data import Batch, CropStream, SegmentIndex
-from tasks.training.health import interval_means, training_health
 
 # Effective batch (crops x accumulation x crop length) the configured learning rate is meant for:
 # the default 8 x 4 s. See effective_learning_rate.
@@ -43,34 +46,6 @@ CUDA_LOG_EVERY = 10
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient: the chunk stops and no checkpoint is written."""
 
-
-@dataclass
-class StepMetrics:
-    step: int
-    chunk: int
-    loss: float
-    contrastive_loss: float
-    diversity_loss: float
-    perplexity: list[float]  # per codebook group
-    unused_code_share: float
-    accuracy: float
-    grad_norm: float
-    learning_rate: float
-    temperature: float
-    masked_frames: int
-    audio_seconds: float
-    audio_seconds_per_second: float
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on a GPU; fp32 on CPU, where bf16 matmuls are slower, not faster."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def step_seed(seed: int, step: int, micro: int) -> int:
@@ -141,44 +116,6 @@ class Schedule:
 # ---------------------------------------------------------------- numerics of the model
 
 
-class StableQuantizer(Wav2Vec2GumbelVectorQuantizer):
-    """transformers' Gumbel quantizer with its arithmetic in fp32 whatever the autocast, and the
-    codevectors picked by a matmul rather than a (frames x codes x dim) product; the same
-    parameters, so checkpoints and exports are unchanged. It keeps what the step's metrics need:
-    the chosen codes (a distractor with the target's codes is the target) and the code
-    statistics of the batch."""
-
-    def forward(self, hidden_states, mask_time_indices=None):
-        b, t, _ = hidden_states.shape
-        g, v = self.num_groups, self.num_vars
-        with torch.autocast(hidden_states.device.type, enabled=False):
-            logits = F.linear(hidden_states.float(), self.weight_proj.weight.float(), self.weight_proj.bias.float())
-            logits = logits.view(b * t, g, v)
-            if self.training:
-                # uniform draws kept off 0 and 1, so no Gumbel draw is infinite
-                uniform = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
-                soft = torch.softmax((logits - torch.log(-torch.log(uniform))) / self.temperature, dim=-1)
-                codes = soft.argmax(-1)
-                probs = _one_hot(codes, v) - soft.detach() + soft  # straight-through
-            else:
-                codes = logits.argmax(-1)
-                probs = _one_hot(codes, v)
-            distribution = torch.softmax(logits, dim=-1) if self.training else probs
-            if mask_time_indices is not None:
-                weight = mask_time_indices.reshape(-1, 1, 1).to(distribution.dtype)
-                marginal = (distribution * weight).sum(0) / weight.sum().clamp(min=1.0)
-            else:
-                marginal = distribution.mean(0)
-            # Not xlogy(p, p): its gradient at p = 0 is NaN, and a code whose softmax underflows to 0
-            # in every masked frame is common once logits grow (base: 512 features, logits of std 20+).
-            entropy = -torch.sum(marginal * torch.log(marginal.clamp(min=1e-30)), dim=-1)
-            perplexity = torch.exp(entropy).sum()
-            codevectors = torch.einsum("ngv,gvd->ngd", probs, self.codevectors.float().view(g, v, -1))
-        self.last_codes = codes.view(b, t, g)
-        self.last_logits = logits.detach().view(b, t, g, v)
-        return codevectors.reshape(b, t, -1), perplexity
-
-
 class _GradScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale):
@@ -193,7 +130,7 @@ class _GradScale(torch.autograd.Function):
 def stabilise(model: Wav2Vec2ForPreTraining, feature_grad_mult: float) -> None:
     """The fp32 quantizer, and the paper's scaling of the feature encoder's gradient (0.1): its
     convolutions see every sample and take far larger gradients than the transformer."""
-    model.quantizer.__class__ = StableQuantizer
+    model.quantizer = StableQuantizer.replacing(model.quantizer, model.config)
     if feature_grad_mult != 1.0:
         model.wav2vec2.feature_extractor.register_forward_hook(
             lambda module, inputs, output: _GradScale.apply(output, feature_grad_mult) if module.training else output)
@@ -337,13 +274,8 @@ def code_statistics(logits: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
     the diversity loss sees), and how many valid frames chose each code (argmax, no noise)."""
     # einsum, not where: a broadcast where over (B, T, G, V) takes ~1000x longer on CPU
     soft_sum = torch.einsum("btgv,bt->gv", torch.softmax(logits, -1), inputs.masked.float())
-    used = torch.einsum("btgv,bt->gv", _one_hot(logits.argmax(-1), logits.shape[-1]), inputs.frame_mask.float())
+    used = torch.einsum("btgv,bt->gv", one_hot(logits.argmax(-1), logits.shape[-1]), inputs.frame_mask.float())
     return torch.stack([soft_sum, used])
-
-
-def _one_hot(index: torch.Tensor, classes: int) -> torch.Tensor:
-    """F.one_hot without its range check, which waits for the GPU (and is slow on CPU)."""
-    return torch.zeros((*index.shape, classes), device=index.device).scatter_(-1, index.unsqueeze(-1), 1.0)
 
 
 # ---------------------------------------------------------------- trainer state and checkpoints
@@ -401,7 +333,7 @@ def load_checkpoint(state: TrainerState, info: checkpoints.CheckpointInfo) -> di
 
 
 def chunk_health(model_config: Wav2Vec2Config, metrics: list[StepMetrics], label: str | None = None) -> dict:
-    """The training-health verdict on the chunk's last log interval (see tasks.training.health)."""
+    """The training-health verdict on the chunk's last log interval (see tasks.model.health)."""
     task = logmel_targets.masked_task(model_config)
     return training_health(interval_means(metrics), task.alternatives, model_config.num_codevectors_per_group,
                            model_config.num_codevector_groups, label, task.loss_at_chance, task.loss_name,

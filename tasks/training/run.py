@@ -8,46 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
-from transformers import Wav2Vec2Config
 
+from schemas.records import StepMetrics
 from schemas.settings import PRETRAIN_MUTABLE, PretrainSettings
 from tasks.catalog import recordings, runs
-from tasks.training import checkpoints
+from tasks.model import checkpoints
+from tasks.model.config import build_config
+from tasks.model.device import pick_device
+from tasks.model.frontend import plan_feature_encoder
+from tasks.training.chunk import RunSpec, chunk_body
 from tasks.training.data import SegmentIndex, build_index
 from tasks.training.distributed import launch_chunk, processes_for
-from tasks.training.frontend import FeatureEncoderPlan, plan_feature_encoder
-from tasks.training.loop import (
-    Schedule,
-    StepMetrics,
-    build_trainer,
-    data_stream,
-    load_checkpoint,
-    pick_device,
-    save_checkpoint,
-    train_steps,
-)
-from tasks.training.model_config import build_config
 from tasks.workspace import Workspace
 from tasks.workspace.database import WorkspaceError
 
 MIN_FRAMES_PER_CROP = 25  # shorter segments cannot hold two masked spans and their distractors
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    run: str  # the run's name: its row in `models`, its folder under checkpoints/
-    run_dir: Path
-    settings: PretrainSettings  # effective: the run's own settings plus this call's mutable ones
-    plan: FeatureEncoderPlan
-    config: dict
-    horizon: int
-    created: bool
-
-    def model_config(self) -> Wav2Vec2Config:
-        return Wav2Vec2Config.from_dict(self.config)
 
 
 # What runs created before these settings existed trained with.
@@ -106,7 +83,7 @@ def training_index(conn: duckdb.DuckDBPyConnection, workspace: Workspace, spec: 
 class ChunkResult:
     checkpoint: checkpoints.CheckpointInfo
     metrics: list[StepMetrics]
-    health: dict | None = None  # tasks.training.health's verdict on the chunk's last log interval
+    health: dict | None = None  # tasks.model.health's verdict on the chunk's last log interval
 
     @classmethod
     def written(cls, info: checkpoints.CheckpointInfo) -> "ChunkResult":
@@ -125,18 +102,42 @@ def train_chunk(spec: RunSpec, index: SegmentIndex, on_step: Callable[[StepMetri
         info, metrics = launch_chunk(spec, index, nproc, on_step, on_log)
         checkpoints.prune(spec.run_dir, settings.keep_last)
         return ChunkResult(info, metrics, checkpoints.read_metrics(info.path)[1])
-    device = pick_device(settings.device)
-    schedule = Schedule(settings, spec.horizon)
-    done = checkpoints.complete(spec.run_dir)
-    init_from = settings.init_from if not done else None
-    state = build_trainer(spec.model_config(), settings, schedule, device, init_from=init_from)
-    if done:
-        load_checkpoint(state, done[-1])
-    stream = data_stream(index, settings, state, pin_memory=device.type == "cuda")
-    metrics = train_steps(state, stream, settings, schedule, device, settings.steps_per_chunk, on_step)
-    info = save_checkpoint(state, spec.run_dir, settings, metrics, index.sample_rate)
+    try:
+        info, metrics = chunk_body(spec, index, pick_device(settings.device), on_step)
+    except (RuntimeError, MemoryError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise TrainingOutOfMemory(out_of_memory_advice(settings, exc)) from exc
     checkpoints.prune(spec.run_dir, settings.keep_last)
     return ChunkResult(info, metrics, checkpoints.read_metrics(info.path)[1])
+
+
+class TrainingOutOfMemory(ValueError):
+    """A chunk that needed more memory than the machine or GPU has (a setting to change, not a crash)."""
+
+
+# What torch's CPU allocator says (Linux, other systems), and its CUDA and MPS allocators.
+_OOM_WORDS = ("can't allocate memory", "not enough memory", "Cannot allocate memory", "out of memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation that failed: numpy's MemoryError, torch.OutOfMemoryError
+    (GPU), or the RuntimeError of torch's CPU allocator."""
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and any(words in str(exc) for words in _OOM_WORDS))
+
+
+def out_of_memory_advice(settings: PretrainSettings, exc: BaseException) -> str:
+    """One line: what ran out, at which batch, and the settings that fit the same effective batch."""
+    split = min(4, settings.batch_size)
+    smaller, accum = max(1, settings.batch_size // split), settings.grad_accum * split
+    where = "GPU" if "CUDA" in str(exc) or "MPS" in str(exc) else "memory"
+    return (f"out of {where} training a batch of {settings.batch_size} crops of {settings.crop_seconds:g} s "
+            f"(--grad-accum {settings.grad_accum}); the last complete checkpoint is kept: give a smaller "
+            f"--batch-size, with --grad-accum to keep the effective batch (e.g. --batch-size {smaller} "
+            f"--grad-accum {accum}), or shorter --crop-seconds")
 
 
 def collapse_warning(metrics: list[StepMetrics], codes_per_group: int) -> str | None:

@@ -9,6 +9,7 @@ process holds the lock, so a query run during an ingest waits briefly and then s
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -19,7 +20,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import MIGRATIONS, SCHEMA_VERSION, TABLES, VIEWS, segment_audio_view
+from schemas.tables import MIGRATIONS, SCHEMA_VERSION, TABLES, VIEWS, frame_vectors_view, segment_audio_view
 from tasks.workspace import Workspace
 
 LOCK_WAIT_S = 60.0
@@ -45,6 +46,48 @@ def lock_wait_s() -> float:
     return float(os.environ.get("CETA2VEC_LOCK_WAIT_S", LOCK_WAIT_S))
 
 
+# What DuckDB says of a database file that was cut short or overwritten: its catalog, read when the
+# file is opened, lies in blocks that are not there (or not what they should be).
+_DAMAGED = ("Could not read enough bytes from file", "Corrupt database file", "checksum", "not a valid DuckDB database")
+
+
+def _damaged(workspace: Workspace, exc: duckdb.Error) -> WorkspaceError:
+    return WorkspaceError(
+        f"{workspace.db_path} is damaged ({' '.join(str(exc).split())[:200]}): it was cut short or overwritten "
+        "(a copy that did not finish, a full disk?), and nothing was written to it; restore it from a backup, "
+        "or move it aside and ingest the recordings again (the same command makes a new one)")
+
+
+# Databases this process has found whole (`_check_whole`): checked once, at the first connection.
+_whole: set[Path] = set()
+
+
+def _check_whole(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
+    """Refuse a file cut short in its data blocks (its catalog, read on opening, survived): every
+    block a table's storage names must lie within the file. Without this a read answers some
+    counts and fails on others, and a writer grows the damaged file further."""
+    if workspace.db_path in _whole:
+        return
+    try:
+        block_size = conn.execute("SELECT block_size FROM pragma_database_size() "
+                                  "WHERE database_name = current_database()").fetchone()[0]
+        tables = conn.execute("SELECT table_name FROM duckdb_tables() WHERE NOT internal "
+                              "AND database_name = current_database()").fetchall()
+        top = max([conn.execute("SELECT coalesce(max(block_id), -1) FROM pragma_storage_info(?) WHERE persistent",
+                                [name]).fetchone()[0] for (name,) in tables], default=-1)
+    except duckdb.Error as exc:
+        if any(words in str(exc) for words in _DAMAGED):
+            raise _damaged(workspace, exc) from exc
+        raise
+    size = workspace.db_path.stat().st_size
+    # three 4 KiB headers, then whole blocks: DuckDB never writes part of one
+    if (size - 3 * 4096) % block_size:
+        raise _damaged(workspace, RuntimeError(f"its {size} bytes end inside a block of {block_size}"))
+    if (top + 1) * block_size + 3 * 4096 > size:
+        raise _damaged(workspace, RuntimeError(f"block {top} of {block_size} bytes lies beyond its {size} bytes"))
+    _whole.add(workspace.db_path)
+
+
 def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None = None,
             config: dict | None = None) -> duckdb.DuckDBPyConnection:
     """Open the workspace database, waiting up to `wait_s` while another process (or another
@@ -59,11 +102,19 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None 
     while True:
         try:
             conn = duckdb.connect(str(workspace.db_path), read_only=read_only, config=config or {})
+            try:
+                _check_whole(conn, workspace)
+            except BaseException:
+                conn.close()
+                raise
             if workspace.storage.remote:  # read_parquet over a segment dataset kept at an fsspec URL
                 conn.register_filesystem(workspace.storage.filesystem)
             return conn
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
+        except duckdb.Error as exc:
+            if any(words in str(exc) for words in _DAMAGED):
+                raise _damaged(workspace, exc) from exc  # refused at the door: no write can follow
+            if (not isinstance(exc, (duckdb.IOException, duckdb.ConnectionException)) or not _is_lock_conflict(exc)
+                    or time.monotonic() >= deadline):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -76,6 +127,7 @@ def writing(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     with _writer_turn():
         conn = connect(workspace)
         try:
+            bind_views_here(conn, workspace)
             yield conn
         finally:
             conn.close()
@@ -149,6 +201,7 @@ def reading(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     _upgraded(workspace)
     conn = connect(workspace, read_only=True)
     try:
+        bind_views_here(conn, workspace, temporary=True)
         yield conn
     finally:
         conn.close()
@@ -158,21 +211,70 @@ def reading(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 SANDBOX_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
+# Limits of SQL someone typed (`ceta2vec sql --timeout/--memory-limit` override them): a query
+# such as `SELECT count(*) FROM range(1e12)` otherwise runs until killed.
+QUERY_TIMEOUT_S = 300.0
+
+
+def default_query_memory() -> str:
+    """Half of this machine's memory: a runaway query stops long before the machine swaps."""
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2 >> 20}MiB"
+
+
+class QueryLimitExceeded(ValueError):
+    """SQL someone typed that ran past its time or memory limit, and was stopped."""
+
+
 @contextmanager
-def querying(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+def querying(workspace: Workspace, timeout_s: float | None = None,
+             memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection for SQL someone typed: files outside the workspace's data folders
-    cannot be read or written (no URLs, no /etc), and the query cannot switch that back on."""
+    cannot be read or written (no URLs, no /etc), and the query cannot switch that back on.
+
+    The block is stopped (`QueryLimitExceeded`) once it has run `timeout_s` seconds (default
+    QUERY_TIMEOUT_S; 0: never) or needs more than `memory_limit` (a DuckDB size such as "4GB";
+    default: half the machine's memory). Nothing spills to disk: the sandbox writes no file, a
+    temporary one included."""
     _upgraded(workspace)
+    timeout_s = QUERY_TIMEOUT_S if timeout_s is None else timeout_s
+    memory_limit = memory_limit or default_query_memory()
     conn = connect(workspace, read_only=True, config=SANDBOX_CONFIG)
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        conn.interrupt()
+
+    timer = threading.Timer(timeout_s, stop) if timeout_s else None
     try:
+        bind_views_here(conn, workspace, temporary=True)  # before file access is locked down
+        try:
+            conn.execute("SET memory_limit = ?", [memory_limit])
+        except duckdb.Error:
+            raise QueryLimitExceeded(
+                f"--memory-limit takes a size such as 4GB or 512MB, not {memory_limit!r}") from None
+        conn.execute("SET temp_directory = ''")
         # Data folders, not the workspace root: an allowed folder is writable at the engine level,
         # and the database file's own folder must not be.
         folders = [f"{str(workspace.storage.root).rstrip('/')}/", f"{workspace.embeddings_dir}/"]
         conn.execute("SET allowed_directories = ?", [folders])
         conn.execute("SET enable_external_access = false")
         conn.execute("SET lock_configuration = true")
+        if timer:
+            timer.daemon = True
+            timer.start()
         yield conn
+    except duckdb.InterruptException:
+        if not fired.is_set():
+            raise  # not ours: a Ctrl-C
+        raise QueryLimitExceeded(f"the query ran past its time limit of {timeout_s:g} s and was stopped; "
+                                 "narrow it, or give a longer --timeout SECONDS (0: no limit)") from None
+    except (duckdb.OutOfMemoryException, MemoryError):
+        raise QueryLimitExceeded(f"the query needed more memory than its limit of {memory_limit} and was stopped; "
+                                 "narrow it, or give a larger --memory-limit (such as 16GB)") from None
     finally:
+        if timer:
+            timer.cancel()
         conn.close()
 
 
@@ -224,6 +326,33 @@ def refresh_segment_audio_view(conn: duckdb.DuckDBPyConnection, workspace: Works
     # read_parquet binds its glob when the view is created, so the view only exists once a file does.
     if workspace.storage.files():
         conn.execute(segment_audio_view(workspace.segments_glob))
+
+
+def bind_views_here(conn: duckdb.DuckDBPyConnection, workspace: Workspace, temporary: bool = False) -> list[str]:
+    """Point the views over Parquet files (`segment_audio`, `frame_vectors`) at this workspace's
+    folder when they name another: they hold absolute paths, so a copied or moved workspace would
+    read its old place (or nothing). A writing connection re-creates them in the database; a
+    reading one may not write, so it shadows them with temporary views of its own (the next
+    writing command fixes them for good). Returns the views re-bound."""
+    stored = dict(conn.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND database_name <> 'temp' "
+        "AND view_name IN ('segment_audio', 'frame_vectors')").fetchall())
+    if not stored:
+        return []
+    wanted = {"segment_audio": (workspace.segments_glob, segment_audio_view, lambda: bool(workspace.storage.files())),
+              "frame_vectors": (workspace.frames_glob(), frame_vectors_view,
+                                lambda: any(workspace.embeddings_dir.glob("*/frames/*.parquet")))}
+    rebound = []
+    for name, (glob, ddl, files_here) in wanted.items():
+        quoted = "'" + glob.replace("'", "''") + "'"
+        # read_parquet binds its glob when the view is made: with no file here the old view stays
+        if name in stored and quoted not in stored[name] and files_here():
+            statement = ddl(glob)
+            if temporary:
+                statement = statement.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1)
+            conn.execute(statement)
+            rebound.append(name)
+    return rebound
 
 
 def register_ids(conn: duckdb.DuckDBPyConnection, ids: list[str], name: str = "report_ids") -> str:

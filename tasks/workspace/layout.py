@@ -7,7 +7,8 @@ from functools import cached_property
 from pathlib import Path
 
 from schemas.settings import default_workspace
-from tasks.workspace.storage import SegmentStorage, read_storage
+from tasks.workspace.staging import OWNERS, release_owner
+from tasks.workspace.storage import STORAGE_FILE, SegmentStorage, read_storage
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,20 @@ class Workspace:
         for folder in (self.root, self.segments_dir, self.staging_dir, self.checkpoints_dir, self.reports_dir):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+    def remove_unused(self, root_existed: bool) -> None:
+        """Undo `create` (and a first ingest's database) for a workspace that was given nothing to
+        keep: the database, the storage setting and the folders `create` made, each folder only
+        if it is empty, so nothing anyone else put there goes; the root only if it was made too."""
+        release_owner(self.staging_dir)
+        for name in (self.db_path.name, f"{self.db_path.name}.wal", STORAGE_FILE):
+            (self.root / name).unlink(missing_ok=True)
+        for folder in (self.staging_dir, self.root / OWNERS, self.segments_dir, self.checkpoints_dir,
+                       self.reports_dir, *([self.root] if not root_existed else [])):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): kept
+                pass
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()

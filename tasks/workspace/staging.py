@@ -60,6 +60,17 @@ def _release(lock: Path, handle) -> None:
         handle.close()
 
 
+def release_owner(staging_dir: Path) -> None:
+    """Give up this process's lock file beside `staging_dir` (its workspace is being removed): a
+    workspace made again at the same place gets a fresh one, which other processes can see."""
+    owners = staging_dir.parent / OWNERS
+    with _lock:
+        handle = _handles.pop(str(owners), None)
+        if handle is not None and _tag is not None:
+            (owners / f"{_tag[1]}.lock").unlink(missing_ok=True)
+            handle.close()
+
+
 def _alive(owners: Path, tag: str) -> bool:
     if _tag is not None and _tag == (os.getpid(), tag):
         return True

@@ -483,6 +483,28 @@
     }
     if (entry.state === "loading") entry.waiting.push(then); else then(entry);
   }
+  // The frame of a spectrogram drawn on a canvas: its border, seconds into the recording below
+  // (`offset` + the time drawn; a tick every `spacing` px or so), kHz (or mel bands) on the left.
+  function spectrogramAxes(g, box, a, b, X, offset, spacing) {
+    var left = box.left, top = box.top, W = box.W, H = box.H;
+    g.strokeStyle = "#5b6670"; g.fillStyle = "#3d464f"; g.lineWidth = 1; g.font = "9px system-ui, sans-serif";
+    g.strokeRect(left + 0.5, top + 0.5, W - 1, H - 1);
+    var step = niceStep(b - a, Math.max(2, Math.floor(W / spacing))), digits = step < 0.1 ? 2 : step < 1 ? 1 : 0;
+    g.textAlign = "center";
+    for (var t = Math.ceil(a / step) * step; t <= b + 1e-9; t += step) {
+      g.beginPath(); g.moveTo(X(t), top + H); g.lineTo(X(t), top + H + 3); g.stroke();
+      g.fillText((offset + t).toFixed(digits), X(t), top + H + 12);
+    }
+    g.fillText("time in recording (s)", left + W / 2, box.cssH - 2);
+    g.textAlign = "right";
+    freqTicks.forEach(function (tick) {
+      var y = top + H - tick[0] * H;
+      g.beginPath(); g.moveTo(left - 3, y); g.lineTo(left, y); g.stroke();
+      g.fillText(tick[1], left - 4, y + 3);
+    });
+    g.save(); g.translate(8, top + H / 2); g.rotate(-Math.PI / 2); g.textAlign = "center";
+    g.fillText(freqTicks.length ? "kHz" : "mel bands", 0, 0); g.restore();
+  }
   function niceStep(span, target) {
     var raw = span / target, p = Math.pow(10, Math.floor(Math.log10(raw))), m = raw / p;
     return p * (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10);
@@ -549,23 +571,7 @@
         g.strokeStyle = "#0b5f8a"; g.lineWidth = 1.5; g.setLineDash([3, 2]); g.stroke(); g.setLineDash([]);
       }
       // axes: seconds into the recording, kHz on the mel scale of the thumbnails
-      g.strokeStyle = "#5b6670"; g.fillStyle = "#3d464f"; g.lineWidth = 1; g.font = "9px system-ui, sans-serif";
-      g.strokeRect(left + 0.5, top + 0.5, W - 1, H - 1);
-      var step = niceStep(b - a, Math.max(2, Math.floor(W / 45))), digits = step < 0.1 ? 2 : step < 1 ? 1 : 0;
-      g.textAlign = "center";
-      for (var t = Math.ceil(a / step) * step; t <= b + 1e-9; t += step) {
-        g.beginPath(); g.moveTo(X(t), top + H); g.lineTo(X(t), top + H + 3); g.stroke();
-        g.fillText((spec.offset + t).toFixed(digits), X(t), top + H + 12);
-      }
-      g.fillText("time in recording (s)", left + W / 2, cssH - 2);
-      g.textAlign = "right";
-      freqTicks.forEach(function (tick) {
-        var y = top + H - tick[0] * H;
-        g.beginPath(); g.moveTo(left - 3, y); g.lineTo(left, y); g.stroke();
-        g.fillText(tick[1], left - 4, y + 3);
-      });
-      g.save(); g.translate(8, top + H / 2); g.rotate(-Math.PI / 2); g.textAlign = "center";
-      g.fillText(freqTicks.length ? "kHz" : "mel bands", 0, 0); g.restore();
+      spectrogramAxes(g, {left: left, top: top, W: W, H: H, cssH: cssH}, a, b, X, spec.offset, 45);
       c.setAttribute("data-drawn", entry ? entry.state : "none");
     }
     if (spec.src) image(spec.src, frame); else frame(null);
@@ -988,6 +994,7 @@
   plot.addEventListener("dblclick", function () { view.k = 1; view.tx = view.ty = 0; draw(); });
   document.addEventListener("keydown", function (e) {
     if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+    if (reviewing) { reviewKey(e); return; }
     if (e.key === "Escape") { if (selection) setSelection([], false); else select(-1, false); }
     else if (e.key === "b" || e.key === "l" || e.key === "p") setTool({b: "box", l: "lasso", p: "pan"}[e.key]);
   });
@@ -1059,6 +1066,170 @@
     return true;
   }
 
+  // ---- Review mode: the windows `ceta2vec suggest` picked, marked yes / no / skip ------------
+  // Decisions export as suggest's own CSV with the positive column filled: `ceta2vec label` reads it.
+  var REVIEWS = D.review || [], reviewing = false, rv = null, rvAt = 0, decisions = {};
+  REVIEWS.forEach(function (b) { decisions[b.label] = b.windows.map(function () { return ""; }); });
+  var reviewPlayer = $("review-player");
+  function reviewThumb(w) {
+    var c = $("review-thumb"), cssW = Math.max(320, Math.min(720, ($("review").clientWidth || 700) - 300)), cssH = 200;
+    var dpr = window.devicePixelRatio || 1;
+    c.width = Math.round(cssW * dpr); c.height = Math.round(cssH * dpr);
+    c.style.width = cssW + "px"; c.style.height = cssH + "px";
+    var g = c.getContext("2d");
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    var left = 30, right = 6, top = 4, bottom = 26, W = cssW - left - right, H = cssH - top - bottom;
+    var a = w.clip_start_s, b = Math.max(w.clip_end_s, a + 1e-3), X = function (t) { return left + (t - a) / (b - a) * W; };
+    var key = w.segment_id + "@" + w.start_s;
+    c.setAttribute("data-window", key);
+    c.setAttribute("data-drawn", "pending");
+    c.setAttribute("role", "img");
+    c.setAttribute("aria-label", "spectrogram from " + a.toFixed(2) + " s to " + b.toFixed(2) + " s, the window " +
+                   w.start_s.toFixed(2) + "–" + w.end_s.toFixed(2) + " s marked");
+    function paint(entry) {
+      if (c.getAttribute("data-window") !== key) return;
+      g.fillStyle = "#fff"; g.fillRect(0, 0, cssW, cssH);
+      g.fillStyle = "#f1f3f5"; g.fillRect(left, top, W, H);
+      if (entry && entry.state === "ok") g.drawImage(entry.img, left, top, W, H);
+      else {
+        g.fillStyle = "#5b6670"; g.font = "11px system-ui, sans-serif"; g.textAlign = "center";
+        g.fillText(entry ? "thumbnail missing" : "no thumbnail for this window", left + W / 2, top + H / 2 + 4);
+      }
+      // the window itself between two lines; the context either side dimmed
+      g.fillStyle = "rgba(255,255,255,0.35)";
+      g.fillRect(left, top, X(w.start_s) - left, H); g.fillRect(X(w.end_s), top, left + W - X(w.end_s), H);
+      [w.start_s, w.end_s].forEach(function (t) {
+        g.strokeStyle = "#ffffff"; g.lineWidth = 3; g.beginPath(); g.moveTo(X(t), top); g.lineTo(X(t), top + H); g.stroke();
+        g.strokeStyle = "#0b5f8a"; g.lineWidth = 1.5; g.stroke();
+      });
+      spectrogramAxes(g, {left: left, top: top, W: W, H: H, cssH: cssH}, a, b, X, 0, 50);
+      c.setAttribute("data-drawn", entry ? entry.state : "none");
+    }
+    if (w.thumbnail) image(w.thumbnail, paint); else paint(null);
+  }
+  function reviewProgress() {
+    var d = decisions[rv.label], yes = 0, no = 0, skip = 0;
+    d.forEach(function (v) { if (v === "yes") yes++; else if (v === "no") no++; else if (v === "skip") skip++; });
+    $("review-progress").textContent = (yes + no + skip) + " of " + d.length + " decided: " + yes + " yes, " + no +
+      " no, " + skip + " skipped · classifier " + rv.classifier_id + " (" + rv.features + "), threshold " + rv.threshold.toFixed(3);
+    api.review = {label: rv.label, at: rvAt, decisions: d.slice()};
+  }
+  function renderReviewList() {
+    var list = $("review-list");
+    list.textContent = "";
+    rv.windows.forEach(function (w, i) {
+      var li = el("li"), button = el("button", "review-item");
+      button.type = "button";
+      button.setAttribute("data-index", String(i));
+      button.appendChild(el("span", "rv-file", w.file));
+      button.appendChild(el("span", "rv-meta", w.start_s.toFixed(2) + "–" + w.end_s.toFixed(2) + " s · score " + w.score.toFixed(3)));
+      button.appendChild(el("span", "rv-decision"));
+      button.addEventListener("click", function () { reviewAt(i); });
+      li.appendChild(button);
+      list.appendChild(li);
+    });
+  }
+  function markItem(i) {
+    var item = $("review-list").children[i];
+    if (!item) return;
+    var value = decisions[rv.label][i], button = item.firstChild;
+    button.setAttribute("data-decision", value);
+    button.lastChild.textContent = value;
+    button.classList.toggle("current", i === rvAt);
+    if (i === rvAt) button.setAttribute("aria-current", "true"); else button.removeAttribute("aria-current");
+  }
+  function reviewAt(i) {
+    if (!rv || !rv.windows.length) return;
+    var before = rvAt;
+    rvAt = Math.max(0, Math.min(rv.windows.length - 1, i));
+    markItem(before); markItem(rvAt);
+    var w = rv.windows[rvAt], item = $("review-list").children[rvAt];
+    if (item && item.scrollIntoView) item.scrollIntoView({block: "nearest"});
+    $("review-title").textContent = "Review · " + rv.label + " · window " + (rvAt + 1) + " of " + rv.windows.length;
+    $("review-where").textContent = w.file + " · " + w.start_s.toFixed(2) + "–" + w.end_s.toFixed(2) + " s · score " + w.score.toFixed(3);
+    reviewThumb(w);
+    reviewPlayer.pause();
+    if (w.audio) {
+      reviewPlayer.hidden = false;
+      if (reviewPlayer.getAttribute("data-src") !== w.audio) { reviewPlayer.src = encodePath(w.audio); reviewPlayer.setAttribute("data-src", w.audio); }
+    } else { reviewPlayer.removeAttribute("src"); reviewPlayer.removeAttribute("data-src"); reviewPlayer.hidden = true; }
+    reviewProgress();
+  }
+  function reviewLabel(name) {
+    rv = REVIEWS.filter(function (b) { return b.label === name; })[0] || REVIEWS[0];
+    $("review-label").value = rv.label;
+    renderReviewList();
+    rvAt = 0;
+    rv.windows.forEach(function (_, i) { markItem(i); });
+    reviewAt(0);
+  }
+  function decide(value) {
+    if (!rv || !rv.windows.length) return;
+    decisions[rv.label][rvAt] = value;
+    markItem(rvAt);
+    if (rvAt < rv.windows.length - 1) reviewAt(rvAt + 1); else reviewProgress();
+  }
+  function openReview(on) {
+    if (on && !REVIEWS.length) return false;
+    reviewing = api.reviewing = on;
+    $("review").hidden = !on; plot.hidden = on;
+    $("review-open").setAttribute("aria-pressed", String(on));
+    if (on) { hideTooltip(); $("selection").hidden = true; if (!rv) reviewLabel(REVIEWS[0].label); else reviewAt(rvAt); }
+    else { reviewPlayer.pause(); $("selection").hidden = !selection; }
+    return true;
+  }
+  function reviewCsv() {
+    var lines = ["file,start_s,end_s,label,positive,score,segment_id,recording_id"];
+    rv.windows.forEach(function (w, i) {
+      lines.push([csvText(w.file), w.start_s.toFixed(3), w.end_s.toFixed(3), csvText(rv.label), decisions[rv.label][i],
+                  w.score.toFixed(4), csvText(w.segment_id), csvText(w.recording_id)].join(","));
+    });
+    return lines.join("\r\n") + "\r\n";
+  }
+  function exportReview() {
+    if (!rv) return;
+    var blob = new Blob([reviewCsv()], {type: "text/csv;charset=utf-8"}), url = URL.createObjectURL(blob);
+    var name = "review-" + String(rv.label).replace(/[^A-Za-z0-9_.-]+/g, "_") + "-decisions.csv";
+    var a = el("a");
+    a.href = url; a.download = name; a.hidden = true;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(function () { URL.revokeObjectURL(url); }, 60000);
+    api.lastReviewExport = {name: name, rows: rv.windows.length};
+  }
+  function reviewKey(e) {  // true when the key was the review's
+    if (e.ctrlKey || e.metaKey || e.altKey) return false;
+    var k = e.key;
+    if (k === "y" || k === "n" || k === "s") decide({y: "yes", n: "no", s: "skip"}[k]);
+    else if (k === "ArrowDown" || k === "j") reviewAt(rvAt + 1);
+    else if (k === "ArrowUp" || k === "k") reviewAt(rvAt - 1);
+    else if (k === " ") { if (reviewPlayer.getAttribute("src")) { if (reviewPlayer.paused) { var p = reviewPlayer.play(); if (p && p.catch) p.catch(function () {}); } else reviewPlayer.pause(); } }
+    else if (k === "Escape") openReview(false);
+    else return false;
+    e.preventDefault();
+    return true;
+  }
+  function setupReview() {
+    var open = $("review-open");
+    api.reviewing = false;
+    if (!REVIEWS.length) {
+      open.disabled = true;
+      open.title = "Nothing to review: run `ceta2vec classify` (and write the report again) to get suggested windows.";
+      return;
+    }
+    open.textContent = "Review " + REVIEWS.reduce(function (n, b) { return n + b.windows.length; }, 0) + " suggested windows";
+    var select_ = $("review-label");
+    REVIEWS.forEach(function (b) { var o = el("option", null, b.label + " (" + b.windows.length + ")"); o.value = b.label; select_.appendChild(o); });
+    select_.addEventListener("change", function () { reviewLabel(select_.value); select_.blur(); });
+    open.addEventListener("click", function () { openReview(!reviewing); open.blur(); });
+    $("review-close").addEventListener("click", function () { openReview(false); });
+    $("review-export").addEventListener("click", exportReview);
+    $("review").querySelectorAll(".review-actions button").forEach(function (b) {
+      b.addEventListener("click", function () { decide(b.getAttribute("data-decision")); b.blur(); });
+    });
+  }
+
   // ---- start --------------------------------------------------------------------------------
   try {
     var first = SEG.layers.some(function (l) { return l.layer === D.main_layer; }) ? D.main_layer : SEG.layers[0].layer;
@@ -1076,6 +1247,7 @@
       b.addEventListener("click", function () { setTool(b.getAttribute("data-tool")); });
     });
     $("export-csv").addEventListener("click", exportSelection);
+    setupReview();
     $("clear-selection").addEventListener("click", function () { setSelection([], false); });
     $("search").addEventListener("input", function (e) {
       var q = e.target.value.trim().toLowerCase();
@@ -1116,6 +1288,9 @@
   api.setColour = setColour;
   api.setTool = setTool;
   api.selectionCsv = function () { return selection ? selectionCsv() : ""; };
+  api.openReview = openReview;
+  api.reviewCsv = function () { return rv ? reviewCsv() : ""; };
+  api.reviewLabels = REVIEWS.map(function (b) { return b.label; });
   api.frames = FR ? FR.n : 0;
   api.redraw = function () { draw(); return api.lastDrawMs; };
   api.layers = SEG.layers.map(function (l) { return l.layer; });

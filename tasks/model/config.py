@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import Wav2Vec2Config
 
-from tasks.training.frontend import FeatureEncoderPlan
+from tasks.model.frontend import FeatureEncoderPlan
 
 # Transformer and quantizer sizes. Convolution widths ramp from `conv_first` to `conv_last` over
 # however many encoder layers the sample rate needs (7 at 16 kHz).
