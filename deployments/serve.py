@@ -19,6 +19,7 @@ from pathlib import Path
 
 from deployments.definitions import DeploymentDefinition, Schedules, definitions, matching_workspace
 from flows.cli.commands import _settings, _workspace_argument, add_settings_arguments
+from flows.cli.registry import Command, declare
 from schemas.settings import IngestSettings, PretrainSettings, RefreshSettings, ReportSettings
 from tasks.workspace import Workspace
 
@@ -67,7 +68,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     what.add_argument("--label-columns", nargs="*", metavar="COLUMN",
                       help="Label columns the refresh evaluates (default: every label column the workspace has).")
     what.add_argument("--limit", type=int, help="Most flow runs at a time (default: no limit).")
-    serve.set_defaults(handler=cmd_serve)
+    declare(serve, Command(cmd_serve, prefect=True))  # the user's Prefect server: it starts none
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

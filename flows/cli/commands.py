@@ -22,12 +22,13 @@ from pydantic import BaseModel, ValidationError
 
 from flows.cli import preflight
 from flows.cli.parsing import CommandParser
+from flows.cli.registry import Command, declare, declared
 from flows.runtime.server import own_server
 from schemas.settings import (
     DEFAULT_WORKSPACE,
     WORKSPACE_ENV,
-    EmbedSettings,
     ClassifySettings,
+    EmbedSettings,
     EvaluateSettings,
     IngestSettings,
     PipelineSettings,
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(run, PipelineSettings, positional="sources")
     _workspace_argument(run)
+    declare(run, Command(cmd_run, flow=("flows.pipeline", PipelineSettings), prefect=True))
 
     ingest = commands.add_parser(
         "ingest", help="Ingest recordings into the workspace (Parquet segments + DuckDB).",
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(ingest, IngestSettings, positional="sources")
     _workspace_argument(ingest)
+    declare(ingest, Command(cmd_ingest, flow=("flows.ingest", IngestSettings), prefect=True))
 
     pretrain = commands.add_parser(
         "pretrain", help="Pretrain wav2vec 2.0 from scratch on the workspace's segments, in resumable chunks.",
@@ -209,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(pretrain, PretrainSettings)
     _workspace_argument(pretrain)
+    declare(pretrain, Command(cmd_pretrain, flow=("flows.pretrain", PretrainSettings), needs_workspace=True, prefect=True))
 
     embed = commands.add_parser(
         "embed", help="Embed every segment with a trained checkpoint: vectors per layer, frame vectors, units.",
@@ -218,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(embed, EmbedSettings)
     _workspace_argument(embed)
+    declare(embed, Command(cmd_embed, flow=("flows.embed", EmbedSettings), needs_workspace=True, prefect=True))
 
     similar = commands.add_parser(
         "similar", help="Nearest segments to a segment (exact cosine search).",
@@ -235,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Use the layer's HNSW index (approximate; unfiltered queries only; see `ceta2vec index`).")
     similar.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _workspace_argument(similar)
+    declare(similar, Command(cmd_similar, needs_workspace=True))
 
     index = commands.add_parser(
         "index", help="Build an optional HNSW index for a layer's vectors and measure its recall@10.",
@@ -248,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--layer", type=int, help="Layer (default: the middle transformer layer).")
     index.add_argument("--pooling", default="mean", choices=["mean", "std", "max"])
     _workspace_argument(index)
+    declare(index, Command(cmd_index, needs_workspace=True))
 
     export = commands.add_parser(
         "export", help="Export segment embeddings to Parquet, CSV or NumPy.",
@@ -260,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Default: from the output's extension.")
     export.add_argument("--output", required=True, help="File to write.")
     _workspace_argument(export)
+    declare(export, Command(cmd_export, needs_workspace=True))
 
     evaluate = commands.add_parser(
         "evaluate", help="Scorecard of every layer and unit inventory against labels, beside baselines.",
@@ -271,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(evaluate, EvaluateSettings)
     _workspace_argument(evaluate)
+    declare(evaluate, Command(cmd_evaluate, flow=("flows.evaluate", EvaluateSettings), needs_workspace=True, prefect=True))
 
     report = commands.add_parser(
         "report", help="Figures, a self-contained HTML report and an interactive explorer of what the network learned.",
@@ -281,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(report, ReportSettings)
     _workspace_argument(report)
+    declare(report, Command(cmd_report, flow=("flows.report", ReportSettings), needs_workspace=True, prefect=True))
     report.add_argument("--serve", nargs="?", type=int, const=8765, default=None, metavar="PORT",
                         help="After writing, serve the report folder on http://127.0.0.1:PORT/ (default 8765) "
                              "until interrupted: for browsers or pages that refuse file:// links.")
@@ -300,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", help="Embedding model, e.g. tiny@3 (default: the latest embedded).")
     explain.add_argument("--output", help="Folder (default: <workspace>/reports/<model>/explain/<segment>/).")
     _workspace_argument(explain)
+    declare(explain, Command(cmd_explain, needs_workspace=True))
 
     status = commands.add_parser(
         "status", help="What the workspace holds: recordings, segments, errors, models and their checkpoints, "
@@ -308,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _workspace_argument(status)
+    declare(status, Command(cmd_status, needs_workspace=True))
 
     from flows.cli.detection import add_detection_commands
 
@@ -328,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--memory-limit", metavar="SIZE",
                      help="Stop the query when it needs more memory, e.g. 4GB (default: half the machine's).")
     _workspace_argument(sql)
+    declare(sql, Command(cmd_sql, needs_workspace=True))
     return parser
 
 
@@ -555,23 +568,21 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "ingest": cmd_ingest, "pretrain": cmd_pretrain, "embed": cmd_embed, "evaluate": cmd_evaluate, "report": cmd_report,
-            "similar": cmd_similar,
-            "index": cmd_index, "export": cmd_export, "status": cmd_status, "sql": cmd_sql,
-            "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CETA2VEC_DEBUG", "") not in ("", "0")
     try:
-        _require_workspace(args)
-        flow = FLOWS.get(args.command)
+        command = declared(args)
+        if command.needs_workspace:
+            _require_workspace(args)
+        flow = command.flow
         if flow:  # invalid options, missing paths, models and layers fail before a server starts
             preflight.check(_settings(flow[1], args))
             if _serves_current_report(args):
                 flow = None  # nothing to draw: served at once, without a Prefect server
-        if not debug and args.command in FLOW_COMMANDS:
+        if not debug and command.prefect:
             from flows.cli.console import quiet_tracebacks
 
             quiet_tracebacks()  # the message below says what went wrong; --debug shows Prefect's tracebacks too
@@ -579,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
             if flow:
                 importlib.import_module(flow[0])  # while the server starts
             use_server()
-            return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
+            return command.run(args)
     except Exception as exc:
         if debug:
             raise
@@ -589,28 +600,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-FLOW_COMMANDS = {"run", "serve", "ingest", "pretrain", "embed", "evaluate", "report", "classify"}
-# Each command that runs a flow on a temporary Prefect server of its own: the flow's module, imported
-# while that server starts, and its settings, checked before (`serve` starts no server: it needs the user's).
-FLOWS = {"run": ("flows.pipeline", PipelineSettings), "ingest": ("flows.ingest", IngestSettings),
-         "pretrain": ("flows.pretrain", PretrainSettings), "embed": ("flows.embed", EmbedSettings),
-         "evaluate": ("flows.evaluate", EvaluateSettings), "report": ("flows.report", ReportSettings),
-         "classify": ("flows.classify", ClassifySettings)}
-# Commands that read or add to what an ingest made: refused on a folder that holds no workspace,
-# before a flow starts, so a mistyped --workspace creates nothing.
-NEEDS_WORKSPACE = {"pretrain", "embed", "evaluate", "report", "index", "similar", "export", "status", "sql",
-                   "label", "classify", "detections", "suggest", "explain"}
-
-
 def _require_workspace(args: argparse.Namespace) -> None:
     from tasks.workspace import Workspace
     from tasks.workspace.database import WorkspaceError
 
-    if args.command in NEEDS_WORKSPACE:
-        workspace = Workspace.at(getattr(args, "workspace", None))
-        if not workspace.exists():
-            raise WorkspaceError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest SOURCE "
-                                 f"--workspace {workspace.root}` first, or give the right --workspace)")
+    workspace = Workspace.at(getattr(args, "workspace", None))
+    if not workspace.exists():
+        raise WorkspaceError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest SOURCE "
+                             f"--workspace {workspace.root}` first, or give the right --workspace)")
 
 
 def _user_error(exc: Exception) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flows.cli.registry import Command, declare
+
 LABEL_EXAMPLES = """\
 examples:
   ceta2vec label calls.csv                                  # file, start_s, end_s, label[, positive]
@@ -54,7 +56,7 @@ def add_detection_commands(commands: argparse._SubParsersAction, add_settings_ar
     label.add_argument("--recording", help="Raven: the audio file a one-file table without `Begin File` belongs to "
                                            "(default: from the table's name, <stem>.Table.1.selections.txt).")
     workspace_argument(label)
-    label.set_defaults(handler=cmd_label)
+    declare(label, Command(cmd_label, needs_workspace=True))
 
     classify = commands.add_parser(
         "classify", help="Train a detector per label (model layer or log-mel/MFCC) and score every window.",
@@ -64,7 +66,7 @@ def add_detection_commands(commands: argparse._SubParsersAction, add_settings_ar
         "detections table.", epilog=CLASSIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_arguments(classify, classify_settings)
     workspace_argument(classify)
-    classify.set_defaults(handler=cmd_classify)
+    declare(classify, Command(cmd_classify, flow=("flows.classify", classify_settings), needs_workspace=True, prefect=True))
 
     detections = commands.add_parser(
         "detections", help="Write detected events as Raven selection tables, CSV or Parquet.",
@@ -80,7 +82,7 @@ def add_detection_commands(commands: argparse._SubParsersAction, add_settings_ar
                             help="Raven: one table over all files (Begin File, File Offset (s)) instead of one per file.")
     detections.add_argument("--classifier", help="A classifier id (default: the label's latest).")
     workspace_argument(detections)
-    detections.set_defaults(handler=cmd_detections)
+    declare(detections, Command(cmd_detections, needs_workspace=True))
 
     suggest = commands.add_parser(
         "suggest", help="Windows to label next: near the threshold, diverse, spread over recordings.",
@@ -94,7 +96,7 @@ def add_detection_commands(commands: argparse._SubParsersAction, add_settings_ar
                          help="Instead: k windows at random, spread evenly over the score bins, for the report's "
                               "calibrated call density.")
     workspace_argument(suggest)
-    suggest.set_defaults(handler=cmd_suggest)
+    declare(suggest, Command(cmd_suggest, needs_workspace=True))
 
 
 def _workspace(args):
