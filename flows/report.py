@@ -114,7 +114,7 @@ def report(settings: ReportSettings) -> ReportResult:
     content = build_content(settings, str(out_dir))
     index_html, explorer_html = map(Path, write_pages(content, str(out_dir)))
     figures = sum(len(s.figures) for s in content.sections)
-    clips = sum(len(s.clips) for s in content.sections)
+    clips = sum(1 for _ in (out_dir / "media").rglob("*.wav"))  # every clip a page plays: explorer, units, maximisers
     pages = sum(len(s.links) for s in content.sections)
     segments = len(content.explorer.segment_id) if content.explorer is not None else 0
 

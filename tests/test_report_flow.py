@@ -62,6 +62,7 @@ def test_report_flow_writes_pages_artifacts_and_reruns_safely(embedded, tmp_path
                  "assets/explorer.css"):
         assert (out / name).is_file(), name
     assert result.figures > 0 and result.segments == 16  # 8 recordings x two 2-s segments
+    assert result.clips == len(list((out / "media").rglob("*.wav"))) >= 16  # the explorer plays every segment
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(UUID(result.flow_run_id))

@@ -53,6 +53,8 @@ def similar(conn: duckdb.DuckDBPyConnection, segment_id: str, k: int, layer: int
             [*params, segment_id, k],
         )
     except duckdb.BinderException as exc:
+        if "Referenced column" not in str(exc):  # any other binder error is DuckDB's to explain
+            raise
         raise WorkspaceError(f"--where {where!r}: {_first_line(exc)}; the filter can use the columns "
                              f"{', '.join(where_columns(conn, params))}") from None
     return QueryResult([d[0] for d in cursor.description], cursor.fetchall())
@@ -76,7 +78,7 @@ def where_columns(conn: duckdb.DuckDBPyConnection, params: list) -> list[str]:
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).split("\n", 1)[0].removeprefix("Binder Error: ").strip()
+    return str(exc).split("\n", 1)[0].removeprefix("Binder Error: ").strip().rstrip("!")
 
 
 def _similar_hnsw(conn, workspace, segment_id: str, k: int, layer: int, model: str, pooling: str,
