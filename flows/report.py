@@ -23,7 +23,7 @@ from flows.runtime.names import named_by
 from flows.runtime.progress import Progress
 from schemas.results import ReportResult
 from schemas.settings import ReportSettings
-from tasks.catalog.embeddings import resolve_model
+from tasks.catalog.embeddings import EmbeddingModel, resolve_model
 from tasks.report.content import ReportContent
 from tasks.report.explorer_page import write_explorer
 from tasks.report.freshness import report_folder, serve_folder  # noqa: F401 - this module's names too
@@ -34,7 +34,7 @@ PROGRESS_EVERY_S = 1.0
 
 
 @task(name="build-report-content", task_run_name="figures and media of {settings.model}", cache_policy=NO_CACHE)
-def build_content(settings: ReportSettings, out_dir: str) -> ReportContent:
+def build_content(settings: ReportSettings, out_dir: str, model: EmbeddingModel) -> ReportContent:
     from tasks.report.build import build_report_content
 
     log = get_run_logger()
@@ -48,7 +48,7 @@ def build_content(settings: ReportSettings, out_dir: str) -> ReportContent:
                 log.info("%s (%.0f%%)", step, 100 * fraction)
                 last_step[0] = step
 
-        return build_report_content(Workspace.at(settings.workspace), settings, Path(out_dir), progress)
+        return build_report_content(Workspace.at(settings.workspace), settings, Path(out_dir), progress, model)
 
 
 @task(name="write-report-pages", task_run_name="write index.html and explorer.html", cache_policy=NO_CACHE)
@@ -105,13 +105,14 @@ def report(settings: ReportSettings) -> ReportResult:
     if not ws.exists():
         raise database.WorkspaceError(f"no workspace at {ws.root}: run `ceta2vec ingest` first")
     with database.reading(ws) as conn:
-        model_id = resolve_model(conn, settings.model).model_id
+        model = resolve_model(conn, settings.model)  # resolved once: the folder, the content and the result agree
+    model_id = model.model_id
     settings = settings.model_copy(update={"model": model_id})  # the folder and its content name the same model
     out_dir = report_folder(ws, settings, model_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("report of %s into %s", model_id, out_dir)
 
-    content = build_content(settings, str(out_dir))
+    content = build_content(settings, str(out_dir), model)
     index_html, explorer_html = map(Path, write_pages(content, str(out_dir)))
     figures = sum(len(s.figures) for s in content.sections)
     clips = sum(1 for _ in (out_dir / "media").rglob("*.wav"))  # every clip a page plays: explorer, units, maximisers

@@ -306,7 +306,7 @@ class ReportSettings(BaseModel):
 # resamples and the report's size (each defined once, in the stage's settings).
 REFRESH_FIELDS: dict[str, type[BaseModel]] = {
     "bootstrap": EvaluateSettings, "atlas_units": ReportSettings, "exemplars": ReportSettings,
-    "media_points": ReportSettings,
+    "media_points": ReportSettings, "features_budget": ReportSettings,
 }
 
 RefreshStageFields = create_model(
@@ -360,6 +360,7 @@ PIPELINE_FIELDS: dict[str, tuple[type[BaseModel], ...]] = {
     "atlas_units": (ReportSettings,),
     "exemplars": (ReportSettings,),
     "media_points": (ReportSettings,),
+    "features_budget": (ReportSettings,),
     # defined below, where the pipeline's meaning differs from the stage's
     "label_column": (EvaluateSettings, ReportSettings),
     "seed": (PretrainSettings, EmbedSettings, EvaluateSettings, ReportSettings),

@@ -166,7 +166,7 @@ def test_a_hand_written_raven_table_is_read_and_its_bad_rows_named(planted, tmp_
              f"2\tSpectrogram 1\t1\t21.0\t21.5\t500\t2000\t{NAMES[6]}\t1.0\tmoan",  # joined timeline; offset 1.0
              f"3\tSpectrogram 1\t1\t30.0\t29.0\t500\t2000\t{NAMES[6]}\t10.0\tupsweep",  # ends before it begins
              f"4\tSpectrogram 1\t1\tsoon\t31.0\t500\t2000\t{NAMES[6]}\t11.0\tupsweep",  # not a number
-             f"5\tSpectrogram 1\t1\t40.0\t41.0\t500\t2000\tnot-ingested.wav\t2.0\tupsweep"]  # no such recording
+             "5\tSpectrogram 1\t1\t40.0\t41.0\t500\t2000\tnot-ingested.wav\t2.0\tupsweep"]  # no such recording
     table.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))  # BOM and Windows line ends
     imported = labels_io.import_annotations(ws, table)
     assert imported.kind == "raven"

@@ -41,7 +41,7 @@ def escapes(ws: Workspace) -> list[str]:
         f"COPY (SELECT 'x' AS x) TO '{db}' (FORMAT csv)",
         f"COPY (SELECT 'x' AS x) TO '{seg}' (FORMAT parquet)",
         f"COPY recordings TO '{ws.root}/out.csv'",
-        f"COPY FROM DATABASE ceta2vec TO memory",
+        "COPY FROM DATABASE ceta2vec TO memory",
         f"EXPORT DATABASE '{ws.root}/export'",
         "INSTALL httpfs", "FORCE INSTALL httpfs", "LOAD httpfs", f"LOAD '{ws.root}/evil.duckdb_extension'",
         f"ATTACH '{ws.root}/other.duckdb' AS o", f"ATTACH '{db}' AS again", "DETACH ceta2vec",

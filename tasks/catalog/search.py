@@ -112,7 +112,7 @@ def export_embeddings(conn: duckdb.DuckDBPyConnection, model_id: str | None, lay
                       fmt: str, output: Path) -> tuple[int, Path]:
     """Write segment vectors with their ids (and recording, offset) as Parquet, CSV or NumPy."""
     resolved = resolve_model(conn, model_id)
-    model, layers = resolved.model_id, resolved.layers
+    model = resolved.model_id
     layers_wanted = "TRUE" if layer is None else f"e.layer = {int(layer)}"
     query = f"""SELECT e.model_id, e.segment_id, s.recording_id, r.file_name, s.start_s, s.site, e.layer, e.pooling, e.vector
                 FROM segment_embeddings e JOIN segments s USING (segment_id) JOIN recordings r USING (recording_id)

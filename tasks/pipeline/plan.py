@@ -4,7 +4,6 @@ stages whose inputs have not changed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from schemas.settings import (
 )
 from tasks.catalog import embeddings, evaluations
 from tasks.catalog.status import report_inputs
+from tasks.report.freshness import inputs_digest, stamp_report
 from tasks.workspace import Workspace, database
 
 
@@ -78,10 +78,6 @@ def evaluate_stage(workspace: Workspace, evaluation: EvaluateSettings, run: Call
     return ("up to date", None) if current else ("ran", run(evaluation))
 
 
-def inputs_digest(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def report_stamp(workspace: Workspace, run: str) -> Path:
     return workspace.reports_dir / f".pipeline-{run}.json"
 
@@ -97,14 +93,6 @@ def current_report(stamp: Path, digest: str) -> dict | None:
     if record.get("digest") != digest or not all(v and Path(v).exists() for v in pages.values()):
         return None
     return pages
-
-
-def stamp_report(stamp: Path, digest: str, pages: dict, inputs: dict) -> None:
-    """Written after the report flow returned: a report killed half-way has no stamp and is redrawn."""
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(stamp.name + ".partial")
-    tmp.write_text(json.dumps({"digest": digest, **pages, "inputs": inputs}, indent=2, default=str))
-    tmp.replace(stamp)
 
 
 def report_stage(workspace: Workspace, reporting: ReportSettings, run: str, draw: Callable[[ReportSettings], ReportResult],

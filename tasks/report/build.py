@@ -130,9 +130,10 @@ class ReportScope:
         return any(self.info.label)
 
 
-def resolve_scope(ws: Workspace, settings: ReportSettings) -> ReportScope:
+def resolve_scope(ws: Workspace, settings: ReportSettings, model: EmbeddingModel | None = None) -> ReportScope:
+    """What the report shows; `model` as the caller resolved it (else resolved here from the settings)."""
     with database.reading(ws) as conn:
-        model = resolve_model(conn, settings.model)
+        model = model or resolve_model(conn, settings.model)
         label_column = resolve_label_column(conn, settings.label_column)
         layer, reason = resolve_layer(conn, model, label_column, settings.layer)
         layers = sorted(set(settings.layers if settings.layers is not None else model.embedded_layers) | {layer})
@@ -248,12 +249,12 @@ class _Context:
 
 
 def build_report_content(ws: Workspace, settings: ReportSettings, out_dir: Path,
-                         progress: Progress | None = None) -> ReportContent:
+                         progress: Progress | None = None, model: EmbeddingModel | None = None) -> ReportContent:
     """Compute every figure, thumbnail and clip of the report into `out_dir` and describe them."""
     say = progress or (lambda message, fraction: None)
     out_dir = Path(out_dir)
     say("reading the workspace", 0.0)
-    scope = resolve_scope(ws, settings)
+    scope = resolve_scope(ws, settings, model)
     for sub in (FIGURES, MEDIA, UNITS_DIR):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import numpy as np
 from tasks.model.device import pick_device
 from tasks.model.inputs import normalise
 from tasks.report.attention import attention_maps, class_counts, head_summary
-from tasks.report.content import FigureRef, ReportSection
+from tasks.report.content import ReportSection
 from tasks.report.figures_features import (
     attention_figure,
     filterbank_figure,

@@ -19,10 +19,21 @@ from schemas.names import file_name
 from schemas.settings import ReportSettings
 from tasks.catalog.embeddings import resolve_model
 from tasks.catalog.status import report_inputs
-from tasks.pipeline.plan import inputs_digest, stamp_report
 from tasks.workspace import Workspace, database
 
 STAMP_PREFIX = ".report-inputs-"
+
+
+def inputs_digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stamp_report(stamp: Path, digest: str, pages: dict, inputs: dict) -> None:
+    """Written after the report was drawn whole: a report killed half-way has no stamp and is redrawn."""
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_name(stamp.name + ".partial")
+    tmp.write_text(json.dumps({"digest": digest, **pages, "inputs": inputs}, indent=2, default=str))
+    tmp.replace(stamp)
 
 
 def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Path:
