@@ -29,13 +29,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 # `make test` runs the suite on pytest-xdist workers, a module per worker at a time (`--dist
 # loadfile --no-loadscope-reorder`: in this order, not by test count), the longest modules first, so
 # that none is left running alone at the end. Seconds per module in the last full run on 2 cores.
-LONGEST_FIRST = ("test_deployments",  # 222 s
-                 "test_pipeline_kill",  # 152 (its reference: test_pipeline_flow's, published)
-                 "test_pipeline_flow",  # 156
-                 "test_cli", "test_report_flow", "test_ddp", "test_dask_runner",  # 150, 114, 112, 110
-                 "test_pretrain_flow", "test_hardening_ingest", "test_embedding", "test_report_figures",  # 95-86
-                 "test_evaluate_flow", "test_ingest_flow", "test_storage", "test_learning_bench",  # 60-33
-                 "test_explorer_selection", "test_training", "test_report_browser", "test_evaluation")
+LONGEST_FIRST = ("test_deployments",  # 356 s (the served refresh waits for scheduled runs and triggers)
+                 "test_pipeline_kill",  # 171 (its reference: test_pipeline_flow's, published)
+                 "test_pipeline_flow",  # 150
+                 "test_cli", "test_report_serve", "test_evaluate_flow", "test_report_flow",  # 123, 113, 133, 95
+                 "test_hardening_faults", "test_embedding", "test_ddp", "test_detection",  # 93, 97, 86, 51
+                 "test_report_figures", "test_pretrain_flow", "test_dask_runner", "test_hardening_ingest",  # 78-43
+                 "test_report_features", "test_storage", "test_server_lifetime", "test_ingest_flow",  # 46-26
+                 "test_cli_errors", "test_explorer_selection", "test_learning_bench", "test_training",
+                 "test_report_browser", "test_evaluation")
 
 
 def pytest_collection_modifyitems(items):
