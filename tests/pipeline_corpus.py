@@ -12,7 +12,7 @@ from schemas.settings import PipelineSettings
 
 TINY = dict(segment_seconds=2.0, preset="tiny", chunks=2, steps_per_chunk=3, batch_size=4, crop_seconds=1.0,
             model_overrides={"num_hidden_layers": 2}, units_k=8, kmeans_sample_frames=500, bootstrap=10,
-            atlas_units=3, exemplars=1, media_points=12, features_budget=2)
+            atlas_units=3, exemplars=1, media_points=12, features_budget=0)
 
 
 def tones_and_clicks(root: Path, n: int = 6) -> Path:

@@ -25,7 +25,7 @@ def test_serve_path_draws_once_serves_an_unchanged_report_as_is_and_rebuild_redr
     ws = shutil.copytree(tiny_workspace.root, tmp_path / "ws")
     out = tmp_path / "report"
     settings = ReportSettings(workspace=str(ws), output=str(out), media_points=4, atlas_units=2, exemplars=1,
-                              neighbours=2, umap_neighbors=4, features_budget=2)
+                              neighbours=2, umap_neighbors=4, features_budget=0)
     draws = []
 
     def draw(s: ReportSettings):
@@ -35,7 +35,7 @@ def test_serve_path_draws_once_serves_an_unchanged_report_as_is_and_rebuild_redr
     def serve_args(*extra: str):
         return build_parser().parse_args(["report", "--serve", "--workspace", str(ws), "--output", str(out),
                                           "--media-points", "4", "--atlas-units", "2", "--exemplars", "1",
-                                          "--neighbours", "2", "--umap-neighbors", "4", "--features-budget", "2",
+                                          "--neighbours", "2", "--umap-neighbors", "4", "--features-budget", "0",
                                           *extra])
 
     assert current_pages(plan_report(settings)) is None and not _serves_current_report(serve_args())
