@@ -261,7 +261,8 @@ def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]
 def embed(ws, run: str, device) -> tuple[str, list[int], str]:
     """Every segment through the latest checkpoint, mean-pooled per layer, stored as the embed flow stores it."""
     from tasks.catalog.embeddings import pending_segments, register
-    from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
+    from tasks.catalog.runs import checkpoint_to_embed
+    from tasks.embedding.run import all_layers, commit_batch, embed_segments
     from tasks.workspace import database
 
     with database.writing(ws) as conn:

@@ -7,7 +7,6 @@ groups → scores of every window not yet scored → `detections`, in one transa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -39,13 +38,6 @@ def score_task(ws_root: str, prepared: run.Prepared, plan: run.WindowPlan) -> in
     return run.commit(ws, prepared, run.score_batches(ws, prepared, plan))
 
 
-def _interval(validation: dict, metric: str) -> str:
-    value = validation.get("metrics", {}).get(metric)
-    if not value:
-        return "n/a"
-    return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
-
-
 @flow(name="classify", flow_run_name=named_by("classify", ("label_column", "label"), "annotations"))
 def classify(settings: ClassifySettings) -> ClassifyResult:
     """Train (or find) a detector per label and score every window it has not scored yet."""
@@ -66,14 +58,8 @@ def classify(settings: ClassifySettings) -> ClassifyResult:
     for target in targets:
         prepared = train_task(str(ws.root), target, plan, settings)
         record = prepared.record
-        validation = record["validation"] if isinstance(record["validation"], dict) else json.loads(record["validation"])
         scored = score_task(str(ws.root), prepared, plan)
-        results.append({"label": target.label, "classifier_id": record["classifier_id"], "new": prepared.new,
-                        "features": spec.name, "positives": record["positives"], "negatives": record["negatives"],
-                        "folds": validation.get("folds", 0), "roc_auc": _interval(validation, "roc_auc"),
-                        "average_precision": _interval(validation, "average_precision"),
-                        "threshold": _interval(validation, "threshold"), "f1": _interval(validation, "f1"),
-                        "windows_scored": scored, "validation": validation, "threshold_used": record["threshold"]})
+        results.append(run.trained_row(prepared, spec.name, scored))
         log.info("'%s' (%s): %d positive / %d negative windows; held out by %s: ROC-AUC %s, AP %s, F1-optimal "
                  "threshold %s; %d new windows scored", target.label, record["classifier_id"], record["positives"],
                  record["negatives"], settings.split_by, results[-1]["roc_auc"], results[-1]["average_precision"],

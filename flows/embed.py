@@ -21,10 +21,10 @@ from schemas.settings import EmbedSettings
 from tasks.catalog import embeddings, recordings
 from tasks.catalog.embeddings import EmbeddingModel, pending_segments, refresh_views, register
 from tasks.catalog.recordings import SegmentRef
+from tasks.catalog.runs import checkpoint_to_embed
 from tasks.embedding.run import (
     StagedBatch,
     all_layers,
-    checkpoint_to_embed,
     commit_batch,
     embed_segments,
     plan_batches,

@@ -79,7 +79,8 @@ def tiny_workspace(root: Path) -> Workspace:
     from signals import click_train, noise, tone, write
 
     from tasks.catalog.embeddings import pending_segments, refresh_views, register
-    from tasks.embedding.run import all_layers, checkpoint_to_embed, commit_batch, embed_segments
+    from tasks.catalog.runs import checkpoint_to_embed
+    from tasks.embedding.run import all_layers, commit_batch, embed_segments
     from tasks.embedding.units import assign_units, fit_kmeans, refresh_unit_stats, save_unit_model
 
     rate = 16000

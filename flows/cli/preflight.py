@@ -89,29 +89,17 @@ def _pretrain(settings: PretrainSettings) -> None:
 
 
 def _embed(settings: EmbedSettings) -> None:
-    """The checkpoint `embed` would pick (tasks.embedding.run.checkpoint_to_embed, without torch)."""
-    import json
-
-    from tasks.catalog.runs import latest_trained_run
-    from tasks.model import checkpoints
+    """The checkpoint `embed` would pick, and the layers asked of it."""
+    from tasks.catalog.runs import checkpoint_to_embed
     from tasks.workspace import database
     from tasks.workspace.database import WorkspaceError
 
     workspace = Workspace.at(settings.workspace)
     with database.reading(workspace) as conn:
-        run = settings.run or latest_trained_run(conn)
-    if run is None:
-        raise WorkspaceError(f"no trained model in {workspace.root}: run `ceta2vec pretrain` first")
-    kept = {i.chunk: i for i in checkpoints.complete(workspace.checkpoints_dir / run)}
-    if not kept:
-        raise WorkspaceError(f"run '{run}' has no checkpoint in {workspace.checkpoints_dir / run}")
-    chunk = settings.chunk or max(kept)
-    if chunk not in kept:
-        raise WorkspaceError(f"run '{run}' keeps checkpoints of chunks {sorted(kept)}, not {chunk}")
-    layers = json.loads((kept[chunk].path / "hf" / "config.json").read_text())["num_hidden_layers"] + 1
-    bad = [layer for layer in (settings.layers or []) + (settings.kmeans_layers or []) if not 0 <= layer < layers]
+        model = checkpoint_to_embed(conn, workspace, settings.run, settings.chunk)
+    bad = [layer for layer in (settings.layers or []) + (settings.kmeans_layers or []) if not 0 <= layer < model.layers]
     if bad:
-        raise WorkspaceError(f"{run}@{chunk} has layers 0..{layers - 1}; asked for {sorted(set(bad))}")
+        raise WorkspaceError(f"{model.model_id} has layers 0..{model.layers - 1}; asked for {sorted(set(bad))}")
 
 
 def _evaluate(settings: EvaluateSettings) -> None:

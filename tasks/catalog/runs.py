@@ -11,11 +11,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from schemas.model_ref import ModelRef
 from schemas.records import ChunkHealth, StepMetrics, field_names
+from schemas.tables import embedding_table
 from tasks.catalog.embeddings import EmbeddingModel
 from tasks.model import checkpoints
+from tasks.model.frontend import receptive_field
 from tasks.workspace import Workspace
-from tasks.workspace.database import insert, transaction
+from tasks.workspace.database import WorkspaceError, insert, transaction
 
 METRIC_COLUMNS = field_names(StepMetrics)
 HEALTH_COLUMNS = field_names(ChunkHealth)
@@ -135,3 +138,29 @@ def model_record(conn: duckdb.DuckDBPyConnection, run: str) -> dict:
         if isinstance(record.get(key), str):
             record[key] = json.loads(record[key])
     return record
+
+
+def checkpoint_to_embed(conn: duckdb.DuckDBPyConnection, workspace: Workspace, run: str | None,
+                            chunk: int | None) -> EmbeddingModel:
+    """The checkpoint to embed with, read from its export: by default the latest of the most
+    recently trained run. No torch: the CLI asks it before a command starts anything."""
+    run = run or latest_trained_run(conn)
+    if run is None:
+        raise WorkspaceError(f"no trained model in {workspace.root}: run `ceta2vec pretrain` first")
+    kept = {i.chunk: i for i in checkpoints.complete(workspace.checkpoints_dir / run)}
+    if not kept:
+        raise WorkspaceError(f"run '{run}' has no checkpoint in {workspace.checkpoints_dir / run}")
+    chunk = chunk or max(kept)
+    if chunk not in kept:
+        raise WorkspaceError(f"run '{run}' keeps checkpoints of chunks {sorted(kept)}, not {chunk}")
+    info = kept[chunk]
+    config = json.loads((info.path / "hf" / "config.json").read_text())
+    hop = int(np.prod(config["conv_stride"]))
+    ref = ModelRef(run, chunk)
+    return EmbeddingModel(
+        ref=ref, export_dir=str(info.path / "hf"), export_sha256=info.export_sha256,
+        dim=config["hidden_size"], layers=config["num_hidden_layers"] + 1,
+        frame_seconds=hop / config["sampling_rate"], sample_rate=config["sampling_rate"],
+        receptive_field=receptive_field(tuple(config["conv_stride"]), tuple(config["conv_kernel"])),
+        table=embedding_table(str(ref)),
+    )

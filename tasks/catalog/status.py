@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import duckdb
 
-from schemas.names import file_name
 from schemas.settings import ReportSettings
 from schemas.tables import TABLES, VIEWS
 from tasks.workspace import Workspace
@@ -97,11 +96,6 @@ def runs_with_checkpoints(conn: duckdb.DuckDBPyConnection) -> list[dict]:
     return [dict(zip(RUN_COLUMNS, (*row[:7], kept.get(row[0], []), row[7]))) for row in training_runs(conn)]
 
 
-def default_report_folder(workspace: Workspace, model_id: str):
-    """Where `ceta2vec report` writes a model's report when no --output is given (flows/report.py)."""
-    return workspace.reports_dir / file_name(model_id, fallback="model")
-
-
 def embedded_models(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[dict]:
     """Each embedded checkpoint, the most recent first: its segments and layers, the layers with
     k-means units, its latest evaluation (the stored scorecard of the label column last evaluated:
@@ -126,7 +120,7 @@ def embedded_models(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> li
             beaten = card["best_baseline"] is not None and card["score"] > card["baseline_score"]
             evaluation = {"label_column": label_column, "evaluated_at": str(evaluated_at), **card,
                           "beats_baselines": beaten}
-        index = default_report_folder(workspace, model_id) / "index.html"
+        index = workspace.report_dir(model_id) / "index.html"
         models.append({"model_id": model_id, "run": run, "chunk": chunk, "segments": segments,
                        "layers": list(layers or []), "kmeans_layers": list(unit_layers or []), "units_k": k,
                        "evaluation": evaluation, "report": str(index) if index.is_file() else None})

@@ -105,6 +105,25 @@ class Prepared:
     new: bool  # trained now (False: these inputs trained it before)
 
 
+def _interval(validation: dict, metric: str) -> str:
+    value = validation.get("metrics", {}).get(metric)
+    if not value:
+        return "n/a"
+    return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
+
+
+def trained_row(prepared: Prepared, features: str, scored: int) -> dict:
+    """What `classify` reports of one label's classifier: its validation with intervals, in words."""
+    record = prepared.record
+    validation = record["validation"] if isinstance(record["validation"], dict) else json.loads(record["validation"])
+    return {"label": record["label"], "classifier_id": record["classifier_id"], "new": prepared.new,
+            "features": features, "positives": record["positives"], "negatives": record["negatives"],
+            "folds": validation.get("folds", 0), "roc_auc": _interval(validation, "roc_auc"),
+            "average_precision": _interval(validation, "average_precision"),
+            "threshold": _interval(validation, "threshold"), "f1": _interval(validation, "f1"),
+            "windows_scored": scored, "validation": validation, "threshold_used": record["threshold"]}
+
+
 def prepare(workspace: Workspace, target: Target, plan: WindowPlan, split_by: str, c: float, seed: int,
             n_boot: int) -> Prepared:
     """Train the target's classifier, or load it when the same inputs trained it before."""

@@ -9,7 +9,6 @@ two leaves an unclaimed file, which the next run removes, and re-embeds that bat
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,45 +20,14 @@ import pyarrow.parquet as pq
 import torch
 
 from schemas.arrow import FRAME_SCHEMA, SEGMENT_RESULT_SCHEMA
-from schemas.model_ref import ModelRef
-from schemas.tables import embedding_table
-from tasks.catalog import embeddings, runs
+from tasks.catalog import embeddings
 from tasks.catalog.embeddings import EmbeddingModel
 from tasks.catalog.recordings import SegmentRef
 from tasks.embedding.encode import embed_batch, load_model, pool
-from tasks.model import checkpoints
-from tasks.model.frontend import receptive_field
 from tasks.workspace import Workspace
-from tasks.workspace.database import WorkspaceError
 from tasks.workspace.segment_files import publish
 from tasks.workspace.staging import owned_path
 from tasks.workspace.storage import open_parquet
-
-
-def checkpoint_to_embed(conn: duckdb.DuckDBPyConnection, workspace: Workspace, run: str | None,
-                            chunk: int | None) -> EmbeddingModel:
-    """The checkpoint to embed with, read from its export: by default the latest of the most
-    recently trained run."""
-    run = run or runs.latest_trained_run(conn)
-    if run is None:
-        raise WorkspaceError(f"no trained model in {workspace.root}: run `ceta2vec pretrain` first")
-    kept = {i.chunk: i for i in checkpoints.complete(workspace.checkpoints_dir / run)}
-    if not kept:
-        raise WorkspaceError(f"run '{run}' has no checkpoint in {workspace.checkpoints_dir / run}")
-    chunk = chunk or max(kept)
-    if chunk not in kept:
-        raise WorkspaceError(f"run '{run}' keeps checkpoints of chunks {sorted(kept)}, not {chunk}")
-    info = kept[chunk]
-    config = json.loads((info.path / "hf" / "config.json").read_text())
-    hop = int(np.prod(config["conv_stride"]))
-    ref = ModelRef(run, chunk)
-    return EmbeddingModel(
-        ref=ref, export_dir=str(info.path / "hf"), export_sha256=info.export_sha256,
-        dim=config["hidden_size"], layers=config["num_hidden_layers"] + 1,
-        frame_seconds=hop / config["sampling_rate"], sample_rate=config["sampling_rate"],
-        receptive_field=receptive_field(tuple(config["conv_stride"]), tuple(config["conv_kernel"])),
-        table=embedding_table(str(ref)),
-    )
 
 
 def plan_batches(refs: list[SegmentRef], batch_size: int) -> list[list[SegmentRef]]:

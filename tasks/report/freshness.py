@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.names import file_name
 from schemas.settings import ReportSettings
 from tasks.catalog.embeddings import resolve_model
 from tasks.catalog.status import report_inputs
@@ -40,7 +39,7 @@ def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Pat
     """--output, else <workspace>/reports/<model id with anything but letters, digits, . _ - as '-'>/."""
     if settings.output:
         return Path(settings.output).expanduser().resolve()
-    return ws.reports_dir / file_name(model_id, fallback="model")
+    return ws.report_dir(model_id)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from schemas.names import file_name
 from schemas.settings import default_workspace
 from tasks.workspace.staging import OWNERS, release_owner
 from tasks.workspace.storage import STORAGE_FILE, SegmentStorage, read_storage
@@ -53,6 +54,10 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    def report_dir(self, model_id: str) -> Path:
+        """Where a model's report goes unless `--output` says otherwise: reports/<model id as a folder name>."""
+        return self.reports_dir / file_name(model_id, fallback="model")
 
     @property
     def embeddings_dir(self) -> Path:
