@@ -17,7 +17,7 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
 
 def start(profile: Path, width: int = 1400, height: int = 900):
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium and chromium-driver")
+        pytest.skip(f"{CHROMIUM} is missing: `make test` (its `setup-test` step) installs Debian's chromium and chromium-driver")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager: never reach for the network
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
