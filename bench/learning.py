@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "hydrophone"
 CLASSES = ("upsweep", "downsweep", "pulsed", "harmonic", "whistle")
-HEADLINE_METRICS = ("probe_macro_f1", "knn5_macro_f1", "roc_auc")
+HEADLINE_METRICS = ("probe_pooled_macro_f1", "probe_macro_f1", "knn5_macro_f1", "roc_auc")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,12 +178,15 @@ class BenchResult:
     over_random: list[float]  # best layer - the random twin's same layer: did pretraining add anything?
     settings: dict = field(default_factory=dict)
     code: dict = field(default_factory=dict)  # hashes of the training code: others change it between trials
+    curve: list[dict] = field(default_factory=list)  # per kept checkpoint: hours seen, best layer, all layers
+    slope_per_hour: float = float("nan")  # of the best layer's headline metric, per hour of audio seen
 
 
 def code_fingerprint() -> dict:
     import hashlib
 
-    files = ("tasks/training/loop.py", "tasks/training/data.py", "tasks/training/model_config.py", "tasks/training/logmel_targets.py")
+    files = ("tasks/training/loop.py", "tasks/training/data.py", "tasks/model/config.py", "tasks/training/logmel_targets.py",
+             "tasks/training/data2vec.py", "tasks/model/frontend_init.py")
     return {f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:10] for f in files if (ROOT / f).exists()}
 
 
@@ -222,7 +225,7 @@ def ingest(ws, sources: Path, labels: Path, sample_rate: int, segment_seconds: f
 
 
 def chance_accuracy(config) -> float:
-    from tasks.training.logmel_targets import masked_task
+    from tasks.model.objectives import masked_task
 
     return masked_task(config).chance
 
@@ -232,7 +235,12 @@ def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]
     from tasks.training.run import resolve_run, train_chunk, training_index
     from tasks.workspace import database
 
+    from tasks.training.activity import ensure_activity
+
     started = time.perf_counter()
+    if settings.crop_sampling == "activity":
+        with database.writing(ws) as conn:
+            log(f"  activity scored for {ensure_activity(conn, ws)} segments")
     steps_done, tail = 0, []
     while steps_done < budget.steps:
         with database.reading(ws) as conn:
@@ -258,82 +266,77 @@ def pretrain(ws, settings, budget: Budget, log=print) -> tuple[int, float, dict]
     return steps_done, time.perf_counter() - started, end
 
 
-def embed(ws, run: str, device) -> tuple[str, list[int], str]:
-    """Every segment through the latest checkpoint, mean-pooled per layer, stored as the embed flow stores it."""
+def embed(ws, run: str, device, chunk: int | None = None) -> tuple[str, list[int], str]:
+    """Every segment through a checkpoint (default: the latest), pooled per layer every way the
+    probe may choose from (mean, std, max), stored as the embed flow stores it."""
     from tasks.catalog.embeddings import pending_segments, register
     from tasks.catalog.runs import checkpoint_to_embed
     from tasks.embedding.run import all_layers, commit_batch, embed_segments
     from tasks.workspace import database
 
     with database.writing(ws) as conn:
-        model = checkpoint_to_embed(conn, ws, run, None)
+        model = checkpoint_to_embed(conn, ws, run, chunk)
         register(conn, ws, model)
         layers = all_layers(model)
         refs = pending_segments(conn, ws, model, layers)
-    staged = embed_segments(ws, model, refs, layers, ["mean", "std"], device, write_frames=False)
+    staged = embed_segments(ws, model, refs, layers, ["mean", "std", "max"], device, write_frames=False)
     with database.writing(ws) as conn:
         commit_batch(conn, ws, model, staged, layers)
     return model.model_id, layers, model.export_dir
 
 
-def paired_margin(metric: str, x: np.ndarray, reference: np.ndarray, labelled, seed: int,
-                  n_boot: int) -> list[float]:
-    """metric(x) - metric(reference) with an interval from resampling whole recordings: the same
-    draws score both, so the interval is of the difference, not of two independent numbers."""
-    from tasks.evaluation.metrics import Predictions, bootstrap, knn_predictions, macro_f1, probe_predictions, roc_auc
+def predictions(metric: str, features, labelled, seed: int):
+    """Cross-validated predictions of one feature set for `metric`; `features`: its pooling
+    options (the pooled probe chooses among them inside the training folds) and its plain vector."""
+    from tasks.evaluation.metrics import knn_predictions, pooled_probe_predictions, probe_predictions
 
     y, groups = labelled.labels, labelled.recordings
+    if metric.startswith("knn"):
+        return knn_predictions(features.vector, y, groups, int(metric[3]))
+    if metric == "probe_pooled_macro_f1":
+        return pooled_probe_predictions(features.options, y, groups, seed)
+    return probe_predictions(features.vector, y, groups, seed)
 
-    def predict(features: np.ndarray) -> Predictions:
-        if metric.startswith("knn"):
-            return knn_predictions(features, y, groups, int(metric[3]))
-        return probe_predictions(features, y, groups, seed)
 
+def metric_on(metric: str, p, idx: np.ndarray) -> float:
+    from tasks.evaluation.metrics import Predictions, macro_f1, roc_auc
+
+    if metric == "roc_auc" and len(np.unique(p.y_true[idx])) < 2:
+        return float("nan")
     score = roc_auc if metric == "roc_auc" else macro_f1
-    a, b = predict(x), predict(reference)
-
-    def on(p: Predictions, idx: np.ndarray) -> float:
-        if metric == "roc_auc" and len(np.unique(p.y_true[idx])) < 2:
-            return float("nan")
-        return score(Predictions(p.y_true[idx], p.y_pred[idx], None if p.score is None else p.score[idx]))
-
-    everything = np.arange(len(y))
-    low, high = bootstrap(lambda idx: on(a, idx) - on(b, idx), groups, n=n_boot, seed=seed)
-    return [on(a, everything) - on(b, everything), low, high]
+    return score(Predictions(p.y_true[idx], p.y_pred[idx], None if p.score is None else p.score[idx]))
 
 
-def random_twin_std(config: dict, audio: list[np.ndarray], frame_seconds: float, seed: int) -> dict[int, np.ndarray]:
-    """Standard deviation over time of every layer of the random-weight twin (the same weights as
-    evaluate_run.random_model_features draws for its means)."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+def paired_margin(metric: str, a, b, labelled, seed: int, n_boot: int) -> list[float]:
+    """metric(a) - metric(b) from two feature sets' predictions, with an interval from resampling
+    whole recordings: the same draws score both, so the interval is of the difference, not of two
+    independent numbers."""
+    from tasks.evaluation.metrics import bootstrap
 
-    from tasks.embedding.encode import embed_batch
+    everything = np.arange(len(labelled.labels))
+    low, high = bootstrap(lambda idx: metric_on(metric, a, idx) - metric_on(metric, b, idx), labelled.recordings,
+                          n=n_boot, seed=seed)
+    return [metric_on(metric, a, everything) - metric_on(metric, b, everything), low, high]
 
-    torch.manual_seed(seed)
-    model = Wav2Vec2ForPreTraining(Wav2Vec2Config.from_dict(config)).eval()
-    layers = list(range(model.config.num_hidden_layers + 1))
-    out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    for start in range(0, len(audio), 8):
-        batch = audio[start : start + 8]
-        for emb in embed_batch(model, [str(i) for i in range(len(batch))], batch, layers, frame_seconds,
-                               torch.device("cpu")):
-            for layer in layers:
-                out[layer].append(emb.layers[layer].std(0))
-    return {layer: np.stack(v) for layer, v in out.items()}
+
+@dataclass
+class FeatureSet:
+    vector: np.ndarray  # what the plain probe, k-NN and retrieval score (layers: `--pooling`; baselines: mean+std)
+    options: dict  # pooling -> features, for the probe that chooses its pooling inside the training folds
 
 
 def score(ws, model_id: str, layers: list[int], export_dir: str, label_column: str, metric: str, seed: int,
-          n_boot: int, pooling: str = "mean") -> tuple[dict, dict, str, list[float], object]:
-    """The evaluate flow's scoring: every layer, log-mel and MFCC statistics, every random-weight layer.
-    `pooling` "mean+std" scores [mean, std] over time of each layer, as the log-mel and MFCC
-    statistics are (the evaluate flow scores means only)."""
+          n_boot: int, pooling: str = "mean", with_baselines: bool = True) -> tuple[dict, dict, str, list[float], object]:
+    """The evaluate flow's scoring: every layer, all layers side by side, log-mel and MFCC
+    statistics, every random-weight layer, each with the pooling options of tasks.evaluation.
+    `pooling` is the plain vector of a layer ("mean" as the evaluate flow, or "mean+std")."""
     from transformers import Wav2Vec2Config
 
     from tasks.catalog.evaluations import labelled_segments
     from tasks.catalog.recordings import segment_refs
     from tasks.embedding.run import read_audio
-    from tasks.evaluation.run import baseline_features, model_vectors, random_model_features, score_features
+    from tasks.evaluation.run import (all_layers_options, baseline_pooling_options, model_pooling_options,
+                                      random_model_options, score_features)
     from tasks.workspace import database
 
     with database.reading(ws) as conn:
@@ -341,33 +344,75 @@ def score(ws, model_id: str, layers: list[int], export_dir: str, label_column: s
         embedded = {r[0] for r in conn.execute(
             "SELECT DISTINCT segment_id FROM embedded_segments WHERE model_id = ?", [model_id]).fetchall()}
         labelled = labelled.restricted_to(embedded)
-        features = {f"layer {layer}": np.hstack([model_vectors(conn, model_id, layer, labelled.segment_ids, how)
-                                                 for how in pooling.split("+")]) for layer in layers}
+        per_layer = {layer: model_pooling_options(conn, model_id, layer, labelled.segment_ids) for layer in layers}
         refs = segment_refs(conn, ws, labelled.segment_ids)
         rate = int(conn.execute("SELECT value FROM workspace_config WHERE key = 'sample_rate'").fetchone()[0])
         frame = conn.execute("SELECT frame_seconds FROM embedding_models WHERE model_id = ?", [model_id]).fetchone()[0]
-    audio = read_audio(refs)
-    features.update(baseline_features(audio, rate))
-    config = Wav2Vec2Config.from_pretrained(export_dir).to_dict()
-    spread = random_twin_std(config, audio, frame, seed) if "std" in pooling else {}
-    for layer, x in random_model_features(config, audio, frame, seed).items():
-        features[f"random layer {layer}"] = np.hstack([x, spread[layer]]) if spread else x
+    features = {f"layer {layer}": FeatureSet(options[pooling], options) for layer, options in per_layer.items()}
+    everything = all_layers_options(list(per_layer.values()))
+    features["all layers"] = FeatureSet(everything[pooling], everything)
+    if with_baselines:
+        audio = read_audio(refs)
+        for name, options in baseline_pooling_options(audio, rate).items():
+            features[name] = FeatureSet(options["mean+std"], options)
+        config = Wav2Vec2Config.from_pretrained(export_dir).to_dict()
+        for layer, options in random_model_options(config, audio, frame, seed).items():
+            features[f"random layer {layer}"] = FeatureSet(options[pooling], options)
+    everything_index = np.arange(len(labelled.labels))
+    if not with_baselines:  # a point on the learning curve: the headline metric only, no intervals
+        rows = {name: {metric: [metric_on(metric, predictions(metric, f, labelled, seed), everything_index),
+                                float("nan"), float("nan")]} for name, f in features.items()}
+        return rows, {}, max((n for n in rows if n.startswith("layer ")), key=lambda n: rows[n][metric][0]), [], labelled
+    from tasks.evaluation.metrics import bootstrap
+
+    predicted = {name: predictions(metric, f, labelled, seed) for name, f in features.items()}
     rows = {}
-    for name, x in features.items():
-        card = score_features(x, labelled, seed, n_boot)
+    for name, f in features.items():
+        card = score_features(f.vector, labelled, seed, n_boot)
         rows[name] = {m: [float(v) for v in card[m]] for m in HEADLINE_METRICS if m in card}
+        if metric == "probe_pooled_macro_f1":  # once, from the predictions the margins use too
+            rows[name][metric] = [metric_on(metric, predicted[name], everything_index),
+                                  *bootstrap(lambda idx: metric_on(metric, predicted[name], idx), labelled.recordings,
+                                             n=n_boot, seed=seed)]
     if metric not in next(iter(rows.values())):
         raise SystemExit(f"metric {metric} is not scored for this label set (roc_auc needs two classes)")
-    margins = {name: paired_margin(metric, x, features["log-mel stats"], labelled, seed, n_boot)
-               for name, x in features.items() if name != "log-mel stats"}
+    margins = {name: paired_margin(metric, p, predicted["log-mel stats"], labelled, seed, n_boot)
+               for name, p in predicted.items() if name != "log-mel stats"}
     best = max((n for n in rows if n.startswith("layer ")), key=lambda n: rows[n][metric][0])
-    over_random = paired_margin(metric, features[best], features[f"random {best}"], labelled, seed, n_boot)
+    over_random = paired_margin(metric, predicted[best], predicted[f"random {best}"], labelled, seed, n_boot)
     return rows, margins, best, over_random, labelled
 
 
+def learning_curve(ws, run: str, settings, label_column: str, metric: str, seed: int, device, log=print) -> list[dict]:
+    """The headline metric of the best layer and of all layers at every kept checkpoint, against
+    hours of audio seen (steps x batch x crop): is more training still paying off?"""
+    from tasks.model import checkpoints
+
+    curve = []
+    seconds_per_step = settings.batch_size * settings.grad_accum * settings.crop_seconds
+    for info in checkpoints.complete(ws.checkpoints_dir / run):
+        model_id, layers, export = embed(ws, run, device, info.chunk)
+        rows, _, best, _, _ = score(ws, model_id, layers, export, label_column, metric, seed, 10,
+                                    with_baselines=False)
+        curve.append({"chunk": info.chunk, "step": info.step, "hours_seen": info.step * seconds_per_step / 3600,
+                      "best_layer": best, "best": rows[best][metric][0], "all_layers": rows["all layers"][metric][0]})
+        log(f"  curve: step {info.step} ({curve[-1]['hours_seen']:.2f} h seen): {best} {curve[-1]['best']:.3f}, "
+            f"all layers {curve[-1]['all_layers']:.3f}", flush=True)
+    return curve
+
+
+def slope_per_hour(curve: list[dict], key: str = "best") -> float:
+    """Least-squares slope of the curve's metric per hour of audio seen."""
+    if len(curve) < 2:
+        return float("nan")
+    hours = np.array([c["hours_seen"] for c in curve])
+    return float(np.polyfit(hours, np.array([c[key] for c in curve]), 1)[0])
+
+
 def run_bench(workdir: Path, corpus: str, label_column: str, pretrain_fields: dict, budget: Budget,
-              sample_rate: int, segment_seconds: float, metric: str = "probe_macro_f1", seed: int = 0,
-              n_boot: int = 200, synthetic: dict | None = None, pooling: str = "mean", log=print) -> BenchResult:
+              sample_rate: int, segment_seconds: float, metric: str = "probe_pooled_macro_f1", seed: int = 0,
+              n_boot: int = 200, synthetic: dict | None = None, pooling: str = "mean", log=print,
+              curve: bool = True) -> BenchResult:
     """Ingest → pretrain → embed → score, in `workdir`; the core of this benchmark."""
     from schemas.settings import PretrainSettings
     from tasks.model.device import pick_device
@@ -388,10 +433,22 @@ def run_bench(workdir: Path, corpus: str, label_column: str, pretrain_fields: di
     chunk_steps = min(budget.chunk_steps or budget.steps, budget.steps)
     settings = PretrainSettings(**{
         "seed": seed, **pretrain_fields, "workspace": str(ws.root), "run": "bench", "steps_per_chunk": chunk_steps,
-        "chunks": math.ceil(budget.steps / chunk_steps), "schedule_steps": budget.steps, "keep_last": 1})
+        "chunks": math.ceil(budget.steps / chunk_steps), "schedule_steps": budget.steps,
+        "keep_last": math.ceil(budget.steps / chunk_steps)})  # every chunk's checkpoint: the learning curve
     steps, seconds, end = pretrain(ws, settings, budget, log)
+    return score_trained(ws, settings, label_column, metric, seed, n_boot, pooling, steps, seconds, end, code,
+                         curve, log)
+
+
+def score_trained(ws, settings, label_column: str, metric: str, seed: int, n_boot: int, pooling: str,
+                  steps: int, seconds: float, end: dict, code: dict, curve: bool = True, log=print) -> BenchResult:
+    """Embed and score a trained bench workspace (its latest checkpoint, and the curve of every kept one)."""
+    from tasks.model.device import pick_device
+
+    device = pick_device(settings.device)
+    points = learning_curve(ws, "bench", settings, label_column, metric, seed, device, log) if curve else []
     t0 = time.perf_counter()
-    model_id, layers, export = embed(ws, "bench", pick_device(settings.device))
+    model_id, layers, export = embed(ws, "bench", device)
     log(f"  embed: {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
     rows, margins, best, over_random, labelled = score(ws, model_id, layers, export, label_column, metric, seed,
@@ -399,7 +456,32 @@ def run_bench(workdir: Path, corpus: str, label_column: str, pretrain_fields: di
     log(f"  score: {time.perf_counter() - t0:.0f} s", flush=True)
     return BenchResult(label_column, metric, len(labelled.segment_ids), len(set(labelled.recordings)),
                        labelled.class_counts(), steps, seconds, end, rows, margins, best, over_random,
-                       {**settings.model_dump(mode="json", exclude={"workspace"}), "pooling": pooling}, code)
+                       {**settings.model_dump(mode="json", exclude={"workspace"}), "pooling": pooling}, code,
+                       points, slope_per_hour(points))
+
+
+def rescore(workdir: Path, label_column: str, metric: str, seed: int, n_boot: int, pooling: str,
+            curve: bool = True) -> BenchResult:
+    """Score a workspace an earlier run kept (`--workdir`) with today's scoring, without training again."""
+    from schemas.settings import PretrainSettings
+    from tasks.model import checkpoints
+    from tasks.workspace import Workspace, database
+
+    ws = Workspace.at(str(workdir / "ws"))
+    import torch
+
+    latest = checkpoints.complete(ws.checkpoints_dir / "bench")[-1]
+    stored = torch.load(latest.path / "state.pt", map_location="cpu", weights_only=False)["settings"]
+    with database.writing(ws) as conn:
+        # today's scoring embeds with every pooling it chooses from: vectors of an earlier run go
+        for model_id, table in conn.execute(
+                "SELECT model_id, embedding_table FROM embedding_models WHERE run = 'bench'").fetchall():
+            conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM embedded_segments WHERE model_id = ?", [model_id])
+    settings = PretrainSettings(**stored)
+    return score_trained(ws, settings, label_column, metric, seed, n_boot, pooling, latest.step, float("nan"),
+                         {"loss": float("nan"), "accuracy": float("nan"), "perplexity": [], "chance": float("nan")},
+                         code_fingerprint(), curve)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +525,13 @@ def print_result(result: BenchResult) -> None:
           f"intervals {'overlap' if overlap(best, logmel) else 'do not overlap'}; "
           f"{'the model is ahead' if margin[1] > 0 else 'log-mel is ahead' if margin[2] < 0 else 'no clear winner'}")
     print(f"margin best layer - the same layer with random weights: {_ci(result.over_random)} (paired)")
+    if result.curve:
+        print(f"\nlearning curve ({result.metric}, point values; log-mel stats {logmel[0]:.3f}, "
+              f"random {result.best_layer} {result.rows['random ' + result.best_layer][result.metric][0]:.3f}):")
+        for c in result.curve:
+            print(f"  step {c['step']:>6}  {c['hours_seen']:7.3f} h seen  best {c['best_layer']}: {c['best']:.3f}  "
+                  f"all layers: {c['all_layers']:.3f}")
+        print(f"slope of the best layer: {result.slope_per_hour:+.3f} per hour of audio seen")
 
 
 def _key_values(items: list[str]) -> dict:
@@ -460,7 +549,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", choices=["synthetic", "shared"], default="synthetic")
     parser.add_argument("--label-column", help="default: call_type (synthetic), species (shared)")
-    parser.add_argument("--metric", default="probe_macro_f1", choices=HEADLINE_METRICS)
+    parser.add_argument("--metric", default="probe_pooled_macro_f1", choices=HEADLINE_METRICS,
+                        help="headline: the linear probe with its pooling (mean, mean+std, mean+max) chosen inside "
+                             "the training folds (default), the mean-pooled probe, 5-NN, or ROC-AUC")
     parser.add_argument("--sample-rate", type=int, default=8000, help="Hz the corpus is ingested at")
     parser.add_argument("--segment-seconds", type=float, help="default: 2 (synthetic), 4 (shared)")
     parser.add_argument("--steps", type=int, default=200)
@@ -478,9 +569,11 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=200)
-    parser.add_argument("--pooling", default="mean", choices=["mean", "mean+std"],
-                        help="segment vector of a layer: its mean over time (as the evaluate flow), or mean and std "
-                             "(as the log-mel and MFCC statistics)")
+    parser.add_argument("--pooling", default="mean", choices=["mean", "mean+std", "mean+max"],
+                        help="plain segment vector of a layer (k-NN, the plain probe): its mean over time (as the "
+                             "evaluate flow), or with its std or max")
+    parser.add_argument("--no-curve", action="store_true", help="skip the learning curve (scores every checkpoint)")
+    parser.add_argument("--rescore", help="score the workspace an earlier run kept in this --workdir, no training")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     parser.add_argument("--recordings-per-class", type=int, default=12)
     parser.add_argument("--segments-per-recording", type=int, default=4)
@@ -499,17 +592,26 @@ def main() -> int:
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ceta2vec-learning-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(workdir / "prefect"))
     print(f"{' '.join(sys.argv[1:]) or '(defaults)'}\nworkdir {workdir}", flush=True)
     started = time.perf_counter()
+    label_column = args.label_column or ("call_type" if synthetic else "species")
+    if args.rescore:
+        result = rescore(Path(args.rescore), label_column, args.metric, args.seed, args.bootstrap, args.pooling,
+                         not args.no_curve)
+        print_result(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], **asdict(result)}, indent=1))
+        return 0
     try:
         result = run_bench(
-            workdir, args.corpus, args.label_column or ("call_type" if synthetic else "species"), fields,
+            workdir, args.corpus, label_column, fields,
             Budget(args.steps, args.chunk_steps, args.max_minutes),
             args.sample_rate, args.segment_seconds or (2.0 if synthetic else 4.0),
             args.metric, args.seed, args.bootstrap,
             dict(recordings_per_class=args.recordings_per_class, segments_per_recording=args.segments_per_recording,
-                 snr_db=tuple(args.snr_db)) if synthetic else None, args.pooling)
+                 snr_db=tuple(args.snr_db)) if synthetic else None, args.pooling, curve=not args.no_curve)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

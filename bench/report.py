@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.settings import ReportSettings  # noqa: E402
 from schemas.tables import embedding_table, embedding_table_ddl  # noqa: E402
 from tasks.catalog.embeddings import refresh_views  # noqa: E402
-from tasks.report.build import FigureWriter, compute_maps, map_section, resolve_scope  # noqa: E402
+from tasks.report.drawing import FigureWriter  # noqa: E402
+from tasks.report.inputs import compute_maps, resolve_scope  # noqa: E402
+from tasks.report.sections import map_section  # noqa: E402
 from tasks.report.content import ExplorerData  # noqa: E402
 from tasks.report.umap_maps import EXACT_MAX, unit_rows  # noqa: E402
 from tasks.workspace import (
@@ -162,7 +164,7 @@ def maps_run(n: int, dim: int, layers: int, seed: int, out: Path) -> dict:
 def capped_figures(out: Path, seed: int) -> dict[str, float]:
     """Draw + save time of the figures whose inputs are capped, on synthetic inputs of the capped sizes."""
     from tasks.catalog.units import UnitInventory
-    from tasks.report.build import ATLAS_SEGMENTS, SEQUENCE_SEGMENTS
+    from tasks.report.inputs import ATLAS_SEGMENTS, SEQUENCE_SEGMENTS
     from tasks.report.figures import save
     from tasks.report.figures_maps import neighbour_gallery
     from tasks.report.figures_training import codebook_health_figure, training_curves_figure

@@ -8,8 +8,9 @@ deployments.definitions` prints the YAML form of the definitions).
     ingest/watch-folder            cron: new and changed files of a watch folder
     continue-pretraining/nightly   cron, inactive until switched on: K more chunks of a run
     refresh/after-new-data         event: a watch-folder or nightly run completed with new data → embed →
-                                   evaluate → report (the event: deployments/completion.py)
-    score-new/classify-new         event: a completed embed run → new windows scored by each label's classifier
+                                   evaluate → report (the event: flows/runtime/completion.py)
+    score-new/classify-new         event: an embed run completed with new vectors → new windows scored by each
+                                   label's classifier
     report/weekly                  cron: the HTML report, whatever happened
 """
 
@@ -21,7 +22,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from deployments.completion import COMPLETED_WITH_NEW_DATA
+from flows.runtime.completion import COMPLETED_WITH_NEW_DATA
 from schemas.settings import ClassifySettings, IngestSettings, PretrainSettings, RefreshSettings, ReportSettings
 
 TAG = "ceta2vec"
@@ -30,8 +31,8 @@ TAG = "ceta2vec"
 # a second, concurrent refresh of the same workspace.
 REFRESH_TAG = "refreshes-workspace"
 REFRESHED_AFTER = ("ingest", "continue-pretraining")
-# Any completed embed run (the refresh's, or `ceta2vec embed` against this server) has new vectors
-# to score; with none new, scoring finds nothing to do and says so.
+# Any embed run that embedded new segments (the refresh's, or `ceta2vec embed` against this server)
+# has new vectors to score; one that embedded none sends no event, and nothing is scored.
 CLASSIFIED_AFTER = ("embed",)
 WORK_POOL = "ceta2vec"
 
@@ -135,7 +136,7 @@ def refresh_trigger(flows: tuple[str, ...] = REFRESHED_AFTER, tag: str = REFRESH
     """prefect.yaml trigger: a flow run of one of `flows`, tagged `tag`, completed with new data.
 
     It expects the runs' own completion event rather than Prefect's `prefect.flow-run.Completed`,
-    which the server holds for 15 minutes for scheduled runs (see deployments/completion.py)."""
+    which the server holds for 15 minutes for scheduled runs (see flows/runtime/completion.py)."""
     return {
         "type": "event", "name": "refresh after ingest or pretraining", "enabled": True,
         "match": {"prefect.resource.id": "prefect.flow-run.*"},
@@ -149,12 +150,14 @@ def refresh_trigger(flows: tuple[str, ...] = REFRESHED_AFTER, tag: str = REFRESH
 
 
 def classify_trigger(flows: tuple[str, ...] = CLASSIFIED_AFTER) -> dict:
-    """prefect.yaml trigger: a flow run of one of `flows` reached Completed (whatever started it)."""
+    """prefect.yaml trigger: a flow run of one of `flows` completed with new vectors (whatever started
+    it: the embed flow sends the event itself, flows/embed.py), not Prefect's `prefect.flow-run.Completed`,
+    which the server can hold for 15 minutes (see flows/runtime/completion.py)."""
     return {
         "type": "event", "name": "score new windows after embed", "enabled": True,
         "match": {"prefect.resource.id": "prefect.flow-run.*"},
         "match_related": [{"prefect.resource.role": "flow", "prefect.resource.name": list(flows)}],
-        "expect": ["prefect.flow-run.Completed"],
+        "expect": [COMPLETED_WITH_NEW_DATA],
         "posture": "Reactive", "threshold": 1, "within": 0,
     }
 
@@ -190,7 +193,7 @@ def definitions(watch: IngestSettings, pretrain: PretrainSettings, refresh: Refr
         DeploymentDefinition(
             name="classify-new", entrypoint="flows.classify.classify_new",
             description="Score the windows of newly ingested and embedded audio with each label's current "
-                        "classifier (nothing is retrained); started when an embed run completes.",
+                        "classifier (nothing is retrained); started when an embed run completes with new vectors.",
             parameters={"settings": _params(classify)}, triggers=(classify_trigger(),),
             concurrency_limit={"limit": 1, "collision_strategy": "ENQUEUE"},
         ),

@@ -1,5 +1,5 @@
 """The flows the refreshing deployments run: the pipeline's own flows, plus a completion hook that
-announces new data (deployments/completion.py). Same names, parameters and behaviour otherwise.
+announces new data (flows/runtime/completion.py). Same names, parameters and behaviour otherwise.
 
 They live here, not in flows/, because flows never import deployments; the deployments'
 entrypoints name these objects (`deployments.served_flows.ingest`, ...).
@@ -7,7 +7,7 @@ entrypoints name these objects (`deployments.served_flows.ingest`, ...).
 
 from __future__ import annotations
 
-from deployments.completion import announce_completion
+from flows.runtime.completion import announce_completion
 from flows.continue_pretraining import continue_pretraining as _continue_pretraining
 from flows.ingest import ingest as _ingest
 

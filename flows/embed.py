@@ -13,6 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import policies as policy
+from flows.runtime.completion import announce_completion
 from flows.runtime.names import named_by
 from flows.runtime.progress import Progress
 from flows.runtime.runners import fan_out
@@ -68,7 +69,8 @@ def kmeans_task(ws_root: str, model: EmbeddingModel, layer: int, settings: Embed
         return assign_units(conn, ws, model, layer, centroids)
 
 
-@flow(name="embed", flow_run_name=named_by("embed", ("run",), "latest"))
+# Its completion event (once it embedded new segments) starts the served classify-new deployment.
+@flow(name="embed", flow_run_name=named_by("embed", ("run",), "latest"), on_completion=[announce_completion])
 def embed(settings: EmbedSettings) -> EmbedResult:
     """Extract embeddings and units of every segment not yet embedded by this checkpoint."""
     log = get_run_logger()

@@ -24,10 +24,11 @@ from tasks.catalog.evaluations import LabelledSet, labelled_segments, write_eval
 from tasks.catalog.recordings import segment_refs
 from tasks.embedding.run import read_audio
 from tasks.evaluation.run import (
-    baseline_features,
+    all_layers_options,
+    baseline_pooling_options,
     best_layer,
-    model_vectors,
-    random_model_features,
+    model_pooling_options,
+    random_model_options,
     score_features,
     unit_scores,
 )
@@ -47,9 +48,21 @@ SCORING = dict(cache_expiration=policy.CACHE_EXPIRATION, retries=policy.DB_RETRI
       **SCORING)
 def score_layer(ws_root: str, model_id: str, layer: int, labelled: LabelledSet, seed: int, n_boot: int) -> dict:
     with database.reading(Workspace.at(ws_root)) as conn:
-        x = model_vectors(conn, model_id, layer, labelled.segment_ids)
+        options = model_pooling_options(conn, model_id, layer, labelled.segment_ids)
     return {"kind": "model", "features": f"layer {layer}", "layer": layer,
-            "metrics": score_features(x, labelled, seed, n_boot)}
+            "metrics": score_features(options["mean"], labelled, seed, n_boot, options)}
+
+
+@task(name="score-all-layers", task_run_name="score {model_id} all layers", cache_key_fn=policy.layer_scores_key,
+      **SCORING)
+def score_all_layers(ws_root: str, model_id: str, layers: list[int], labelled: LabelledSet, seed: int,
+                     n_boot: int) -> dict:
+    """Every layer side by side (a probe may combine what different depths know)."""
+    with database.reading(Workspace.at(ws_root)) as conn:
+        options = all_layers_options([model_pooling_options(conn, model_id, layer, labelled.segment_ids)
+                                      for layer in layers])
+    return {"kind": "model", "features": "all layers", "layer": None,
+            "metrics": score_features(options["mean"], labelled, seed, n_boot, options)}
 
 
 @task(name="score-units", task_run_name="score units of {model_id}", cache_key_fn=policy.unit_scores_key, **SCORING)
@@ -65,14 +78,15 @@ def score_baselines(ws_root: str, model_id: str, labelled: LabelledSet, seed: in
         refs = segment_refs(conn, ws, labelled.segment_ids)
         model = embeddings.resolve_model(conn, model_id)
     audio = read_audio(refs)
-    rows = [{"kind": "baseline", "features": name, "layer": None, "metrics": score_features(x, labelled, seed, n_boot)}
-            for name, x in baseline_features(audio, model.sample_rate).items()]
+    rows = [{"kind": "baseline", "features": name, "layer": None,
+             "metrics": score_features(options["mean+std"], labelled, seed, n_boot, options)}
+            for name, options in baseline_pooling_options(audio, model.sample_rate).items()]
     from transformers import Wav2Vec2Config
 
     config = Wav2Vec2Config.from_pretrained(ws.root / model.export_dir).to_dict()
     random_rows = [{"kind": "baseline", "features": f"random weights layer {layer}", "layer": layer,
-                    "metrics": score_features(x, labelled, seed, n_boot)}
-                   for layer, x in random_model_features(config, audio, model.frame_seconds, seed).items()]
+                    "metrics": score_features(options["mean"], labelled, seed, n_boot, options)}
+                   for layer, options in random_model_options(config, audio, model.frame_seconds, seed).items()]
     best = max(random_rows, key=lambda r: r["metrics"]["knn5_macro_f1"][0])
     rows.append({**best, "features": "random weights (best layer)", "layer": None})
     return rows + random_rows
@@ -133,6 +147,8 @@ def evaluate(settings: EvaluateSettings) -> EvaluateResult:
         for scored, layer in enumerate(layers, start=1):
             rows.append(score_layer(str(ws.root), mid, layer, labelled, settings.seed, settings.bootstrap))
             update_progress_artifact(progress, progress=100.0 * (done + scored / (len(layers) + 1)) / steps)
+        if len(layers) > 1:
+            rows.append(score_all_layers(str(ws.root), mid, layers, labelled, settings.seed, settings.bootstrap))
         rows += score_units(str(ws.root), mid, labelled) + baselines
         update_progress_artifact(progress, progress=100.0 * (done + 1) / steps)
         with database.writing(ws) as conn:

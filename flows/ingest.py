@@ -137,71 +137,81 @@ def _ingest(settings: IngestSettings, pool: FanOut) -> IngestResult:
     configure_storage(ws.root, settings.storage)  # fixed by the first ingest; refused if changed later
     known = commit.open_run(ws, settings, run_id, str(flow_run.id) if flow_run.id else None, wanted, log)
 
-    plan = plan_files(found.files, known)
-    counts.skipped = len(plan.unchanged)
-    log.info("%d files found: %d unchanged since an earlier run, %d to check, %d problems",
-             len(found.files), len(plan.unchanged), len(plan.todo), len(found.problems))
-
-    failures = [FileOutcome(SourceFile(Path(p.path), 0, 0), stage=p.stage, reason=p.reason) for p in found.problems]
-    fingerprinted = []
-    groups = batches(plan.todo, **FINGERPRINT_BATCH)
-    # pairs, not zip(groups, ...): groups finish in any order
-    for group, results in pool.windowed(lambda g: pool.submit(fingerprint, files=g), groups):
-        for source, result in zip(group, results):
-            if isinstance(result, FileOutcome):
-                failures.append(result)
-            else:
-                fingerprinted.append((source, result))
-    fingerprinted.sort(key=lambda pair: pair[0].key)  # discovery order, whichever group finished first
-    with database.writing(ws) as conn:
-        dedup = dedupe(fingerprinted, recordings.recordings_by_hash(conn, (d for _, d in fingerprinted)))
-        for outcome in failures:
-            commit.record_failure(conn, outcome, run_id, counts, log)
-    unique, duplicates = dedup.unique, dedup.duplicates
-    if settings.strict and failures:
-        # --strict stops at the first bad file in discovery order (a bad source path: before any file)
-        first = "" if found.problems else min(o.source.key for o in failures)
-        unique = [(s, d) for s, d in unique if s.key < first]
-        duplicates = [item for item in duplicates if item[0].key < first]
-
-    total = len(unique)
-    # every commit updates the artifact (every_s=0): commits are COMMIT_EVERY_S apart already
-    shown = Progress(total, "file", "ingest", f"files ingested (of {total})", every_s=0)
-    by_key = {source.key: (source, digest) for source, digest in unique}
-    groups = batches([source for source, _ in unique], **INGEST_BATCH)
-    in_order = InOrder([source.key for source, _ in unique]) if settings.strict else None
-    stop = [False]
-    waiting: list[FileOutcome] = []
-    submitted: list = []
-    last_commit = time.monotonic()
-
-    def submit(group):
-        future = pool.submit(ingest_files, items=[by_key[s.key] for s in group], settings=settings, root=str(ws.root))
-        submitted.append(future)
-        return future
-
     try:
-        for _, outcomes in pool.windowed(submit, groups, stop=lambda: stop[0]):
-            if in_order is not None:  # commit in discovery order, and nothing after the first failure
-                outcomes = in_order.add([(o.source.key, o, o.staged is None) for o in outcomes])
-                stop[0] = in_order.failed
-            waiting.extend(outcomes)
-            if time.monotonic() - last_commit >= COMMIT_EVERY_S:
-                commit.commit_outcomes(ws, waiting, run_id, counts, log, wanted)
-                shown.advance(len(waiting))
-                waiting, last_commit = [], time.monotonic()
-        commit.commit_outcomes(ws, waiting, run_id, counts, log, wanted)
-    except BaseException:
-        commit.drop_staged(submitted)
-        shown.close(completed=False)
-        raise
-    if in_order is not None:
-        commit.drop_staged(submitted)  # the files after the first failure: decoded, never committed
-    shown.advance(len(waiting))
-    shown.close()
+        plan = plan_files(found.files, known)
+        counts.skipped = len(plan.unchanged)
+        log.info("%d files found: %d unchanged since an earlier run, %d to check, %d problems",
+                 len(found.files), len(plan.unchanged), len(plan.todo), len(found.problems))
 
-    labels = (settings.labels, label_rows) if settings.labels else None
-    summary, discard = commit.close_run(ws, run_id, counts, duplicates, by_key, labels, found.files, new_workspace, log)
+        failures = [FileOutcome(SourceFile(Path(p.path), 0, 0), stage=p.stage, reason=p.reason)
+                    for p in found.problems]
+        fingerprinted = []
+        groups = batches(plan.todo, **FINGERPRINT_BATCH)
+        # pairs, not zip(groups, ...): groups finish in any order
+        for group, results in pool.windowed(lambda g: pool.submit(fingerprint, files=g), groups):
+            for source, result in zip(group, results):
+                if isinstance(result, FileOutcome):
+                    failures.append(result)
+                else:
+                    fingerprinted.append((source, result))
+        fingerprinted.sort(key=lambda pair: pair[0].key)  # discovery order, whichever group finished first
+        with database.writing(ws) as conn:
+            dedup = dedupe(fingerprinted, recordings.recordings_by_hash(conn, (d for _, d in fingerprinted)))
+            for outcome in failures:
+                commit.record_failure(conn, outcome, run_id, counts, log)
+        unique, duplicates = dedup.unique, dedup.duplicates
+        if settings.strict and failures:
+            # --strict stops at the first bad file in discovery order (a bad source path: before any file)
+            first = "" if found.problems else min(o.source.key for o in failures)
+            unique = [(s, d) for s, d in unique if s.key < first]
+            duplicates = [item for item in duplicates if item[0].key < first]
+
+        total = len(unique)
+        # every commit updates the artifact (every_s=0): commits are COMMIT_EVERY_S apart already
+        shown = Progress(total, "file", "ingest", f"files ingested (of {total})", every_s=0)
+        by_key = {source.key: (source, digest) for source, digest in unique}
+        groups = batches([source for source, _ in unique], **INGEST_BATCH)
+        in_order = InOrder([source.key for source, _ in unique]) if settings.strict else None
+        stop = [False]
+        waiting: list[FileOutcome] = []
+        submitted: list = []
+        last_commit = time.monotonic()
+
+        def submit(group):
+            future = pool.submit(ingest_files, items=[by_key[s.key] for s in group], settings=settings,
+                                 root=str(ws.root))
+            submitted.append(future)
+            return future
+
+        try:
+            for _, outcomes in pool.windowed(submit, groups, stop=lambda: stop[0]):
+                if in_order is not None:  # commit in discovery order, and nothing after the first failure
+                    outcomes = in_order.add([(o.source.key, o, o.staged is None) for o in outcomes])
+                    stop[0] = in_order.failed
+                waiting.extend(outcomes)
+                if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                    commit.commit_outcomes(ws, waiting, run_id, counts, log, wanted)
+                    shown.advance(len(waiting))
+                    waiting, last_commit = [], time.monotonic()
+            commit.commit_outcomes(ws, waiting, run_id, counts, log, wanted)
+        except BaseException:
+            commit.drop_staged(submitted)
+            shown.close(completed=False)
+            raise
+        if in_order is not None:
+            commit.drop_staged(submitted)  # the files after the first failure: decoded, never committed
+        shown.advance(len(waiting))
+        shown.close()
+
+        labels = (settings.labels, label_rows) if settings.labels else None
+        summary, discard = commit.close_run(ws, run_id, counts, duplicates, by_key, labels, found.files,
+                                            new_workspace, log, settings.strict)
+    except Exception:
+        commit.end_run(ws, run_id, counts, "failed", log)
+        raise
+    except BaseException:  # Ctrl-C, or a signal Prefect turned into an exception
+        commit.end_run(ws, run_id, counts, "interrupted", log)
+        raise
 
     _publish_summary(counts, summary, run_id)
     if discard:

@@ -31,7 +31,6 @@ from tasks.pipeline.plan import (
     pretrain_settings,
     report_settings,
     report_stage,
-    workspace_root,
 )
 from tasks.pipeline.summary import StageRow, embed_row, evaluate_row, ingest_row, pipeline_markdown, pretrain_row
 from tasks.workspace import Workspace, database
@@ -41,7 +40,8 @@ from tasks.workspace import Workspace, database
 def pipeline(settings: PipelineSettings) -> PipelineResult:
     """Ingest recordings, pretrain wav2vec 2.0, embed every segment, score it against labels and draw the report."""
     log = get_run_logger()
-    ws = Workspace.at(workspace_root(settings))
+    ws = Workspace.at(settings.workspace)
+    settings = settings.model_copy(update={"workspace": str(ws.root)})  # every stage gets the resolved folder
 
     stages: list[StageRow] = []
 

@@ -8,6 +8,7 @@ continues a finished run.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -25,6 +26,7 @@ from schemas.settings import PretrainSettings
 from tasks.catalog import runs, status
 from tasks.model import checkpoints
 from tasks.model.device import pick_device
+from tasks.training.activity import ensure_activity
 from tasks.training.run import (
     ChunkResult,
     RunSpec,
@@ -48,6 +50,9 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
     with database.writing(ws) as conn:
         database.apply_schema(conn, ws)
         spec = resolve_run(conn, ws, settings)
+        if spec.settings.crop_sampling == "activity":
+            if scored := ensure_activity(conn, ws):
+                log.info("activity scored for %d segments: crops are drawn towards it", scored)
         index = training_index(conn, ws, spec)
         model = spec.model_config()
         from transformers import Wav2Vec2ForPreTraining  # only for the parameter count
@@ -60,7 +65,7 @@ def prepare_run(settings: PretrainSettings) -> RunSpec:
             "receptive_field_ms": 1000 * spec.plan.receptive_field_seconds, "parameters": parameters,
             "segments_used": len(index), "hours_used": index.hours,
             "excluded_recordings": spec.settings.exclude_recordings, "init_from": spec.settings.init_from,
-            **runs.run_progress(conn, spec.run),
+            **asdict(runs.run_progress(conn, spec.run)),
         })
         for info, metrics in runs.uncommitted_checkpoints(conn, spec.run, spec.run_dir):
             log.info("recording chunk %d of %s, written before an interruption", info.chunk, spec.run)

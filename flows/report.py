@@ -107,7 +107,7 @@ def report(settings: ReportSettings) -> ReportResult:
     with database.reading(ws) as conn:
         model = resolve_model(conn, settings.model)  # resolved once: the folder, the content and the result agree
     model_id = model.model_id
-    settings = settings.model_copy(update={"model": model_id})  # the folder and its content name the same model
+    settings = settings.model_copy(update={"model": model.ref})  # the folder and its content name the same model
     out_dir = report_folder(ws, settings, model_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("report of %s into %s", model_id, out_dir)

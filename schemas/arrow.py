@@ -6,6 +6,9 @@ The segment dataset is hive-partitioned as ``segments/site=<slug>/date=<YYYY-MM-
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from datetime import datetime
+
 import pyarrow as pa
 
 SEGMENT_DATASET_VERSION = 1
@@ -59,6 +62,42 @@ def duckdb_columns(schema: pa.Schema, skip: tuple[str, ...] = (), primary_key: s
 
 # Every column of SEGMENT_SCHEMA except the samples: what DuckDB's `segments` table copies.
 SEGMENT_METADATA_COLUMNS: tuple[str, ...] = tuple(n for n in SEGMENT_SCHEMA.names if n != "audio")
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """One segment as ingest writes it: every column of SEGMENT_SCHEMA but the samples, which the writer
+    takes beside it as an array (checked below: a column added to the schema fails at import until
+    the row has it too)."""
+
+    segment_id: str
+    recording_id: str
+    channel: int
+    segment_index: int
+    start_s: float
+    end_s: float
+    valid_s: float
+    start_time: datetime | None
+    end_time: datetime | None
+    sample_rate: int
+    rms_dbfs: float
+    peak_dbfs: float
+    clipped_fraction: float
+    dc_offset: float
+    dropout_fraction: float
+    is_silent: bool
+    nonfinite_count: int
+
+
+def check_row(record: type, columns: tuple[str, ...], schema_name: str) -> None:
+    """A record written into a dataset has the dataset's columns, in order."""
+    names = tuple(f.name for f in fields(record))
+    if names != columns:
+        raise TypeError(f"{record.__name__}'s fields {list(names)} are not {schema_name}'s columns {list(columns)}: "
+                        "change both together")
+
+
+check_row(SegmentRow, SEGMENT_METADATA_COLUMNS, "SEGMENT_SCHEMA (audio aside)")
 
 
 # Frame vectors of one embedding model: embeddings/<model>/frames/part-*.parquet. float16 vectors

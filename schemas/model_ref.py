@@ -31,3 +31,15 @@ class ModelRef:
 
     def __str__(self) -> str:
         return f"{self.run}{SEPARATOR}{self.chunk}"
+
+    def __eq__(self, other: object) -> bool:
+        """A reference equals another of the same run and chunk, and the `run@chunk` text that names it
+        (a `model_id` column's value)."""
+        if isinstance(other, ModelRef):
+            return (self.run, self.chunk) == (other.run, other.chunk)
+        if isinstance(other, str):
+            return str(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))  # equal to its text, so hashed as its text

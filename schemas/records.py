@@ -99,3 +99,16 @@ class ChunkHealth:
     loss: float | None = column("DOUBLE")
     loss_at_chance: float = column("DOUBLE NOT NULL")
     sentence: str = column("VARCHAR NOT NULL")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluated checkpoint of a run on the learning curve."""
+
+    chunk: int
+    step: int
+    hours_seen: float  # audio the run had trained on by this checkpoint
+    best_layer: int | None
+    best: tuple[float, float, float]  # value, CI low, CI high of the best layer
+    all_layers: tuple[float, float, float] | None
+    baselines: dict[str, tuple[float, float, float]]  # log-mel and MFCC statistics, random weights (best layer)

@@ -11,7 +11,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from schemas.model_ref import ModelRef
 
@@ -35,9 +44,22 @@ SegmentStorageUrl = Annotated[str | None, Field(
                 "workspace's first ingest; the DuckDB file stays in the workspace folder.")]
 
 
-# An embedded checkpoint as the user names it: `run@chunk`, checked by ModelRef, kept a string so the
-# Prefect form and the CLI show it as typed.
-ModelName = Annotated[str | None, AfterValidator(lambda v: None if v is None else str(ModelRef.parse(v)))]
+def _model_ref(value: object) -> ModelRef | None:
+    if value is None or isinstance(value, ModelRef):
+        return value
+    if isinstance(value, str):
+        return ModelRef.parse(value)
+    raise ValueError(f"{value!r} names no model: expected RUN@CHUNK, for example tiny@3")
+
+
+# An embedded checkpoint: a ModelRef, parsed once when the settings are validated. The Prefect form,
+# the CLI and a settings dump see it as the `run@chunk` text the user types.
+ModelChoice = Annotated[
+    ModelRef | None,
+    PlainValidator(_model_ref),
+    PlainSerializer(lambda ref: None if ref is None else str(ref), return_type=str | None),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}]}),
+]
 
 
 def _imply_dask(settings):
@@ -162,6 +184,18 @@ class PretrainSettings(BaseModel):
     gumbel_min: float = Field(0.5, gt=0, description="Gumbel-softmax temperature floor (reached at 70% of the schedule).")
     mask_time_prob: float = Field(0.65, gt=0, lt=1, description="Share of frames that start a masked span (upper bound).")
     mask_time_length: int = Field(10, ge=1, description="Masked span length in frames.")
+    targets: Literal["contrastive", "data2vec", "logmel-rq", "logmel-mse"] = Field(
+        "contrastive", description="What masked frames predict: contrastive (wav2vec 2.0's own loss), data2vec "
+                                   "(an EMA teacher's top layers on the unmasked audio), or log-mel codes/bands.")
+    frontend_init: Literal["random", "mel"] = Field(
+        "random", description="First convolution at the start: random (the paper) or a mel-spaced band-pass bank.")
+    crop_sampling: Literal["uniform", "activity"] = Field(
+        "uniform", description="Which segments and offsets crops come from: uniformly, or weighted towards "
+                               "activity above each recording's noise floor (segment_activity).")
+    activity_temperature_db: float = Field(
+        4.0, gt=0, description="Activity sampling: a crop's weight grows by e for every this many dB of activity.")
+    activity_floor: float = Field(
+        0.25, ge=0, le=1, description="Activity sampling: share of draws made uniformly, so plain background is still seen.")
     exclude_recordings: list[str] = Field(
         default_factory=list, description="Recordings held out (recording ids or file names): never trained on."
     )
@@ -224,7 +258,7 @@ class EvaluateSettings(BaseModel):
     background: str | None = Field(
         None, description="Label for segments of event-labelled recordings that overlap no event (call vs no call)."
     )
-    model: ModelName = Field(None, description="Embedding model (run@chunk) to score (default: the latest embedded).")
+    model: ModelChoice = Field(None, description="Embedding model (run@chunk) to score (default: the latest embedded).")
     all_checkpoints: bool = Field(
         False, description="Embed and score every kept checkpoint of the model's run, to see whether quality still rises."
     )
@@ -270,7 +304,7 @@ class ReportSettings(BaseModel):
     """Figures, a self-contained HTML report and an interactive explorer of what the network learned."""
 
     workspace: str = Field(default_factory=default_workspace, description="Workspace folder.")
-    model: ModelName = Field(None, description="Embedding model (run@chunk) to show (default: the latest embedded).")
+    model: ModelChoice = Field(None, description="Embedding model (run@chunk) to show (default: the latest embedded).")
     layer: int | None = Field(
         None, description="Layer of the explorer, atlas and timeline (default: the best evaluated layer, else the middle one)."
     )

@@ -11,17 +11,14 @@ from schemas.names import sql_identifier
 from schemas.records import ChunkHealth, StepMetrics, sql_columns
 
 # 2: models, checkpoints, train_metrics; 3: embeddings and units; 4: evaluations;
-# 5: the run-level tables key on `run`, and `model_id` always means one checkpoint, `run@chunk`
-SCHEMA_VERSION = 5
+# 5: the run-level tables key on `run`, and `model_id` always means one checkpoint, `run@chunk`;
+# 6: ingest_runs.status and writer_tag (a killed run is told apart from a running one), segment_activity
+SCHEMA_VERSION = 6
 
-TABLES: tuple[str, ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS workspace_config (
-        key   VARCHAR PRIMARY KEY,
-        value VARCHAR NOT NULL
-    )
-    """,
-    """
+# A run is 'running' until it ends: 'completed', 'failed' (an error stopped it) or 'interrupted'
+# (Ctrl-C, a signal, or killed: the next ingest finds its writer gone, `writer_tag`, and says so).
+INGEST_RUN_STATUSES = ("running", "completed", "interrupted", "failed")
+INGEST_RUNS = f"""
     CREATE TABLE IF NOT EXISTS ingest_runs (
         run_id              VARCHAR PRIMARY KEY,
         flow_run_id         VARCHAR,
@@ -35,9 +32,21 @@ TABLES: tuple[str, ...] = (
         failed              INTEGER,
         segments_added      BIGINT,
         audio_seconds_added DOUBLE,
-        bytes_added         BIGINT
+        bytes_added         BIGINT,
+        status              VARCHAR NOT NULL DEFAULT 'running'
+                            CHECK (status IN ({", ".join(f"'{s}'" for s in INGEST_RUN_STATUSES)})),
+        writer_tag          VARCHAR  -- the ingesting process's lock file in .writers/ (tasks/workspace/staging.py)
+    )
+    """
+
+TABLES: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS workspace_config (
+        key   VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL
     )
     """,
+    INGEST_RUNS,
     # One row per distinct audio content (content_hash); the first path it was seen under.
     """
     CREATE TABLE IF NOT EXISTS recordings (
@@ -86,6 +95,15 @@ TABLES: tuple[str, ...] = (
         site             VARCHAR NOT NULL,
         date             VARCHAR NOT NULL,
         parquet_path     VARCHAR NOT NULL
+    )
+    """,
+    # Activity of a segment above its recording's noise floor (tasks/audio/activity.py), in dB:
+    # what `--crop-sampling activity` weights crops by. Filled when a run samples by activity.
+    """
+    CREATE TABLE IF NOT EXISTS segment_activity (
+        segment_id  VARCHAR PRIMARY KEY,
+        activity_db DOUBLE NOT NULL,
+        method      VARCHAR NOT NULL
     )
     """,
     # One row per (path, stage): re-running on the same bad file updates it rather than adding
@@ -539,6 +557,24 @@ def _run_columns_named_run(conn) -> None:
             conn.execute(f"ALTER TABLE {table} RENAME COLUMN model_id TO run")
 
 
+def _ingest_run_status(conn) -> None:
+    """6: ingest_runs gains `status` and `writer_tag`. DuckDB adds no column with a CHECK, so the
+    table is rebuilt with its rows: a finished run completed; an unfinished one is taken as
+    interrupted (an older ceta2vec left no writer tag to tell a killed run from a running one)."""
+    if not conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ingest_runs'").fetchone()[0]:
+        return  # created new, with the rest
+    if conn.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'ingest_runs' "
+                    "AND column_name = 'status'").fetchone()[0]:
+        return
+    kept = ("run_id, flow_run_id, started_at, finished_at, settings, files_seen, ingested, skipped, duplicates, "
+            "failed, segments_added, audio_seconds_added, bytes_added")
+    conn.execute("ALTER TABLE ingest_runs RENAME TO ingest_runs_v5")
+    conn.execute(INGEST_RUNS)
+    conn.execute(f"INSERT INTO ingest_runs ({kept}, status) SELECT {kept}, "
+                 "CASE WHEN finished_at IS NULL THEN 'interrupted' ELSE 'completed' END FROM ingest_runs_v5")
+    conn.execute("DROP TABLE ingest_runs_v5")
+
+
 # (version, upgrade): `apply_schema` runs every upgrade newer than a workspace's version, in order,
 # in the transaction that then creates what is missing and records SCHEMA_VERSION.
-MIGRATIONS = ((5, _run_columns_named_run),)
+MIGRATIONS = ((5, _run_columns_named_run), (6, _ingest_run_status))

@@ -3,6 +3,7 @@ server started per call), for the hardening tests."""
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 
@@ -29,3 +30,12 @@ def error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("ceta2vec: error: ")]
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
+
+
+def as_plain_user() -> list[str]:
+    """A command prefix under which file permissions hold: root, who may read and write anything,
+    drops the capabilities that bypass them (another user needs none)."""
+    if os.geteuid() != 0:
+        return []
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"]

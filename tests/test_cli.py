@@ -13,8 +13,10 @@ import time
 import pyarrow.parquet as pq
 import pytest
 from conftest import CLI
+from hardening_cli import as_plain_user
 from signals import noise, sweep, tone, write
 
+from tasks.catalog.status import ingest_runs
 from tasks.workspace import Workspace, database
 
 # The line a flow command logs once its own temporary Prefect server answers: (server address, port).
@@ -123,9 +125,18 @@ def test_kill_9_mid_ingest_then_rerun_gives_exactly_one_copy(tmp_path, cli_env):
     process.wait()
     partial = len(list(segments_dir.rglob("*.parquet")))
     assert 3 <= partial < 40
+    killed = Workspace.at(interrupted)
+    with database.reading(killed) as conn:  # its row still says running; status sees its process is gone
+        ((killed_run, state),) = conn.execute("SELECT run_id, status FROM ingest_runs").fetchall()
+        assert state == "running"
+        shown = ingest_runs(conn, killed)
+    assert (shown["interrupted"], shown["running"], shown["latest"]["status"]) == (1, 0, "interrupted")
 
     cli("ingest", folder, "--workspace", interrupted, env=cli_env)
     cli("ingest", folder, "--workspace", reference, env=cli_env)
+    with database.reading(killed) as conn:  # the next ingest marked it, and completed itself
+        runs = dict(conn.execute("SELECT run_id, status FROM ingest_runs").fetchall())
+    assert runs.pop(killed_run) == "interrupted" and list(runs.values()) == ["completed"], runs
     results = {}
     for ws in (interrupted, reference):
         workspace = Workspace.at(ws)
@@ -179,12 +190,8 @@ def test_unreadable_file_is_reported(tmp_path, cli_env):
     write(folder / "ok.wav", noise(1.0, 16000), 16000, "PCM_16")
     secret = write(folder / "secret.wav", noise(1.0, 16000, seed=1), 16000, "PCM_16")
     os.chmod(secret, 0)
-    prefix = []
-    if os.geteuid() == 0:
-        drop = "-dac_override,-dac_read_search"
-        prefix = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"]
     ws = tmp_path / "ws"
-    result = subprocess.run([*prefix, CLI, "ingest", folder, "--workspace", ws], capture_output=True, text=True,
+    result = subprocess.run([*as_plain_user(), CLI, "ingest", folder, "--workspace", ws], capture_output=True, text=True,
                             timeout=300, env=cli_env)
     assert result.returncode == 0, result.stderr
     with database.reading(Workspace.at(ws)) as conn:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from signals import tone, write
 
-from deployments.completion import COMPLETED_WITH_NEW_DATA
+from flows.runtime.completion import COMPLETED_WITH_NEW_DATA
 from deployments.definitions import REFRESH_TAG, TAG, yaml_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +52,30 @@ def _flow_run_event(flow: str, state: str, tags: tuple[str, ...] = ()):
                          related=related, occurred=datetime.now(timezone.utc), id=uuid4())
 
 
-def test_classify_new_runs_the_scoring_flow_after_every_completed_embed():
+def _completion_event(flow: str, tags: list[str]):
+    """The event a run of `flow` sends itself once it completed with new data (flows/runtime/completion.py)."""
+    from datetime import datetime, timezone
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    from flows.runtime.completion import completion_event
+
+    run = FlowRun(flow_id=uuid4(), name=f"{flow}-T", tags=tags)
+    return ReceivedEvent(**completion_event(flow, run), occurred=datetime.now(timezone.utc), id=uuid4())
+
+
+def test_classify_new_runs_the_scoring_flow_after_every_embed_with_new_vectors():
     """Definition level: the deployment's flow, parameters and trigger, matched the way the Prefect server
-    matches events (its own EventTrigger), and the RunnerDeployment `serve` builds from it."""
+    matches events (its own EventTrigger), and the RunnerDeployment `serve` builds from it. The trigger
+    follows the embed flow's own completion event, which automations see at once, not Prefect's
+    `prefect.flow-run.Completed`, which the server can hold for its 15-minute lookback."""
     from prefect.server.events.schemas.automations import EventTrigger
 
+    from flows.embed import embed
+    from flows.runtime.completion import announce_completion, brings_new_data
+    from schemas.results import EmbedResult
     from schemas.settings import ClassifySettings
 
     by_name = {d.name: d for d in yaml_definitions()}
@@ -65,16 +84,25 @@ def test_classify_new_runs_the_scoring_flow_after_every_completed_embed():
     assert ClassifySettings(**classify_new.parameters["settings"]).workspace == "{{ $CETA2VEC_WORKSPACE }}"
     assert classify_new.concurrency_limit == {"limit": 1, "collision_strategy": "ENQUEUE"}  # one after another
     [entry] = classify_new.triggers
+    assert entry["expect"] == [COMPLETED_WITH_NEW_DATA]
     trigger = EventTrigger.model_validate({k: v for k, v in entry.items() if k != "name"})
-    assert trigger.covers(_flow_run_event("embed", "Completed"))
-    assert trigger.covers(_flow_run_event("embed", "Completed", (REFRESH_TAG,)))  # the refresh's embed too
+    assert trigger.covers(_completion_event("embed", [TAG]))  # `ceta2vec embed` against the server
+    assert trigger.covers(_completion_event("embed", [TAG, REFRESH_TAG]))  # the refresh's embed too
+    assert not trigger.covers(_flow_run_event("embed", "Completed"))  # held 15 min for a scheduled refresh's runs
     assert not trigger.covers(_flow_run_event("embed", "Failed"))
-    assert not trigger.covers(_flow_run_event("ingest", "Completed", (REFRESH_TAG,)))
+    assert not trigger.covers(_completion_event("ingest", [TAG, REFRESH_TAG]))
     refresh = EventTrigger.model_validate({k: v for k, v in by_name["after-new-data"].triggers[0].items() if k != "name"})
-    assert not refresh.covers(_flow_run_event("embed", "Completed"))  # scoring new windows starts no refresh
+    assert not refresh.covers(_completion_event("embed", [TAG, REFRESH_TAG]))  # scoring new windows starts no refresh
+    # the embed flow sends the event wherever it runs, once it embedded something new
+    assert announce_completion in embed.on_completion_hooks
+    embedded = lambda segments: EmbedResult(  # noqa: E731
+        model_id="r@1", checkpoint="c", layers=[0], dim=8, segments_embedded=segments, segments_in_model=segments,
+        vectors_in_model=segments, audio_seconds=0.0, real_time_factor=None, kmeans_units_assigned={},
+        unit_stats_rows=0)
+    assert brings_new_data(embedded(3)) and not brings_new_data(embedded(0))
     runner = classify_new.to_runner()
     assert runner.name == "classify-new" and runner.entrypoint == "flows.classify.classify_new"
-    assert [t.expect for t in runner.triggers] == [{"prefect.flow-run.Completed"}]
+    assert [t.expect for t in runner.triggers] == [{COMPLETED_WITH_NEW_DATA}]
 
 
 def _free_port() -> int:
@@ -186,7 +214,7 @@ def test_prefect_deploy_creates_the_deployments_schedules_and_trigger(server, tm
         automations = _automations_of(client, found["refresh/after-new-data"].id)
         assert len(automations) == 1
         trigger = automations[0].trigger
-        assert trigger.expect == {COMPLETED_WITH_NEW_DATA}  # the runs' own event (deployments/completion.py)
+        assert trigger.expect == {COMPLETED_WITH_NEW_DATA}  # the runs' own event (flows/runtime/completion.py)
         assert watch.entrypoint == "deployments.served_flows.ingest"  # the flow that sends it
         assert trigger.model_dump(mode="json")["match_related"] == [
             {"prefect.resource.role": "flow", "prefect.resource.name": ["ingest", "continue-pretraining"]},
@@ -327,7 +355,7 @@ def _completed_runs_of(client, deployment_id) -> list:
 @pytest.mark.slow
 def test_scheduled_ingests_with_new_files_each_start_a_refresh(server, tmp_path):
     """The watch folder's own schedule, not a run started through the API: Prefect's Completed event
-    of a scheduled run reaches automations only after 15 minutes (deployments/completion.py)."""
+    of a scheduled run reaches automations only after 15 minutes (flows/runtime/completion.py)."""
     rate = 16000
     incoming, workspace, logs = tmp_path / "incoming", tmp_path / "ws", tmp_path / "serve.log"
     with _client() as client:  # a clean slate: no runs or automations of deployments served before
@@ -371,22 +399,14 @@ def test_scheduled_ingests_with_new_files_each_start_a_refresh(server, tmp_path)
 def test_the_refresh_trigger_matches_the_completion_event_of_a_refreshing_run_only():
     """Definition level, matched as the Prefect server matches events (its own EventTrigger): the
     event a served ingest or pretraining run sends once it completed with new data."""
-    from datetime import datetime, timezone
-    from uuid import uuid4
-
-    from prefect.client.schemas.objects import FlowRun
     from prefect.server.events.schemas.automations import EventTrigger
-    from prefect.server.events.schemas.events import ReceivedEvent
 
-    from deployments.completion import brings_new_data, completion_event
+    from flows.runtime.completion import brings_new_data
     from schemas.results import IngestResult
 
     refresh = {d.name: d for d in yaml_definitions()}["after-new-data"]
     trigger = EventTrigger.model_validate({k: v for k, v in refresh.triggers[0].items() if k != "name"})
-
-    def event(flow: str, tags: list[str]) -> ReceivedEvent:
-        run = FlowRun(flow_id=uuid4(), name=f"{flow}-T", tags=tags)
-        return ReceivedEvent(**completion_event(flow, run), occurred=datetime.now(timezone.utc), id=uuid4())
+    event = _completion_event
 
     assert trigger.covers(event("ingest", [TAG, REFRESH_TAG, "auto-scheduled"]))
     assert trigger.covers(event("continue-pretraining", [TAG, REFRESH_TAG]))

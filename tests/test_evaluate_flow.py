@@ -105,3 +105,56 @@ def test_refresh_redraws_the_report_stamps_it_and_then_skips_it(tones_and_clicks
     assert again["embed"]["outcome"] == "nothing new"
     assert again["evaluate sound"]["outcome"] == "up to date"
     assert again["report"]["outcome"] == "up to date"
+
+
+def test_every_checkpoint_scored_draws_the_learning_curve(tones_and_clicks, tmp_path):
+    """`evaluate --all-checkpoints` scores each checkpoint; the report's learning curve reads them by
+    hours of audio seen, with the pooled probe and the baselines scored beside each."""
+    import shutil
+
+    from flows.evaluate import evaluate
+    from quick_ingest import train_tiny_chunk
+    from schemas.settings import ReportSettings
+    from tasks.catalog.evaluations import learning_curve
+    from tasks.report.drawing import Drawing, FigureWriter
+    from tasks.report.features_report import FeatureRun
+    from tasks.report.inputs import gather
+    from tasks.report.learning_curve import slope_per_hour
+    from tasks.report.sections import draw_sections, learning_curve_section
+    from tasks.workspace import Workspace
+
+    root, original = tones_and_clicks
+    ws = Workspace.at(shutil.copytree(original.root, tmp_path / "ws"))
+    train_tiny_chunk(ws, "ev")  # a second chunk of the same run
+    from flows.embed import embed
+
+    embed(EmbedSettings(workspace=str(ws.root), run="ev", units_k=4, kmeans_sample_frames=300,
+                        poolings=["mean", "std", "max"]))
+    result = evaluate(EvaluateSettings(workspace=str(ws.root), labels=str(root / "labels.csv"), label_column="sound",
+                                       bootstrap=20, all_checkpoints=True, model="ev@2"))
+    assert sorted(result.models) == ["ev@1", "ev@2"]
+    scored = result.models["ev@2"].rows
+    assert "all layers" in {r["features"] for r in scored}
+    assert all("probe_pooled_macro_f1" in r["metrics"] for r in scored if r["kind"] == "model"
+               and (r["features"].startswith("layer ") or r["features"] == "all layers"))
+    with database.reading(ws) as conn:
+        curve = learning_curve(conn, "ev", "sound", "probe_pooled_macro_f1")
+        seen = conn.execute("SELECT sum(audio_seconds) FROM train_metrics WHERE run = 'ev' AND step < 2").fetchone()[0]
+    assert [p.chunk for p in curve] == [1, 2] and [p.step for p in curve] == [2, 4]
+    assert curve[0].hours_seen == pytest.approx(seen / 3600) and curve[1].hours_seen > curve[0].hours_seen
+    assert all(0 <= p.best[0] <= 1 and "log-mel stats" in p.baselines for p in curve)
+    assert "random weights layer 0" not in curve[0].baselines
+    expected_slope = np.polyfit([p.hours_seen for p in curve], [p.best[0] for p in curve], 1)[0]
+    assert slope_per_hour(curve) == pytest.approx(expected_slope)
+
+    settings = ReportSettings(workspace=str(ws.root), model="ev@2", media_points=0, frame_points=0, atlas_units=2,
+                              exemplars=1, neighbours=2, umap_neighbors=4, features_budget=0)
+    inputs = gather(ws, settings)
+    out = tmp_path / "report"
+    drawing = Drawing(out, FigureWriter(out), FeatureRun(inputs.workspace_root, inputs.export_dir, 0.0, 0, out,
+                                                         inputs.mel, len(inputs.atlas_inventories)), None,
+                      lambda message, fraction: None)
+    [section] = draw_sections(inputs, drawing, (learning_curve_section,))
+    assert section.key == "learning-curve" and "per hour" in section.intro
+    assert [f.key for f in section.figures] == ["learning-curve"] and (out / section.figures[0].png).is_file()
+    assert [row["step"] for row in section.tables[0]] == [2, 4]

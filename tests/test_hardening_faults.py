@@ -252,6 +252,10 @@ def test_a_cut_short_database_is_refused_in_one_line_and_never_written(tmp_path,
     assert main(["status", "--workspace", str(ws.root)]) == 2
     line = one_error_line(capsys)
     assert "is damaged" in line and "restore it from a backup" in line, line
+    # one line: the file, what is wrong with it, then after "; " how to recover
+    what, fix = line.removeprefix("ceta2vec: error: ").split("; ")
+    assert what.startswith(f"{ws.db_path}: the database is damaged") and "nothing was written to it" in what, line
+    assert fix.startswith("restore it from a backup, or move it aside") and "ingest the recordings again" in fix
     with pytest.raises(database.WorkspaceError, match="is damaged"):
         with database.writing(ws):
             pass
@@ -283,3 +287,79 @@ def test_random_bytes_get_a_real_reason_and_a_header_that_undercounts_a_warning(
     ingest_quick(ws, folder)
     ((reason,),) = query(ws, "SELECT reason FROM ingest_errors WHERE severity = 'warning'")
     assert reason.startswith("header declares less than the file holds: 63900 bytes") and "0.003 s" in reason
+
+
+@pytest.mark.parametrize("locked", ["database file", "workspace folder"])
+def test_a_read_only_workspace_is_refused_in_one_line_with_the_fix(tmp_path, locked):
+    """chmod -w on the database file, or on the workspace's folder: a writing command says which path
+    it cannot write and how to fix it, before its Prefect server starts, and inside a flow alike;
+    reading commands go on reading."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CLI
+    from hardening_cli import as_plain_user, error_line
+
+    write(tmp_path / "rec" / "a.wav", noise(1.0, 16000), 16000, "PCM_16")
+    ws = Workspace.at(tmp_path / "ws")
+    ingest_quick(ws, tmp_path / "rec")
+    denied = ws.db_path if locked == "database file" else ws.root
+    subprocess.run(["chmod", "a-w", str(denied)], check=True)
+    try:
+        run = lambda *args: subprocess.run([*as_plain_user(), *map(str, args)], capture_output=True,  # noqa: E731
+                                           text=True, timeout=120)
+        refused = run(CLI, "ingest", tmp_path / "rec", "--workspace", ws.root)
+        assert refused.returncode == 2 and "Prefect server" not in refused.stderr, refused.stderr[-2000:]
+        what, fix = error_line(refused.stderr).removeprefix("ceta2vec: error: ").split("; ")
+        assert what.startswith(f"{denied}: not writable by this user (permission denied)"), what
+        assert fix.startswith(f"make it writable (chmod -R u+w {ws.root})"), fix
+        # where a flow opens it to write (past the CLI's checks): the same line, not DuckDB's IO error
+        inside = run(sys.executable, "-c", "import sys; from tasks.workspace import Workspace, database\n"
+                     "try:\n    database.writing(Workspace.at(sys.argv[1])).__enter__()\n"
+                     "except database.WorkspaceError as e:\n    print(e)", ws.root)
+        assert inside.stdout.strip() == f"{what}; {fix}", inside.stdout + inside.stderr
+        shown = run(CLI, "status", "--workspace", ws.root, "--format", "json")
+        assert shown.returncode == 0 and '"recordings": 1' in shown.stdout, shown.stderr[-2000:]
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(ws.root)], check=True)
+    assert os.access(ws.db_path, os.W_OK)
+
+
+def test_a_query_waits_for_a_writer_that_holds_the_lock_past_the_old_wait(tmp_path, monkeypatch, capsys, caplog):
+    """C1: `ceta2vec sql` during an embed gave up after a fixed minute while embed held the lock
+    through a longer phase. A holder that is a live process is now waited for, and the wait says
+    whom it waits for; CETA2VEC_LOCK_WAIT_S bounds it, in one line naming the holder. Shortened:
+    the fixed wait to 0.5 s, the holder's phase to 2 s."""
+    import subprocess
+    import sys
+    import threading
+
+    write(tmp_path / "rec" / "a.wav", noise(2.0, 16000), 16000, "PCM_16")
+    ws = Workspace.at(tmp_path / "ws")
+    ingest_quick(ws, tmp_path / "rec")
+    monkeypatch.setattr(database, "LOCK_WAIT_S", 0.5)
+    holder = subprocess.Popen(  # another process's writer, holding the file until told to let go
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
+         "sys.stdin.readline(); c.close(); print('released', flush=True)", str(ws.db_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        asked = ["sql", "SELECT count(*) AS n FROM segments", "--workspace", str(ws.root), "--format", "csv"]
+        monkeypatch.setenv("CETA2VEC_LOCK_WAIT_S", "0.3")
+        assert main(asked) == 2
+        what, fix = one_error_line(capsys).removeprefix("ceta2vec: error: ").rsplit("; ", 1)  # its command may hold "; "
+        assert what.startswith(f"{ws.db_path}: its lock is held by PID {holder.pid} ("), what
+        assert "CETA2VEC_LOCK_WAIT_S=SECONDS" in fix, fix
+
+        monkeypatch.delenv("CETA2VEC_LOCK_WAIT_S")
+        let_go = threading.Timer(2.0, lambda: (holder.stdin.write("\n"), holder.stdin.flush()))
+        let_go.start()
+        with caplog.at_level("WARNING", logger=database.__name__):
+            assert main(asked) == 0  # waited past LOCK_WAIT_S, for as long as the holder held the file
+        assert holder.stdout.readline().strip() == "released"
+        assert capsys.readouterr().out.split() == ["n", "1"]
+        assert f"waiting for PID {holder.pid}" in caplog.text, caplog.text
+    finally:
+        holder.kill()
+        holder.wait()

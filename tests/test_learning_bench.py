@@ -40,22 +40,27 @@ def test_bench_scores_every_layer_and_baseline_with_finite_intervals(tmp_path):
     )
     assert result.steps_done == 4
     assert result.recordings == 2 * len(learning.CLASSES) and result.segments == 2 * result.recordings
-    expected = {"layer 0", "layer 1", "layer 2", "log-mel stats", "MFCC stats",
+    expected = {"layer 0", "layer 1", "layer 2", "all layers", "log-mel stats", "MFCC stats",
                 "random layer 0", "random layer 1", "random layer 2"}
     assert set(result.rows) == expected
     for name, card in result.rows.items():
-        for metric in ("probe_macro_f1", "knn5_macro_f1"):
+        for metric in ("probe_pooled_macro_f1", "probe_macro_f1", "knn5_macro_f1"):
             value, low, high = card[metric]
             assert all(math.isfinite(v) for v in (value, low, high)), (name, metric, card[metric])
             assert low <= high
     assert set(result.margins) == expected - {"log-mel stats"}
     for name, (value, low, high) in result.margins.items():
         assert all(math.isfinite(v) for v in (value, low, high)) and low <= high, name
-        probe = result.rows[name]["probe_macro_f1"][0] - result.rows["log-mel stats"]["probe_macro_f1"][0]
+        assert result.metric == "probe_pooled_macro_f1"
+        probe = result.rows[name][result.metric][0] - result.rows["log-mel stats"][result.metric][0]
         assert value == np.float64(probe) or abs(value - probe) < 1e-9, name
     assert result.best_layer in {"layer 0", "layer 1", "layer 2"}
     value, low, high = result.over_random
     assert all(math.isfinite(v) for v in (value, low, high)) and low <= high
+    # the learning curve: one point per kept checkpoint, by audio seen (2 steps x 4 crops x 1 s each)
+    assert [(c["step"], round(c["hours_seen"] * 3600)) for c in result.curve] == [(2, 8), (4, 16)]
+    assert all(0.0 <= c["best"] <= 1.0 and 0.0 <= c["all_layers"] <= 1.0 for c in result.curve)
+    assert math.isfinite(result.slope_per_hour)
 
 
 def test_logmel_rq_targets_ignore_gain():
@@ -99,7 +104,8 @@ def test_logmel_mse_loss_is_one_per_band_for_the_crop_mean_and_zero_for_the_band
 
     import torch
 
-    from tasks.training.logmel_targets import N_MELS, _orthonormal, masked_task, regression_terms, standardised_logmel
+    from tasks.model.objectives import masked_task
+    from tasks.training.logmel_targets import N_MELS, _orthonormal, regression_terms, standardised_logmel
 
     rng = np.random.default_rng(1)
     audio = np.stack([learning.ocean_noise(8000, 8000, rng) for _ in range(2)])

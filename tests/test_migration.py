@@ -58,8 +58,8 @@ def test_reading_an_old_workspace_upgrades_it_in_place_and_keeps_its_rows(old_wo
     with database.reading(old_workspace) as conn:
         assert database.schema_version(conn) == SCHEMA_VERSION
         assert runs.chunks_done(conn, "old") == 2
-        assert runs.run_progress(conn, "old")["steps_done"] == 20
-        assert [r[0] for r in status.training_runs(conn)] == ["old"]
+        assert runs.run_progress(conn, "old").steps_done == 20
+        assert [r.run for r in status.training_runs(conn)] == ["old"]
         assert conn.execute("SELECT run, step FROM train_metrics").fetchall() == [("old", 20)]
     for table in ("models", "checkpoints", "train_metrics"):
         assert columns(old_workspace, table)[0] == "run", table
@@ -75,3 +75,37 @@ def test_the_upgrade_runs_once_and_a_newer_workspace_is_refused(old_workspace):
         conn.execute("UPDATE workspace_config SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
     with database.writing(old_workspace) as conn, pytest.raises(database.WorkspaceError, match="newer ceta2vec"):
         database.apply_schema(conn, old_workspace)
+
+
+# ingest_runs as schema 5 created it (copied from that release), with a finished run and one a kill left.
+SCHEMA_5_INGEST_RUNS = [
+    "CREATE TABLE workspace_config (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    """CREATE TABLE ingest_runs (run_id VARCHAR PRIMARY KEY, flow_run_id VARCHAR, started_at TIMESTAMPTZ NOT NULL,
+       finished_at TIMESTAMPTZ, settings JSON NOT NULL, files_seen INTEGER, ingested INTEGER, skipped INTEGER,
+       duplicates INTEGER, failed INTEGER, segments_added BIGINT, audio_seconds_added DOUBLE, bytes_added BIGINT)""",
+    "INSERT INTO workspace_config VALUES ('schema_version', '5')",
+    """INSERT INTO ingest_runs VALUES
+       ('ingest-done', 'f1', '2025-01-01 10:00:00+00', '2025-01-01 10:05:00+00', '{"workers": 2}', 4, 3, 0, 0, 1, 30,
+        300.0, 1000),
+       ('ingest-killed', 'f2', '2025-01-02 10:00:00+00', NULL, '{}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)""",
+]
+
+
+def test_schema_5_ingest_runs_gain_a_status_and_keep_their_rows(tmp_path):
+    from tasks.catalog.status import ingest_runs
+
+    ws = Workspace.at(tmp_path / "ws").create()
+    with duckdb.connect(str(ws.db_path)) as conn:
+        for statement in SCHEMA_5_INGEST_RUNS:
+            conn.execute(statement)
+    with database.reading(ws) as conn:
+        assert database.schema_version(conn) == SCHEMA_VERSION
+        rows = conn.execute("SELECT run_id, status, writer_tag, files_seen, ingested, bytes_added, settings->>'workers' "
+                            "FROM ingest_runs ORDER BY run_id").fetchall()
+        shown = ingest_runs(conn, ws)
+    assert rows == [("ingest-done", "completed", None, 4, 3, 1000, "2"),
+                    ("ingest-killed", "interrupted", None, None, None, None, None)]
+    assert (shown["completed"], shown["interrupted"], shown["latest"]["run_id"]) == (1, 1, "ingest-killed")
+    with database.writing(ws) as conn:  # the rebuilt table refuses a status it does not know
+        with pytest.raises(duckdb.ConstraintException):
+            conn.execute("UPDATE ingest_runs SET status = 'lost' WHERE run_id = 'ingest-done'")

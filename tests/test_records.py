@@ -55,3 +55,28 @@ def test_the_health_verdict_fills_every_stored_column():
 def test_duckdb_columns_refuses_a_type_it_does_not_know():
     with pytest.raises(KeyError):  # an int8 column has no DuckDB name in the map: never guessed
         duckdb_columns(pa.schema([pa.field("x", pa.int8())]))
+
+
+def test_the_segment_row_is_the_segment_schema_and_a_column_added_to_one_alone_fails(tmp_path):
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from schemas.arrow import SegmentRow, check_row
+    from tasks.workspace.segment_files import SegmentFileWriter
+
+    assert field_names(SegmentRow) == SEGMENT_METADATA_COLUMNS
+    with pytest.raises(TypeError, match=r"SegmentRow's fields \[.*\] are not SEGMENT_SCHEMA's columns .*snr_db"):
+        check_row(SegmentRow, (*SEGMENT_METADATA_COLUMNS, "snr_db"), "SEGMENT_SCHEMA")
+    # the writer writes the row's fields into the schema's columns, the samples beside them
+    row = SegmentRow("r-mix-000000", "r", -1, 0, 0.0, 2.0, 1.5, datetime(2024, 5, 1, tzinfo=timezone.utc), None,
+                     16000, -20.5, -3.0, 0.0, 0.25, 0.0, False, 0)  # float32-exact values
+    writer = SegmentFileWriter(tmp_path, "rec-r")
+    writer.add(row, np.arange(4, dtype=np.float32))
+    table = pq.read_table(writer.close())
+    assert table.schema.names == SEGMENT_SCHEMA.names
+    read = table.to_pylist()[0]
+    assert read.pop("audio") == [0.0, 1.0, 2.0, 3.0]
+    assert read == asdict(row)

@@ -366,7 +366,10 @@ def test_build_report_content_on_a_tiny_workspace(scored_report):
     assert not (out / "figures" / "stale.png").exists() and left == "kept"
     assert content.model_id == "rep@1"
     keys = [s.key for s in content.sections]
-    assert keys == ["maps", "units", "features", "timeline", "training", "neighbours", "sequences", "labels"]
+    assert keys == ["maps", "units", "features", "timeline", "training", "learning-curve", "neighbours", "sequences", "labels"]
+    # one checkpoint scored: the learning curve says how to get one, and draws nothing yet
+    curve = next(s for s in content.sections if s.key == "learning-curve")
+    assert not curve.figures and "--all-checkpoints" in curve.intro
     features = next(s for s in content.sections if s.key == "features")
     assert {"filterbank", "filterbank-layers", "attention-maps", "attention-heads", "maximising-inputs"} == \
         {f.key for f in features.figures}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import ReportSettings
+from tasks.workspace import Workspace
 
 pytestmark = [pytest.mark.usefixtures("prefect_server")]
 
@@ -23,6 +24,7 @@ def test_serve_path_draws_once_serves_an_unchanged_report_as_is_and_rebuild_redr
     from tasks.report.freshness import current_pages, plan_report, up_to_date_or_drawn
 
     ws = shutil.copytree(tiny_workspace.root, tmp_path / "ws")
+    workspace = Workspace.at(ws)
     out = tmp_path / "report"
     settings = ReportSettings(workspace=str(ws), output=str(out), media_points=4, atlas_units=2, exemplars=1,
                               neighbours=2, umap_neighbors=4, features_budget=0)
@@ -38,26 +40,26 @@ def test_serve_path_draws_once_serves_an_unchanged_report_as_is_and_rebuild_redr
                                           "--neighbours", "2", "--umap-neighbors", "4", "--features-budget", "0",
                                           *extra])
 
-    assert current_pages(plan_report(settings)) is None and not _serves_current_report(serve_args())
-    outcome, pages = up_to_date_or_drawn(settings, draw)
+    assert current_pages(plan_report(workspace, settings)) is None and not _serves_current_report(serve_args())
+    outcome, pages = up_to_date_or_drawn(workspace, settings, draw)
     assert outcome == "drawn" and draws == ["rep@1"]  # drawn for the resolved model
     assert pages == {"report": str(out / "index.html"), "explorer": str(out / "explorer.html")}
     drawn = mtimes(out)
-    stamp = plan_report(settings).stamp
+    stamp = plan_report(workspace, settings).stamp
     assert stamp.parent == ws / "reports" and not stamp.is_relative_to(out)  # the folder holds the report only
     stamped = stamp.stat().st_mtime_ns
 
     # unchanged workspace: the deciding function says current, the CLI starts no flow, nothing is rewritten
-    assert current_pages(plan_report(settings)) == pages
+    assert current_pages(plan_report(workspace, settings)) == pages
     assert _serves_current_report(serve_args()) and not _serves_current_report(serve_args("--rebuild"))
-    assert up_to_date_or_drawn(settings, draw) == ("up to date", pages) and draws == ["rep@1"]
+    assert up_to_date_or_drawn(workspace, settings, draw) == ("up to date", pages) and draws == ["rep@1"]
     assert mtimes(out) == drawn and stamp.stat().st_mtime_ns == stamped
 
     # a changed input (here a setting the drawing uses) makes it stale
-    assert current_pages(plan_report(settings.model_copy(update={"neighbours": 3}))) is None
+    assert current_pages(plan_report(workspace, settings.model_copy(update={"neighbours": 3}))) is None
 
     # --rebuild draws again although nothing changed
-    assert up_to_date_or_drawn(settings, draw, rebuild=True) == ("drawn", pages) and len(draws) == 2
+    assert up_to_date_or_drawn(workspace, settings, draw, rebuild=True) == ("drawn", pages) and len(draws) == 2
     redrawn = mtimes(out)
-    assert redrawn["index.html"] > drawn["index.html"] and plan_report(settings).stamp.stat().st_mtime_ns > stamped
-    assert current_pages(plan_report(settings)) == pages
+    assert redrawn["index.html"] > drawn["index.html"] and plan_report(workspace, settings).stamp.stat().st_mtime_ns > stamped
+    assert current_pages(plan_report(workspace, settings)) == pages

@@ -426,6 +426,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from tasks.report.freshness import serve_folder, up_to_date_or_drawn
+    from tasks.workspace import Workspace
 
     drawn = []
 
@@ -436,8 +437,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         return drawn[-1]
 
     serving = getattr(args, "serve", None) is not None
+    settings = _settings(ReportSettings, args)
     # A plain `report` always draws; --serve serves a folder that shows the current inputs as it is.
-    outcome, pages = up_to_date_or_drawn(_settings(ReportSettings, args), draw,
+    outcome, pages = up_to_date_or_drawn(Workspace.at(settings.workspace), settings, draw,
                                          rebuild=not serving or getattr(args, "rebuild", False))
     note = " (up to date: its inputs are unchanged since it was drawn)" if outcome == "up to date" else ""
     print(f"report:   {pages['report']}{note}\nexplorer: {pages['explorer']}\nopen:     {Path(pages['report']).as_uri()}")
@@ -460,8 +462,10 @@ def _serves_current_report(args: argparse.Namespace) -> bool:
     if args.command != "report" or getattr(args, "serve", None) is None or getattr(args, "rebuild", False):
         return False
     from tasks.report.freshness import current_pages, plan_report
+    from tasks.workspace import Workspace
 
-    return current_pages(plan_report(_settings(ReportSettings, args))) is not None
+    settings = _settings(ReportSettings, args)
+    return current_pages(plan_report(Workspace.at(settings.workspace), settings)) is not None
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

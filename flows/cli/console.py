@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from schemas.results import EvaluateResult, IngestResult, PipelineResult, PretrainResult
+from schemas.tables import INGEST_RUN_STATUSES
 from tasks.workspace import Workspace
 
 # Output read by a program or saved to a file is never wrapped: rich would fold tables and paths at
@@ -157,6 +158,11 @@ def _print_status_tables(status: dict) -> None:
     table.add_row("labelled recordings", str(status["labelled_recordings"]))
     table.add_row("duplicate files skipped", str(status["duplicates"]))
     table.add_row("files with errors", str(status["errors"]))
+    runs = status["ingest_runs"]
+    if runs["latest"]:
+        table.add_row("ingest runs", ", ".join(f"{runs[state]} {state}" for state in INGEST_RUN_STATUSES
+                                               if runs[state]))
+        table.add_row("latest ingest", f"{runs['latest']['status']}, started {runs['latest']['started_at'][:19]}")
     table.add_row("warnings", str(status["warnings"]))
     table.add_row("stored (Parquet)", _human_bytes(status["stored_bytes"]))
     table.add_row("bytes per audio hour", _human_bytes(status["bytes_per_audio_hour"]))

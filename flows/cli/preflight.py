@@ -141,6 +141,11 @@ CHECKS: dict[type[BaseModel], Callable] = {
 
 def check(settings: BaseModel) -> None:
     """Raise the first user error in a flow's settings that the workspace and the file system show."""
+    if not isinstance(settings, ReportSettings) and getattr(settings, "workspace", None):  # a report only reads it
+        from tasks.workspace.database import not_writable
+
+        if (refused := not_writable(Workspace.at(settings.workspace))) is not None:
+            raise refused
     checked = CHECKS.get(type(settings))
     if checked:
         checked(settings)

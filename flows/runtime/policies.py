@@ -32,7 +32,8 @@ from tasks.workspace.transient_errors import is_transient
 # Reading files and folders: a network mount may stall for a moment.
 IO_RETRIES = 2
 IO_RETRY_DELAYS = [5, 30]
-# DuckDB: an attempt has already waited LOCK_WAIT_S (60 s) for the file lock before failing.
+# DuckDB: an attempt has already waited for the file lock before failing (as long as its holder
+# lived, up to an hour; 60 s for a holder it cannot see; CETA2VEC_LOCK_WAIT_S where set).
 DB_RETRIES = 2
 DB_RETRY_DELAYS = [10, 60]
 

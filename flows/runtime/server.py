@@ -134,10 +134,28 @@ def _stop_on_sigterm(server: OwnServer) -> None:
 def own_server(start: bool = True) -> Iterator[Callable[[], None]]:
     """Start a temporary server (when one is `wanted`); the block calls the yielded function once
     its imports are done, which waits for the server and points Prefect at it for the rest of the block.
+    With `start` (a flow command), what the imports build is also kept out of garbage collections
+    (`flows.runtime.collector`).
 
     The server stops when the process exits, as Prefect's ephemeral one does: Prefect's log and
     event workers send what they still hold at exit, and their exit handlers run before this one."""
-    if not (start and wanted()):
+    if not start:
+        yield lambda: None
+        return
+    from flows.runtime.collector import imports_kept  # not at the top: this file also runs as the server's script
+
+    with imports_kept() as imported, _server_if_wanted() as use:
+
+        def use_after_imports() -> None:
+            imported()
+            use()
+
+        yield use_after_imports
+
+
+@contextmanager
+def _server_if_wanted() -> Iterator[Callable[[], None]]:
+    if not wanted():
         yield lambda: None
         return
     from prefect.logging import get_logger

@@ -189,6 +189,12 @@ def layers_embedded(conn: duckdb.DuckDBPyConnection, model_id: str) -> list[int]
         "SELECT DISTINCT layer FROM segment_embeddings WHERE model_id = ? ORDER BY layer", [model_id]).fetchall()]
 
 
+def poolings_embedded(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel, layer: int) -> list[str]:
+    """The poolings (mean, std, max) stored for one layer of a model."""
+    return [r[0] for r in conn.execute(
+        f"SELECT DISTINCT pooling FROM {model.table} WHERE layer = ? ORDER BY pooling", [layer]).fetchall()]
+
+
 def vector_totals(conn: duckdb.DuckDBPyConnection, model: EmbeddingModel) -> tuple[int, int]:
     """(segments, vectors) in the model's table."""
     segments, vectors = conn.execute(f"SELECT count(DISTINCT segment_id), count(*) FROM {model.table}").fetchone()

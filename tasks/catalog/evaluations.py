@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import duckdb
 import numpy as np
 
+from schemas.records import CurvePoint
 from tasks.catalog.embeddings import EmbeddingModel
 from tasks.workspace.database import WorkspaceError, insert, transaction
 
@@ -175,3 +176,36 @@ def read_scorecard(conn: duckdb.DuckDBPyConnection, model_id: str, label_column:
         counts = class_counts
     parsed = json.loads(counts) if isinstance(counts, str) else (counts or {})
     return column, list(rows.values()), {k: int(v["segments"] if isinstance(v, dict) else v) for k, v in parsed.items()}
+
+
+def learning_curve(conn: duckdb.DuckDBPyConnection, run: str, label_column: str, metric: str) -> list[CurvePoint]:
+    """Every checkpoint of `run` evaluated for `label_column` (`ceta2vec evaluate --all-checkpoints`),
+    by step: its best layer on `metric`, all layers together, and the baselines scored beside it,
+    with hours of audio seen summed from train_metrics."""
+    rows = conn.execute(
+        """WITH seen AS (
+             SELECT c.chunk, c.step, coalesce(sum(t.audio_seconds), 0) / 3600.0 AS hours
+             FROM checkpoints c LEFT JOIN train_metrics t ON t.run = c.run AND t.step < c.step
+             WHERE c.run = ? GROUP BY c.chunk, c.step)
+           SELECT s.chunk, s.step, s.hours, e.kind, e.features, e.layer, e.value, e.ci_low, e.ci_high
+           FROM seen s JOIN evaluations e ON e.model_id = ? || '@' || s.chunk
+           WHERE e.label_column = ? AND e.metric = ? AND e.value IS NOT NULL
+           ORDER BY s.step, e.features""", [run, run, label_column, metric]).fetchall()
+    by_chunk: dict[int, dict] = {}
+    for chunk, step, hours, kind, features, layer, value, low, high in rows:
+        point = by_chunk.setdefault(chunk, {"step": step, "hours": hours, "layers": {}, "all": None, "baselines": {}})
+        cell = tuple(float("nan") if v is None else float(v) for v in (value, low, high))
+        if kind == "model" and features.startswith("layer "):
+            point["layers"][layer] = cell
+        elif features == "all layers":
+            point["all"] = cell
+        elif kind == "baseline" and not features.startswith("random weights layer"):
+            point["baselines"][features] = cell
+    curve = []
+    for chunk, point in sorted(by_chunk.items(), key=lambda item: item[1]["step"]):
+        if not point["layers"]:
+            continue
+        layer = max(point["layers"], key=lambda k: point["layers"][k][0])
+        curve.append(CurvePoint(chunk, int(point["step"]), float(point["hours"]), layer, point["layers"][layer],
+                                point["all"], point["baselines"]))
+    return curve

@@ -80,23 +80,40 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def start_run(conn: duckdb.DuckDBPyConnection, run_id: str, flow_run_id: str | None, settings: dict) -> None:
+def start_run(conn: duckdb.DuckDBPyConnection, run_id: str, flow_run_id: str | None, settings: dict,
+              writer_tag: str | None = None) -> None:
+    """The run's row, 'running' until `finish_run`; `writer_tag` names the process that runs it."""
     conn.execute(
-        "INSERT INTO ingest_runs (run_id, flow_run_id, started_at, settings) VALUES (?, ?, ?, ?)",
-        [run_id, flow_run_id, _now(), json.dumps(settings, default=str)],
+        "INSERT INTO ingest_runs (run_id, flow_run_id, started_at, settings, writer_tag) VALUES (?, ?, ?, ?, ?)",
+        [run_id, flow_run_id, _now(), json.dumps(settings, default=str), writer_tag],
     )
 
 
-def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, counts: dict[str, float]) -> None:
+def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, counts: dict[str, float],
+               status: str = "completed") -> None:
     conn.execute(
         """UPDATE ingest_runs SET finished_at = ?, files_seen = ?, ingested = ?, skipped = ?, duplicates = ?,
-               failed = ?, segments_added = ?, audio_seconds_added = ?, bytes_added = ?
+               failed = ?, segments_added = ?, audio_seconds_added = ?, bytes_added = ?, status = ?
            WHERE run_id = ?""",
         [
             _now(), counts["files_seen"], counts["ingested"], counts["skipped"], counts["duplicates"],
-            counts["failed"], counts["segments_added"], counts["audio_seconds_added"], counts["bytes_added"], run_id,
+            counts["failed"], counts["segments_added"], counts["audio_seconds_added"], counts["bytes_added"], status,
+            run_id,
         ],
     )
+
+
+def unfinished_runs(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]]:
+    """(run_id, writer_tag) of the runs still marked 'running'."""
+    return conn.execute("SELECT run_id, writer_tag FROM ingest_runs WHERE status = 'running' ORDER BY started_at"
+                        ).fetchall()
+
+
+def mark_interrupted(conn: duckdb.DuckDBPyConnection, run_ids: list[str]) -> None:
+    """Runs whose process is gone (killed, or stopped by a signal before it could say so)."""
+    if run_ids:
+        conn.execute("UPDATE ingest_runs SET status = 'interrupted' WHERE status = 'running' AND run_id IN "
+                     "(SELECT unnest(?::VARCHAR[]))", [run_ids])
 
 
 def holds_only_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> bool:
@@ -245,18 +262,20 @@ def describe_missing(missing: list[str]) -> str:
 
 
 def training_segments(conn: duckdb.DuckDBPyConnection, workspace: Workspace, exclude: list[str],
-                      max_clipped_fraction: float, min_valid_seconds: float) -> list[tuple[str, str, int, float, int]]:
-    """(segment id, Parquet path, row in file, valid seconds, sample rate) of every segment fit to
-    train on: not silent, no NaN/Inf, not clipped beyond the limit, long enough, and not from an
-    excluded recording (by id or file name). A missing segment file is refused, not skipped: the
-    join below would quietly train on the rest."""
+                      max_clipped_fraction: float, min_valid_seconds: float) -> list[tuple[str, str, int, float, int, float]]:
+    """(segment id, Parquet path, row in file, valid seconds, sample rate, activity dB or NaN) of
+    every segment fit to train on: not silent, no NaN/Inf, not clipped beyond the limit, long
+    enough, and not from an excluded recording (by id or file name). A missing segment file is
+    refused, not skipped: the join below would quietly train on the rest."""
     if missing := missing_segment_files(conn, workspace):
         raise WorkspaceError(describe_missing(missing))
     return conn.execute(
         """
-        SELECT s.segment_id, s.parquet_path, p.file_row_number, s.valid_s, s.sample_rate
+        SELECT s.segment_id, s.parquet_path, p.file_row_number, s.valid_s, s.sample_rate,
+               coalesce(a.activity_db, 'NaN'::DOUBLE)
         FROM segments s
         JOIN recordings r USING (recording_id)
+        LEFT JOIN segment_activity a ON a.segment_id = s.segment_id
         JOIN read_parquet(?, file_row_number = true, filename = true) p
           ON p.segment_id = s.segment_id
         WHERE NOT s.is_silent AND s.nonfinite_count = 0 AND s.clipped_fraction <= ?

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from schemas.model_ref import ModelRef
 from schemas.records import ChunkHealth, StepMetrics, field_names
 from schemas.tables import embedding_table
 from tasks.catalog.embeddings import EmbeddingModel
+from tasks.catalog.rows import typed_row
 from tasks.model import checkpoints
 from tasks.model.frontend import receptive_field
 from tasks.workspace import Workspace
@@ -36,11 +37,20 @@ def upsert_model(conn: duckdb.DuckDBPyConnection, row: dict) -> None:
            on_conflict="replace")
 
 
-def run_progress(conn: duckdb.DuckDBPyConnection, run: str) -> dict:
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run is: its `models` row's progress columns."""
+
+    chunks_done: int = 0
+    steps_done: int = 0
+    latest_checkpoint: str | None = None
+    best_checkpoint: str | None = None
+
+
+def run_progress(conn: duckdb.DuckDBPyConnection, run: str) -> RunProgress:
     """Chunks and steps done and the latest and best checkpoints; zeros for a run not yet recorded."""
-    row = conn.execute("SELECT chunks_done, steps_done, latest_checkpoint, best_checkpoint FROM models WHERE run = ?",
-                       [run]).fetchone()
-    return dict(zip(("chunks_done", "steps_done", "latest_checkpoint", "best_checkpoint"), row or (0, 0, None, None)))
+    names = ", ".join(field_names(RunProgress))
+    return typed_row(conn.execute(f"SELECT {names} FROM models WHERE run = ?", [run]), RunProgress) or RunProgress()
 
 
 def run_settings(conn: duckdb.DuckDBPyConnection, run: str) -> dict | None:

@@ -3,12 +3,17 @@ flows' summary artifacts and the pipeline's "is this stage current?" checks."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
 import duckdb
 
 from schemas.settings import ReportSettings
-from schemas.tables import TABLES, VIEWS
+from schemas.tables import INGEST_RUN_STATUSES, TABLES, VIEWS
+from tasks.catalog.rows import typed_rows
 from tasks.workspace import Workspace
 from tasks.workspace.database import reading
+from tasks.workspace.staging import owner_alive
 
 
 def summary_of(workspace: Workspace) -> dict:
@@ -55,45 +60,87 @@ def workspace_summary(conn: duckdb.DuckDBPyConnection) -> dict:
     }
 
 
-def sites(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """(site, recordings, hours, segments, first start, last start) per site."""
-    return conn.execute(
+@dataclass(frozen=True)
+class SiteSummary:
+    site: str
+    recordings: int
+    hours: float
+    segments: int
+    first_start: datetime | None
+    last_start: datetime | None
+
+
+def sites(conn: duckdb.DuckDBPyConnection) -> list[SiteSummary]:
+    """Recordings, hours, segments and first and last start per site."""
+    return typed_rows(conn.execute(
         """SELECT r.site, count(DISTINCT r.recording_id) AS recordings, round(sum(r.duration_s) / 3600, 4) AS hours,
                   (SELECT count(*) FROM segments s WHERE s.site = r.site) AS segments,
                   min(r.start_time) AS first_start, max(r.start_time) AS last_start
-           FROM recordings r GROUP BY r.site ORDER BY r.site"""
-    ).fetchall()
+           FROM recordings r GROUP BY r.site ORDER BY r.site"""), SiteSummary)
 
 
-def recent_errors(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[tuple]:
-    """(path, stage, reason) of the latest files that could not be ingested."""
-    return conn.execute(
+@dataclass(frozen=True)
+class IngestFailure:
+    path: str
+    stage: str
+    reason: str
+
+
+def recent_errors(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[IngestFailure]:
+    """The latest files that could not be ingested."""
+    return typed_rows(conn.execute(
         "SELECT path, stage, reason FROM ingest_errors WHERE severity = 'error' ORDER BY occurred_at DESC LIMIT ?",
-        [limit]).fetchall()
+        [limit]), IngestFailure)
 
 
-def training_runs(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """(run, preset, parameters in millions, chunks planned, chunks done, steps, mean loss of the last
-    chunk, latest checkpoint) per run, the most recently updated first."""
-    return conn.execute(
+def ingest_runs(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> dict:
+    """Ingest runs by how they ended, and the latest. A run still marked 'running' whose process is
+    gone counts as interrupted already (the next ingest marks it so; `status` only reads)."""
+    rows = conn.execute("SELECT run_id, status, writer_tag, started_at, finished_at FROM ingest_runs "
+                        "ORDER BY started_at").fetchall()
+    runs = {state: 0 for state in INGEST_RUN_STATUSES}
+    latest = None
+    for run_id, state, tag, started, finished in rows:
+        if state == "running" and not (tag and owner_alive(workspace.staging_dir, tag)):
+            state = "interrupted"
+        runs[state] += 1
+        latest = {"run_id": run_id, "status": state, "started_at": str(started),
+                  "finished_at": None if finished is None else str(finished)}
+    return {**runs, "latest": latest}
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    run: str
+    preset: str
+    params_m: float | None  # parameters in millions
+    chunks_planned: int | None
+    chunks_done: int
+    steps_done: int
+    last_chunk_loss: float | None  # mean loss of the last chunk
+    latest_checkpoint: str | None
+
+
+def training_runs(conn: duckdb.DuckDBPyConnection) -> list[TrainingRun]:
+    """Every run, the most recently updated first."""
+    return typed_rows(conn.execute(
         """SELECT m.run, m.preset, round(m.parameters / 1e6, 2) AS params_m,
                   json_extract(m.settings, '$.chunks')::INTEGER AS chunks_planned, m.chunks_done, m.steps_done,
                   (SELECT round(avg(loss), 4) FROM train_metrics t WHERE t.run = m.run
                      AND t.chunk = m.chunks_done) AS last_chunk_loss,
                   m.latest_checkpoint
-           FROM models m ORDER BY m.updated_at DESC"""
-    ).fetchall()
-
-
-RUN_COLUMNS = ("run", "preset", "params (M)", "chunks planned", "chunks done", "steps", "last chunk loss",
-               "checkpoints kept", "latest checkpoint")
+           FROM models m ORDER BY m.updated_at DESC"""), TrainingRun)
 
 
 def runs_with_checkpoints(conn: duckdb.DuckDBPyConnection) -> list[dict]:
-    """`training_runs` as named columns, with the chunks whose checkpoints are kept (pruned ones left out)."""
+    """`training_runs` under the names `status` shows, with the chunks whose checkpoints are kept (pruned
+    ones left out)."""
     kept = dict(conn.execute(
         "SELECT run, list(chunk ORDER BY chunk) FROM checkpoints WHERE kept GROUP BY run").fetchall())
-    return [dict(zip(RUN_COLUMNS, (*row[:7], kept.get(row[0], []), row[7]))) for row in training_runs(conn)]
+    return [{"run": r.run, "preset": r.preset, "params (M)": r.params_m, "chunks planned": r.chunks_planned,
+             "chunks done": r.chunks_done, "steps": r.steps_done, "last chunk loss": r.last_chunk_loss,
+             "checkpoints kept": kept.get(r.run, []), "latest checkpoint": r.latest_checkpoint}
+            for r in training_runs(conn)]
 
 
 def embedded_models(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> list[dict]:
@@ -130,16 +177,16 @@ def embedded_models(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> li
 def workspace_status(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> dict:
     """Everything `ceta2vec status` shows, with named fields (its JSON form)."""
     return {"workspace": str(workspace.root), **workspace_summary(conn),
-            "sites": [dict(zip(["site", "recordings", "hours", "segments", "first_start", "last_start"], s))
-                      for s in sites(conn)],
-            "recent_errors": [dict(zip(["path", "stage", "reason"], e)) for e in recent_errors(conn)],
+            "sites": [asdict(s) for s in sites(conn)],
+            "recent_errors": [asdict(e) for e in recent_errors(conn)],
+            "ingest_runs": ingest_runs(conn, workspace),
             "runs": runs_with_checkpoints(conn), "models": embedded_models(conn, workspace)}
 
 
 def report_inputs(conn: duckdb.DuckDBPyConnection, report: ReportSettings) -> dict:
     """What a report is drawn from: the model's checkpoint and segments, its scorecards and units,
     the labels, and the report's own settings. Equal inputs give an equal report."""
-    model = report.model
+    model = str(report.model)  # the report's resolved model, as its model_id column names it
     export = conn.execute("SELECT export_sha256 FROM embedding_models WHERE model_id = ?", [model]).fetchone()
     segments, frames = conn.execute(
         "SELECT count(DISTINCT segment_id), coalesce(sum(frames), 0) FROM embedded_segments WHERE model_id = ?",

@@ -70,12 +70,13 @@ def knn_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int) ->
     return Predictions(y, pred, score if len(classes) == 2 else None)
 
 
-def probe_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> Predictions:
+def probe_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
+                      max_folds: int = 5) -> Predictions:
     """Logistic regression on standardised features, trained fold by fold on other recordings."""
     pred = np.empty(len(y), dtype=y.dtype)
     classes = np.unique(y)
     score = np.zeros(len(y))
-    for train, test in grouped_folds(groups):
+    for train, test in grouped_folds(groups, max_folds):
         if len(np.unique(y[train])) < 2:
             pred[test] = y[train][0]
             continue
@@ -87,6 +88,56 @@ def probe_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: in
             positive = list(model.classes_).index(classes[-1]) if classes[-1] in model.classes_ else None
             score[test] = proba[:, positive] if positive is not None else 0.0
     return Predictions(y, pred, score if len(classes) == 2 else None)
+
+
+# How a segment's frames become one vector, as BEANS' baselines pool (earthspecies/beans): a short
+# call in a window of noise moves the max and the spread of its frames far more than their mean.
+POOLINGS = ("mean", "mean+std", "mean+max")
+
+
+def pool_frames(frames: np.ndarray, pooling: str) -> np.ndarray:
+    """One segment's (frames, D) pooled as `pooling` ("mean", "mean+std", "mean+max", ...)."""
+    parts = {"mean": lambda f: f.mean(0), "std": lambda f: f.std(0), "max": lambda f: f.max(0)}
+    return np.concatenate([parts[how](frames) for how in pooling.split("+")])
+
+
+@dataclass
+class PooledPredictions(Predictions):
+    chosen: list[str] | None = None  # the pooling each outer fold chose on its training recordings
+
+
+def pooled_probe_predictions(options: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray,
+                             seed: int = 0, inner_folds: int = 3) -> PooledPredictions:
+    """The linear probe with its pooling chosen inside each training fold, never on scored data.
+
+    For each outer fold (grouped by recording, as probe_predictions), every pooling in `options`
+    (name -> (segments, D) features, rows aligned) is scored by macro-F1 in an inner grouped
+    cross-validation over the training recordings only; the best (the first listed on a tie) is
+    fitted on the whole training fold and predicts the held-out recordings."""
+    names = list(options)
+    pred = np.empty(len(y), dtype=y.dtype)
+    classes = np.unique(y)
+    score = np.zeros(len(y))
+    chosen = []
+    for train, test in grouped_folds(groups):
+        if len(np.unique(y[train])) < 2:
+            pred[test] = y[train][0]
+            chosen.append(names[0])
+            continue
+        best = names[0]
+        if len(names) > 1 and len(np.unique(groups[train])) >= 2:
+            inner = {name: macro_f1(probe_predictions(options[name][train], y[train], groups[train], seed,
+                                                      max_folds=inner_folds)) for name in names}
+            best = max(names, key=lambda name: inner[name])  # max keeps the first of equals
+        chosen.append(best)
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+        model.fit(options[best][train], y[train])
+        pred[test] = model.predict(options[best][test])
+        if len(classes) == 2:
+            proba = model.predict_proba(options[best][test])
+            positive = list(model.classes_).index(classes[-1]) if classes[-1] in model.classes_ else None
+            score[test] = proba[:, positive] if positive is not None else 0.0
+    return PooledPredictions(y, pred, score if len(classes) == 2 else None, chosen)
 
 
 def accuracy(p: Predictions) -> float:
@@ -165,13 +216,15 @@ def bootstrap(metric: Callable[[np.ndarray], float], groups: np.ndarray, n: int 
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-METRICS = ("knn1_accuracy", "knn1_macro_f1", "knn5_accuracy", "knn5_macro_f1", "probe_macro_f1",
+METRICS = ("knn1_accuracy", "knn1_macro_f1", "knn5_accuracy", "knn5_macro_f1", "probe_macro_f1", "probe_pooled_macro_f1",
            "precision_at_1", "mean_average_precision", "cluster_nmi", "cluster_ari", "roc_auc")
 
 
 def scorecard(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
-              n_boot: int = 200) -> dict[str, tuple[float, float, float]]:
-    """Every segment-level metric as (value, CI low, CI high); ROC-AUC only for two classes."""
+              n_boot: int = 200, poolings: dict[str, np.ndarray] | None = None) -> dict[str, tuple[float, float, float]]:
+    """Every segment-level metric as (value, CI low, CI high); ROC-AUC only for two classes.
+    With `poolings` (name -> features, e.g. POOLINGS), also the probe with its pooling chosen
+    inside the training folds (probe_pooled_macro_f1)."""
     knn1 = knn_predictions(x, y, groups, 1)
     knn5 = knn_predictions(x, y, groups, 5)
     probe = probe_predictions(x, y, groups, seed)
@@ -202,6 +255,9 @@ def scorecard(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
         "cluster_nmi": (nmi, float("nan"), float("nan")),
         "cluster_ari": (ari, float("nan"), float("nan")),
     }
+    if poolings:
+        pooled = pooled_probe_predictions(poolings, y, groups, seed)
+        card["probe_pooled_macro_f1"] = with_ci(macro_f1(pooled), on(pooled, macro_f1))
     if len(np.unique(y)) == 2 and probe.score is not None:
         card["roc_auc"] = with_ci(roc_auc(probe), auc_on)
     return card

@@ -19,6 +19,7 @@ from tasks.catalog import recordings, status
 from tasks.ingest.discovery import SourceFile
 from tasks.ingest.plan import IngestCounts
 from tasks.workspace import Workspace, database
+from tasks.workspace.staging import owner_alive, register_owner
 
 Log = logging.Logger | logging.LoggerAdapter
 
@@ -137,18 +138,52 @@ def apply_labels(
         )
 
 
+# Runs this process has open: a process runs many (`ceta2vec serve`), all under one writer tag.
+_open_here: set[str] = set()
+
+
+def run_alive(ws: Workspace, run_id: str, writer_tag: str | None) -> bool:
+    """Whether the process running ingest `run_id` is still at it (a run of an older ceta2vec,
+    with no tag, cannot be told alive)."""
+    if writer_tag is None:
+        return False
+    if writer_tag == register_owner(ws.staging_dir):
+        return run_id in _open_here
+    return owner_alive(ws.staging_dir, writer_tag)
+
+
 def open_run(
     ws: Workspace, settings: IngestSettings, run_id: str, flow_run_id: str | None, wanted: dict[str, str], log: Log
 ) -> dict[str, tuple[int, int, str]]:
     """Schema, dataset settings (a clash refused before any decoding), leftovers of killed runs
-    removed, the run's row; returns the sources already known (path -> size, mtime, recording)."""
+    removed and their rows marked interrupted, the run's row; returns the sources already known
+    (path -> size, mtime, recording)."""
+    tag = register_owner(ws.staging_dir)
     with database.writing(ws) as conn:
         database.apply_schema(conn, ws)
         recordings.ensure_dataset_config(conn, wanted, fix=False)
         for orphan in recordings.remove_orphans(conn, ws):
             log.info("removed %s left by an interrupted run", orphan)
-        recordings.start_run(conn, run_id, flow_run_id, settings.model_dump(mode="json"))
+        dead = [run for run, owner in recordings.unfinished_runs(conn) if not run_alive(ws, run, owner)]
+        recordings.mark_interrupted(conn, dead)
+        for run in dead:
+            log.warning("ingest run %s was interrupted (its process is gone): marked interrupted; what it "
+                        "committed is kept, and this run does the rest", run)
+        recordings.start_run(conn, run_id, flow_run_id, settings.model_dump(mode="json"), tag)
+        _open_here.add(run_id)
         return recordings.known_sources(conn)
+
+
+def end_run(ws: Workspace, run_id: str, counts: IngestCounts, status: str, log: Log) -> None:
+    """A run stopped before `close_run` ('failed' or 'interrupted'), with what it committed. Best
+    effort: where the database cannot be written (the error that stopped the run may be why), the
+    row stays 'running' and the next ingest marks it interrupted once this process is gone."""
+    _open_here.discard(run_id)
+    try:
+        with database.writing(ws) as conn:
+            recordings.finish_run(conn, run_id, counts.as_row(), status)
+    except Exception as exc:  # noqa: BLE001 - the first error is the one to raise
+        log.warning("could not mark ingest run %s %s: %s", run_id, status, exc)
 
 
 def close_run(
@@ -161,15 +196,18 @@ def close_run(
     files: list[SourceFile],
     new_workspace: bool,
     log: Log,
+    strict: bool = False,
 ) -> tuple[dict, bool]:
-    """The copies, the labels, the views and the run's counts; returns the workspace summary and
-    whether the run stored nothing in a workspace it made (then it is to be discarded)."""
+    """The copies, the labels, the views and the run's counts (a --strict run that met a bad file
+    failed); returns the workspace summary and whether the run stored nothing in a workspace it
+    made (then it is to be discarded)."""
     with database.writing(ws) as conn:
         record_duplicates(conn, duplicates, decoded, run_id, counts, log)
         if labels:
             apply_labels(conn, labels[0], labels[1], files, log)
         database.refresh_segment_audio_view(conn, ws)
-        recordings.finish_run(conn, run_id, counts.as_row())
+        recordings.finish_run(conn, run_id, counts.as_row(), "failed" if strict and counts.failed else "completed")
+        _open_here.discard(run_id)
         summary = status.workspace_summary(conn)
         # every file failed: the run found no recording, as if the paths held none (exit 2, nothing kept)
         discard = new_workspace and counts.failed == counts.files_seen and recordings.holds_only_run(conn, run_id)

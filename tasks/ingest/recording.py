@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta, timezone
 
+from schemas.arrow import SegmentRow
 from schemas.names import file_name
 from schemas.records import StagedRecording
 from schemas.settings import IngestSettings
@@ -65,25 +67,19 @@ def prepare_recording(source: SourceFile, digest: str, settings: IngestSettings,
         flagged_nonfinite += quality.nonfinite_count > 0
         start_s = segment.start / out_rate
         tag = "mix" if stream_id == MIX else f"ch{stream_id}"
-        row = {
-            "segment_id": f"{rec_id}-{tag}-{segment.index:06d}",
-            "recording_id": rec_id,
-            "channel": stream_id,
-            "segment_index": segment.index,
-            "start_s": start_s,
-            "end_s": start_s + seg_n / out_rate,
-            "valid_s": segment.valid / out_rate,
-            "start_time": start_time + timedelta(seconds=start_s) if start_time else None,
-            "end_time": start_time + timedelta(seconds=start_s + segment.valid / out_rate) if start_time else None,
-            "sample_rate": out_rate,
-            "rms_dbfs": quality.rms_dbfs,
-            "peak_dbfs": quality.peak_dbfs,
-            "clipped_fraction": quality.clipped_fraction,
-            "dc_offset": quality.dc_offset,
-            "dropout_fraction": quality.dropout_fraction,
-            "is_silent": quality.is_silent,
-            "nonfinite_count": quality.nonfinite_count,
-        }
+        row = SegmentRow(
+            segment_id=f"{rec_id}-{tag}-{segment.index:06d}",
+            recording_id=rec_id,
+            channel=stream_id,
+            segment_index=segment.index,
+            start_s=start_s,
+            end_s=start_s + seg_n / out_rate,
+            valid_s=segment.valid / out_rate,
+            start_time=start_time + timedelta(seconds=start_s) if start_time else None,
+            end_time=start_time + timedelta(seconds=start_s + segment.valid / out_rate) if start_time else None,
+            sample_rate=out_rate,
+            **asdict(quality),  # every quality statistic is a column of its own
+        )
         writer.add(row, segment.audio)
 
     try:

@@ -69,6 +69,9 @@ def build_config(preset: str, plan: FeatureEncoderPlan, overrides: dict[str, Any
         **sizes,
     )
     fields.update(overrides or {})
+    if fields.get("pretrain_targets") == "data2vec" and "proj_codevector_dim" not in (overrides or {}):
+        # data2vec's regression head maps the context to the teacher's width: project_hid, hidden -> hidden
+        fields["proj_codevector_dim"] = fields["hidden_size"]
     config = Wav2Vec2Config(**fields)
     config.sampling_rate = plan.sample_rate  # saved with the export: what rate the model expects
     return config

@@ -1,6 +1,6 @@
 """The pipeline's plan: one PipelineSettings projected onto each stage's settings (the fields
-`schemas.settings.PIPELINE_FIELDS` gives the stage), and the checks that let a re-run skip the
-stages whose inputs have not changed."""
+`schemas.settings.PIPELINE_FIELDS` gives the stage, and its workspace as the flow resolved it), and the
+checks that let a re-run skip the stages whose inputs have not changed."""
 
 from __future__ import annotations
 
@@ -25,47 +25,44 @@ from tasks.report.freshness import inputs_digest, stamp_report
 from tasks.workspace import Workspace, database
 
 
-def workspace_root(settings: PipelineSettings) -> str:
-    return str(Workspace.at(settings.workspace).root)
-
-
 def ingest_settings(settings: PipelineSettings) -> IngestSettings:
-    return settings.stage(IngestSettings, workspace=workspace_root(settings))
+    return settings.stage(IngestSettings, workspace=settings.workspace)
 
 
 def pretrain_settings(settings: PipelineSettings) -> PretrainSettings:
-    return settings.stage(PretrainSettings, workspace=workspace_root(settings), run=settings.run_name)
+    return settings.stage(PretrainSettings, workspace=settings.workspace, run=settings.run_name)
 
 
 def embed_settings(settings: PipelineSettings) -> EmbedSettings:
     """The run's latest checkpoint: the one the pretrain stage just finished."""
-    return settings.stage(EmbedSettings, workspace=workspace_root(settings), run=settings.run_name)
+    return settings.stage(EmbedSettings, workspace=settings.workspace, run=settings.run_name)
 
 
 def evaluate_settings(settings: PipelineSettings, model_id: str) -> EvaluateSettings | None:
     if not settings.label_column:
         return None
     # labels were stored by the ingest stage; passing the CSV again would re-apply them to every path
-    return settings.stage(EvaluateSettings, workspace=workspace_root(settings), model=model_id)
+    return settings.stage(EvaluateSettings, workspace=settings.workspace, model=model_id)
 
 
 def report_settings(settings: PipelineSettings, model_id: str) -> ReportSettings | None:
     if not settings.report:
         return None
-    return settings.stage(ReportSettings, workspace=workspace_root(settings), model=model_id)
+    return settings.stage(ReportSettings, workspace=settings.workspace, model=model_id)
 
 
 def evaluation_is_current(conn: duckdb.DuckDBPyConnection, settings: EvaluateSettings) -> bool:
     """Whether the stored scorecard of (label column, model) was computed on exactly the segments
     and classes that would be scored now: no new segments, no changed labels."""
-    stored = evaluations.scored_set(conn, settings.label_column, settings.model)
+    model_id = str(settings.model)
+    stored = evaluations.scored_set(conn, settings.label_column, model_id)
     if stored is None:
         return False
     try:
         labelled = evaluations.labelled_segments(conn, settings.label_column, settings.background)
     except Exception:  # no such column any more: let the evaluate stage say so
         return False
-    labelled = labelled.restricted_to(embeddings.segments_embedded(conn, settings.model))
+    labelled = labelled.restricted_to(embeddings.segments_embedded(conn, model_id))
     return stored == (len(labelled.segment_ids), labelled.class_counts())
 
 

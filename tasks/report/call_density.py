@@ -131,36 +131,52 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def density_section(ws, figures, seed: int = 0):
+@dataclass(frozen=True)
+class DensityInputs:
+    """What one label's density figure is drawn from: its current classifier, rasters and call density."""
+
+    label: str
+    classifier: dict
+    threshold: float
+    rasters: list[EffortRaster]
+    found: dict[str, CallDensity]
+
+
+def read_density(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> list[DensityInputs]:
+    """Per label with a current classifier and recording effort, its density inputs; [] without detections."""
+    if not detections_catalog.has_detections(conn):
+        return []
+    out = []
+    for label in detections_catalog.classifier_labels(conn):
+        classifier = detections_catalog.current_classifier(conn, label)
+        threshold = float(classifier["threshold"])
+        rasters = effort_rasters(conn, classifier["classifier_id"], threshold)
+        if rasters:
+            out.append(DensityInputs(label, classifier, threshold, rasters, densities(conn, classifier, seed)))
+    return out
+
+
+def density_section(density: list[DensityInputs], figures):
     """The report's "Detections and call density" section, one figure per label with a classifier; None when
     the workspace has no detections (the report then has no such section)."""
     import time
 
     from schemas.names import file_stem
     from tasks.report.content import ReportSection
-    from tasks.workspace import database
 
-    with database.reading(ws) as conn:
-        if not detections_catalog.has_detections(conn):
-            return None
-        refs, tables = [], []
-        for label in detections_catalog.classifier_labels(conn):
-            started = time.perf_counter()
-            classifier = detections_catalog.current_classifier(conn, label)
-            threshold = float(classifier["threshold"])
-            rasters = effort_rasters(conn, classifier["classifier_id"], threshold)
-            if not rasters:
-                continue
-            found = densities(conn, classifier, seed)
-            fig, _ = density_figure(rasters, found, label, threshold)
-            refs.append(figures.add(
-                fig, f"density-{file_stem(label)}", f"'{label}' per hour of recording effort",
-                f"Classifier {classifier['classifier_id']} ({classifier['features']}), windows scoring at least its "
-                f"F1-optimal threshold {threshold:.3f}, per UTC day and hour, divided by the hours actually recorded. "
-                "Hatched hours have no audio: they are no effort, not hours without calls.", started))
-            tables.append([{"label": label, "site": site, "call density": round(d.estimate, 4),
-                            "95% interval": f"[{d.low:.3f}, {d.high:.3f}]", "reviewed windows": d.reviewed,
-                            "reviewed yes": d.positives} for site, d in found.items()])
+    refs, tables = [], []
+    for d in density:
+        started = time.perf_counter()
+        label, classifier, threshold, found = d.label, d.classifier, d.threshold, d.found
+        fig, _ = density_figure(d.rasters, found, label, threshold)
+        refs.append(figures.add(
+            fig, f"density-{file_stem(label)}", f"'{label}' per hour of recording effort",
+            f"Classifier {classifier['classifier_id']} ({classifier['features']}), windows scoring at least its "
+            f"F1-optimal threshold {threshold:.3f}, per UTC day and hour, divided by the hours actually recorded. "
+            "Hatched hours have no audio: they are no effort, not hours without calls.", started))
+        tables.append([{"label": label, "site": site, "call density": round(c.estimate, 4),
+                        "95% interval": f"[{c.low:.3f}, {c.high:.3f}]", "reviewed windows": c.reviewed,
+                        "reviewed yes": c.positives} for site, c in found.items()])
     if not refs:
         return None
     return ReportSection(

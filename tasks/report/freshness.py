@@ -44,6 +44,7 @@ def report_folder(ws: Workspace, settings: ReportSettings, model_id: str) -> Pat
 
 @dataclass(frozen=True)
 class ReportPlan:
+    workspace: Workspace
     settings: ReportSettings  # with the model resolved: the folder, the inputs and the drawing agree
     out_dir: Path
     inputs: dict
@@ -54,16 +55,16 @@ class ReportPlan:
         """<workspace>/reports/.report-inputs-<key of the folder>.json: outside the report folder, which
         is zipped, published and compared whole, and one per folder (--output gives others)."""
         key = hashlib.sha256(str(self.out_dir).encode()).hexdigest()[:16]
-        return Workspace.at(self.settings.workspace).reports_dir / f"{STAMP_PREFIX}{key}.json"
+        return self.workspace.reports_dir / f"{STAMP_PREFIX}{key}.json"
 
 
-def plan_report(settings: ReportSettings) -> ReportPlan:
-    ws = Workspace.at(settings.workspace)
+def plan_report(ws: Workspace, settings: ReportSettings) -> ReportPlan:
+    """The report `settings` ask for in `ws`: its model resolved once, its folder and its inputs' digest."""
     with database.reading(ws) as conn:
-        model_id = resolve_model(conn, settings.model).model_id
-        resolved = settings.model_copy(update={"model": model_id})
+        model = resolve_model(conn, settings.model)
+        resolved = settings.model_copy(update={"model": model.ref})
         inputs = report_inputs(conn, resolved)
-    return ReportPlan(resolved, report_folder(ws, resolved, model_id), inputs, inputs_digest(inputs))
+    return ReportPlan(ws, resolved, report_folder(ws, resolved, model.model_id), inputs, inputs_digest(inputs))
 
 
 def current_pages(plan: ReportPlan) -> dict | None:
@@ -88,10 +89,10 @@ def stamp_drawn(plan: ReportPlan, report: str, explorer: str) -> dict:
     return pages
 
 
-def up_to_date_or_drawn(settings: ReportSettings, draw, rebuild: bool = False) -> tuple[str, dict]:
+def up_to_date_or_drawn(ws: Workspace, settings: ReportSettings, draw, rebuild: bool = False) -> tuple[str, dict]:
     """("up to date", pages) when the folder shows these inputs already (never with `rebuild`), else
     ("drawn", pages) after `draw(settings)` (the report flow) and a new stamp."""
-    plan = plan_report(settings)
+    plan = plan_report(ws, settings)
     pages = None if rebuild else current_pages(plan)
     if pages:
         return "up to date", pages

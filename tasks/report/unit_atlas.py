@@ -249,6 +249,7 @@ def build_unit_atlas(
     centroids: np.ndarray | None = None,
     frame_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
     vector_batch: int = 64,
+    distances: dict[str, np.ndarray] | None = None,
     facets: dict[str, dict[str, str]] | None = None,
     facet_units: dict[str, np.ndarray] | None = None,
     shifts: int = 19,
@@ -256,8 +257,9 @@ def build_unit_atlas(
 ) -> UnitAtlas:
     """The atlas of one unit inventory, from the spectrograms (`log_mel`, column j = model frame j) and
     frame units of a sample of segments. Exemplars are the frames nearest the unit's centre, at most
-    one per segment: the k-means centroid in layer space when `centroids` and `frame_vectors` are
-    given, else the unit's mean window (RMS dB difference). The units shown are the `top` most used,
+    one per segment: the k-means centroid in layer space when `centroids` and `frame_vectors` (or the
+    frames' `distances` to their centroids, from `centroid_distances`) are given, else the unit's mean
+    window (RMS dB difference). The units shown are the `top` most used,
     the most distinct first and near-duplicates together (`distinct_first`); `facets` (e.g. label, site,
     hour -> value of each segment) give each unit's lift, over `facet_units` (a larger sample) when given."""
     units = {s: u for s, u in units.items() if s in specs and len(u)}
@@ -275,7 +277,10 @@ def build_unit_atlas(
     chosen = set(ranked[:top])
 
     with_data = [u for u in range(n_units) if occurrences[u] > 0]
-    use_centroids = centroids is not None and frame_vectors is not None and len(centroids) >= n_units
+    use_centroids = (centroids is not None and (frame_vectors is not None or distances is not None)
+                     and len(centroids) >= n_units)
+    if use_centroids and distances is None:
+        distances = centroid_distances(units, centroids, frame_vectors, vector_batch)
     if use_centroids:
         keyed = [u for u in range(len(centroids)) if u in set(with_data) | chosen]
         order = [keyed[i] for i in leaf_order(centroids[keyed])]
@@ -284,9 +289,7 @@ def build_unit_atlas(
         order = [with_data[i] for i in leaf_order(flat - np.nanmean(flat, axis=1, keepdims=True), "euclidean")]
     order += [u for u in sorted(chosen) if u not in order]
 
-    exemplars = _exemplars(chosen, specs, units, means, half_width, n_exemplars,
-                           centroids if use_centroids else None, frame_vectors if use_centroids else None,
-                           vector_batch)
+    exemplars = _exemplars(chosen, specs, units, means, half_width, n_exemplars, distances if use_centroids else None)
     label_counts: dict[int, Counter] = {u: Counter() for u in chosen}
     for segment_id, seq in units.items():
         label = (labels or {}).get(segment_id, "")
@@ -336,37 +339,49 @@ def _marks(seq: np.ndarray, frame: int, half_width: int, unit: int) -> np.ndarra
     return padded[frame:frame + 2 * half_width + 1] == unit
 
 
-def _exemplars(chosen: set[int], specs: dict[str, np.ndarray], units: dict[str, np.ndarray], means: np.ndarray,
-               half_width: int, n: int, centroids: np.ndarray | None,
-               frame_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None,
-               vector_batch: int) -> dict[int, list[Exemplar]]:
-    """Per unit, the n frames nearest its centre, at most one per segment."""
-    best: dict[int, list[tuple[float, str, int]]] = {u: [] for u in chosen}
+def centroid_distances(units: dict[str, np.ndarray], centroids: np.ndarray,
+                       frame_vectors: Callable[[list[str]], dict[str, np.ndarray]],
+                       vector_batch: int = 64) -> dict[str, np.ndarray]:
+    """segment_id -> each frame's distance (layer space) to the centroid of its unit, the frame vectors
+    read `vector_batch` segments at a time so memory holds one batch; segments without vectors for
+    every frame, or with units beyond the centroids, are left out."""
+    out: dict[str, np.ndarray] = {}
     ids = list(units)
-    for start in range(0, len(ids), vector_batch if centroids is not None else len(ids) or 1):
-        batch = ids[start:start + vector_batch] if centroids is not None else ids
-        vectors = frame_vectors(batch) if frame_vectors is not None else {}
+    for start in range(0, len(ids), vector_batch):
+        batch = ids[start:start + vector_batch]
+        vectors = frame_vectors(batch)
         for segment_id in batch:
-            seq = units[segment_id]
-            if centroids is not None:
-                v = vectors.get(segment_id)
-                if v is None or len(v) < len(seq):
-                    continue
-                distance = np.linalg.norm(v[:len(seq)] - centroids[seq.astype(np.int64)], axis=1)
-            else:
-                windows = frame_windows(specs[segment_id], np.arange(len(seq)), half_width)
-                diff = windows - means[seq.astype(np.int64)]
-                distance = np.sqrt(np.nanmean(diff.reshape(len(seq), -1) ** 2, axis=1))
-            for u in np.unique(seq):
-                u = int(u)
-                if u not in best:
-                    continue
-                frames = np.flatnonzero(seq == u)
-                d = distance[frames]
-                if not np.isfinite(d).any():
-                    continue
-                i = int(np.nanargmin(d))
-                best[u].append((float(d[i]), segment_id, int(frames[i])))
+            seq, v = units[segment_id], vectors.get(segment_id)
+            if v is None or len(v) < len(seq) or (len(seq) and int(seq.max()) >= len(centroids)):
+                continue
+            out[segment_id] = np.linalg.norm(v[:len(seq)] - centroids[seq.astype(np.int64)], axis=1)
+    return out
+
+
+def _exemplars(chosen: set[int], specs: dict[str, np.ndarray], units: dict[str, np.ndarray], means: np.ndarray,
+               half_width: int, n: int, distances: dict[str, np.ndarray] | None) -> dict[int, list[Exemplar]]:
+    """Per unit, the n frames nearest its centre, at most one per segment: by `distances` to the centroids
+    when given, else by RMS dB difference from the unit's mean window."""
+    best: dict[int, list[tuple[float, str, int]]] = {u: [] for u in chosen}
+    for segment_id, seq in units.items():
+        if distances is not None:
+            distance = distances.get(segment_id)
+            if distance is None:
+                continue
+        else:
+            windows = frame_windows(specs[segment_id], np.arange(len(seq)), half_width)
+            diff = windows - means[seq.astype(np.int64)]
+            distance = np.sqrt(np.nanmean(diff.reshape(len(seq), -1) ** 2, axis=1))
+        for u in np.unique(seq):
+            u = int(u)
+            if u not in best:
+                continue
+            frames = np.flatnonzero(seq == u)
+            d = distance[frames]
+            if not np.isfinite(d).any():
+                continue
+            i = int(np.nanargmin(d))
+            best[u].append((float(d[i]), segment_id, int(frames[i])))
     out = {}
     for u, candidates in best.items():
         candidates.sort()

@@ -14,11 +14,12 @@ import numpy as np
 
 from schemas.names import file_stem
 from tasks.model.health import interval_means, training_health
-from tasks.training.logmel_targets import masked_task
+from tasks.model.objectives import masked_task
 
 SCORE_METRIC = "knn5_macro_f1"
 SCORE_NAME = "5-NN macro-F1"
 TABLE_METRICS = {"knn5_macro_f1": "5-NN macro-F1", "probe_macro_f1": "linear-probe macro-F1",
+                 "probe_pooled_macro_f1": "probe macro-F1, pooling chosen in folds",
                  "mean_average_precision": "mean average precision"}
 BASELINES = ("log-mel stats", "MFCC stats", "random weights (best layer)")
 HEADLINE_BASELINE = "log-mel stats"  # the hand-made features a learned representation must beat first
@@ -104,7 +105,7 @@ def chance_scores(class_counts: dict[str, int]) -> dict[str, float]:
         return {}
     p = counts / counts.sum()
     commonest_f1 = 2 * p.max() / (1 + p.max()) / len(p)
-    return {"knn5_macro_f1": commonest_f1, "probe_macro_f1": commonest_f1,
+    return {"knn5_macro_f1": commonest_f1, "probe_macro_f1": commonest_f1, "probe_pooled_macro_f1": commonest_f1,
             "mean_average_precision": float((p ** 2).sum())}
 
 
@@ -168,8 +169,8 @@ def scorecard_table(rows: list[dict], class_counts: dict[str, int]) -> list[dict
             return "n/a"
         return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3f}"
 
-    shown = [r for r in rows if r["features"].startswith("layer ") or r["features"] in BASELINES]
-    shown.sort(key=lambda r: (r["kind"] != "model", r["layer"] if r["kind"] == "model" else 0,
+    shown = [r for r in rows if r["features"].startswith("layer ") or r["features"] in BASELINES + ("all layers",)]
+    shown.sort(key=lambda r: (r["kind"] != "model", r["layer"] if r["layer"] is not None else 10**6,
                               BASELINES.index(r["features"]) if r["features"] in BASELINES else 0))
     table = [{"features": r["features"] if r["kind"] == "model" else f"baseline: {r['features']}",
               **{name: cell(r, metric) for metric, name in TABLE_METRICS.items()}} for r in shown]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from tasks.audio.activity import crop_start, crop_weights
 from tasks.catalog import recordings
 from tasks.model.inputs import normalise
 from tasks.workspace import Workspace
@@ -42,6 +43,7 @@ class SegmentIndex:
     valid_samples: np.ndarray
     sample_rate: int
     segment_samples: int
+    activity: np.ndarray | None = None  # dB above the recording's floor per segment (NaN: not scored)
 
     def __len__(self) -> int:
         return len(self.segment_ids)
@@ -76,7 +78,7 @@ def build_index(
     file_of = np.array([file_index[r[1]] for r in rows], np.int32)
     row_group = np.empty(len(rows), np.int32)
     row_in_group = np.empty(len(rows), np.int32)
-    for i, (_, f, row, _, _) in enumerate(rows):
+    for i, (_, f, row, _, _, _) in enumerate(rows):
         starts = group_starts[f]
         g = int(np.searchsorted(starts, row, side="right") - 1)
         row_group[i], row_in_group[i] = g, row - starts[g]
@@ -86,23 +88,43 @@ def build_index(
         file_of=file_of, row_group=row_group, row_in_group=row_in_group,
         valid_samples=np.array([round(r[3] * sample_rate) for r in rows], np.int64),
         sample_rate=sample_rate, segment_samples=segment_samples,
+        activity=np.array([r[5] for r in rows], np.float64),
     )
 
 
+@dataclass(frozen=True)
+class ActivitySampling:
+    """Crops drawn towards activity: weights e^(activity / temperature_db), with `floor_share` of
+    the draws uniform (tasks.audio.activity.crop_weights)."""
+
+    temperature_db: float
+    floor_share: float
+
+
 def epoch_order(index: SegmentIndex, seed: int, epoch: int, window: int, batch_size: int = 1,
-                crop: int | None = None) -> np.ndarray:
+                crop: int | None = None, sampling: ActivitySampling | None = None) -> np.ndarray:
     """Segment positions in the order epoch `epoch` visits them: windows of row groups in
     shuffled order; within a window, segments shuffled, then sorted by crop length (min(valid,
-    crop)) into runs of `batch_size` that are shuffled again, so a batch holds crops of like length."""
+    crop)) into runs of `batch_size` that are shuffled again, so a batch holds crops of like length.
+    With `sampling`, a window's segments are drawn with replacement, as many as it holds, each
+    by its activity weight: an epoch still reads every row group once, and visits active
+    segments more often than plain background."""
     rng = np.random.default_rng([seed, epoch])
     units = np.unique(np.stack([index.file_of, index.row_group], 1), axis=0)
     units = units[rng.permutation(len(units))]
     unit_of = {(int(f), int(g)): i for i, (f, g) in enumerate(units)}
     rank = np.array([unit_of[(int(f), int(g))] for f, g in zip(index.file_of, index.row_group)]) // window
     lengths = np.minimum(index.valid_samples, crop if crop is not None else index.segment_samples)
+    weights = None
+    if sampling is not None:
+        activity = index.activity if index.activity is not None else np.full(len(index), np.nan)
+        weights = crop_weights(activity, sampling.temperature_db, sampling.floor_share)
     order = []
     for w in range(int(rank.max()) + 1):
         members = np.flatnonzero(rank == w)
+        if weights is not None:
+            p = weights[members]
+            members = rng.choice(members, size=len(members), replace=True, p=p / p.sum())
         members = members[rng.permutation(len(members))]
         if batch_size > 1:
             members = members[np.argsort(lengths[members], kind="stable")]
@@ -146,8 +168,9 @@ class CropStream:
 
     def __init__(self, index: SegmentIndex, batch_size: int, crop_seconds: float, seed: int,
                  position: tuple[int, int] = (0, 0), window: int = 16, rows: tuple[int, int] | None = None,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, sampling: ActivitySampling | None = None):
         self.index, self.batch_size, self.seed, self.window = index, batch_size, seed, window
+        self.sampling = sampling
         self.rows = rows or (0, batch_size)
         self.crop = min(round(crop_seconds * index.sample_rate), index.segment_samples)
         self.pin_memory = pin_memory  # batches in page-locked memory: their copy to a GPU runs asynchronously
@@ -156,7 +179,7 @@ class CropStream:
         self._groups: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     def _epoch_order(self) -> np.ndarray:
-        return epoch_order(self.index, self.seed, self.epoch, self.window, self.batch_size, self.crop)
+        return epoch_order(self.index, self.seed, self.epoch, self.window, self.batch_size, self.crop, self.sampling)
 
     def _row_group(self, file: int, group: int) -> np.ndarray:
         key = (file, group)
@@ -167,6 +190,9 @@ class CropStream:
             while len(self._groups) > self.window + 1:
                 self._groups.popitem(last=False)
         return self._groups[key]
+
+    def _samples(self, i: int) -> np.ndarray:
+        return self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
 
     def _next_item(self) -> tuple[int, int]:
         if self.offset >= len(self._order):
@@ -196,14 +222,21 @@ class CropStream:
         picks = []
         for (i, epoch, offset), length in zip(items, lengths):
             valid = int(self.index.valid_samples[i])
-            start = int(np.random.default_rng([self.seed, epoch, offset]).integers(0, valid - int(length) + 1))
+            rng = np.random.default_rng([self.seed, epoch, offset])
+            if self.sampling is not None and valid > length:
+                # towards the segment's loudest stretch; every rank reads every row for this, so
+                # all of them pick the same crops
+                start = crop_start(self._samples(i)[:valid], int(length), self.index.sample_rate, rng,
+                                   self.sampling.temperature_db, self.sampling.floor_share)
+            else:
+                start = int(rng.integers(0, valid - int(length) + 1))
             picks.append((i, start, int(length)))
         audio = self._zeros((last - first, width))
         batch_lengths = self._zeros(lengths.shape, np.int64)
         batch_lengths[:] = lengths
         for b in range(first, last):
             i, start, length = picks[b]
-            samples = self._row_group(int(self.index.file_of[i]), int(self.index.row_group[i]))[self.index.row_in_group[i]]
+            samples = self._samples(i)
             audio[b - first, :length] = normalise(samples[start : start + length])
         return Batch(audio, float(lengths.sum()) / self.index.sample_rate, (self.epoch, self.offset), batch_lengths)
 

@@ -19,67 +19,26 @@ is added. Loss: squared error per band, so predicting the crop's mean scores 1.0
 line). Accuracy, for the health verdict: the prediction is nearer (cosine) its own frame's bands
 than every distractor frame's, chance 1/(K+1) as for the contrastive task.
 
-Chosen with the model config field `pretrain_targets` (one of TARGETS; "contrastive" is the
-default), e.g. `--model-overrides pretrain_targets=logmel-mse`; stateless (projection, codes and
-the orthonormal map are drawn from a fixed seed), so a resumed run sees the same targets.
+Chosen with the model config field `pretrain_targets` (tasks/model/objectives.py), e.g.
+`ceta2vec pretrain --targets logmel-mse`; stateless (projection, codes and the orthonormal map are
+drawn from a fixed seed), so a resumed run sees the same targets.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks.model.objectives import target_kind
+from tasks.training.regression import masked_regression_terms
+
 N_MELS = 40
 PROJECTION_DIM = 16
 TARGET_SEED = 1234
-TARGETS = ("contrastive", "logmel-rq", "logmel-mse")
-
-
-@dataclass(frozen=True)
-class MaskedTask:
-    """What a masked frame is asked, and the figures a model that learnt nothing scores."""
-
-    targets: str
-    alternatives: int  # wrong answers a masked frame is scored against: chance accuracy is 1/(alternatives+1)
-    loss_at_chance: float
-    loss_name: str
-    chance_note: str  # why loss_at_chance is the line
-
-    @property
-    def chance(self) -> float:
-        return 1.0 / (self.alternatives + 1)
-
-
-def target_kind(config: Any) -> str:
-    """`pretrain_targets` of a Wav2Vec2Config or of its dict."""
-    kind = config.get("pretrain_targets") if isinstance(config, dict) else getattr(config, "pretrain_targets", None)
-    kind = kind or "contrastive"
-    if kind not in TARGETS:
-        raise ValueError(f"unknown pretrain_targets {kind!r} ({', '.join(TARGETS)})")
-    return kind
-
-
-def masked_task(config: Any) -> MaskedTask:
-    """The task of a model config (a Wav2Vec2Config or its dict, as an export's config.json holds it)."""
-    value = (config.get if isinstance(config, dict) else lambda k: getattr(config, k, None))
-    kind = target_kind(config)
-    if kind == "logmel-rq":  # a masked frame picks its code among all V
-        codes = int(value("num_codevectors_per_group") or 320)
-        return MaskedTask(kind, codes - 1, math.log(codes), "cross-entropy", "ln V at chance")
-    negatives = int(value("num_negatives") or 100)
-    if kind == "logmel-mse":
-        return MaskedTask(kind, negatives, 1.0, "squared error per band", "predicting each band's crop mean")
-    return MaskedTask(kind, negatives, math.log(negatives + 1), "contrastive loss", "ln(K+1) at chance")
-
-
-def alternative_targets(config) -> bool:
-    return target_kind(config) != "contrastive"
 
 
 @lru_cache(maxsize=8)
@@ -161,14 +120,4 @@ def regression_terms(model, out, inputs) -> tuple[torch.Tensor, torch.Tensor]:
     logmel = standardised_logmel(inputs.audio, predicted.shape[1], hop, int(config.sampling_rate))
     with torch.autocast(predicted.device.type, enabled=False):
         target = logmel @ _orthonormal(predicted.shape[-1], str(predicted.device))  # (rows, frames, dim)
-        predicted = predicted.float()
-        per_frame = (predicted - target).pow(2).sum(-1) / N_MELS
-        # where, not a product: a row with no audio may hold anything in its unused frames
-        loss = torch.where(inputs.masked, per_frame, 0.0).sum()
-        with torch.no_grad():
-            cosines = torch.bmm(F.normalize(predicted, dim=-1, eps=1e-6),
-                                F.normalize(target, dim=-1, eps=1e-6).transpose(1, 2))
-            positive = torch.diagonal(cosines, dim1=1, dim2=2)
-            negative = torch.gather(cosines, 2, inputs.negatives).max(-1).values
-            correct = (inputs.masked & (positive > negative)).sum()
-    return loss, correct
+    return masked_regression_terms(predicted, target, inputs, per=N_MELS)

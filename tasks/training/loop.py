@@ -31,10 +31,12 @@ from schemas.records import StepMetrics
 from schemas.settings import PretrainSettings
 from tasks.model import checkpoints
 from tasks.model.device import autocast_for
+from tasks.model.frontend_init import configured_init, initialise_frontend
 from tasks.model.health import interval_means, training_health
+from tasks.model.objectives import alternative_targets, masked_task, target_kind
 from tasks.model.quantizer import StableQuantizer, one_hot
-from tasks.training import logmel_targets
-from tasks.training.data import Batch, CropStream, SegmentIndex
+from tasks.training import data2vec, logmel_targets
+from tasks.training.data import ActivitySampling, Batch, CropStream, SegmentIndex
 
 # Effective batch (crops x accumulation x crop length) the configured learning rate is meant for:
 # the default 8 x 4 s. See effective_learning_rate.
@@ -250,13 +252,30 @@ def contrastive_terms(projected: torch.Tensor, targets: torch.Tensor, codes: tor
     return loss, correct
 
 
-def forward_step(module, model: Wav2Vec2ForPreTraining, inputs: StepInputs, device: torch.device) -> StepOutput:
-    """The model on one micro-batch (`module`: the model, or its DDP wrapper) and its loss terms."""
+def forward_step(module, model: Wav2Vec2ForPreTraining, inputs: StepInputs, device: torch.device,
+                 teacher: torch.nn.Module | None = None) -> StepOutput:
+    """The model on one micro-batch (`module`: the model, or its DDP wrapper) and its loss terms
+    (`teacher`: data2vec's EMA teacher, for that objective)."""
     config = model.config
-    with autocast_for(device):
-        out = module(inputs.audio, attention_mask=inputs.attention, mask_time_indices=inputs.masked)
+    kind = target_kind(config)
+    tap = data2vec.FeatureTap(model) if kind == "data2vec" else None
+    try:
+        with autocast_for(device):
+            out = module(inputs.audio, attention_mask=inputs.attention, mask_time_indices=inputs.masked)
+    finally:
+        if tap:
+            tap.remove()
     quantizer = model.quantizer
-    if logmel_targets.alternative_targets(config):  # e.g. log-mel codes instead of the quantizer's (see there)
+    diversity_weight = config.diversity_loss_weight
+    if kind == "data2vec":
+        if teacher is None:
+            raise ValueError("pretrain_targets=data2vec needs the run's EMA teacher")
+        frames = out.projected_states.shape[1]
+        frame_attention = model.wav2vec2._get_feature_vector_attention_mask(frames, inputs.attention)
+        target = data2vec.teacher_targets(model, teacher, tap.features, frame_attention)
+        contrastive, correct = data2vec.regression_terms(out.projected_states, target, inputs)
+        diversity_weight = 0.0  # the quantizer is not trained: nothing reads its codes
+    elif alternative_targets(config):  # e.g. log-mel codes instead of the quantizer's (see there)
         contrastive, correct = logmel_targets.masked_prediction_terms(model, out, inputs,
                                                                         config.contrastive_logits_temperature)
     else:
@@ -264,7 +283,7 @@ def forward_step(module, model: Wav2Vec2ForPreTraining, inputs: StepInputs, devi
                                                  quantizer.last_codes, inputs, config.contrastive_logits_temperature)
     codes = config.num_codevector_groups * config.num_codevectors_per_group
     diversity = (codes - out.codevector_perplexity.float()) / codes * inputs.n_masked
-    return StepOutput(contrastive + config.diversity_loss_weight * diversity, contrastive, diversity, correct,
+    return StepOutput(contrastive + diversity_weight * diversity, contrastive, diversity, correct,
                       code_statistics(quantizer.last_logits, inputs))
 
 
@@ -290,6 +309,7 @@ class TrainerState:
     chunk: int  # chunks completed
     position: tuple[int, int]
     dataset_fingerprint: str
+    teacher: torch.nn.Module | None = None  # data2vec's EMA teacher (None for the other objectives)
 
 
 def build_trainer(config: Wav2Vec2Config, settings: PretrainSettings, schedule: Schedule, device: torch.device,
@@ -299,8 +319,10 @@ def build_trainer(config: Wav2Vec2Config, settings: PretrainSettings, schedule: 
         model = Wav2Vec2ForPreTraining.from_pretrained(init_from, config=config, ignore_mismatched_sizes=False)
     else:
         model = Wav2Vec2ForPreTraining(config)
+        initialise_frontend(model, configured_init(config))
     stabilise(model, settings.feature_grad_mult)
     model.to(device)
+    teacher = data2vec.make_teacher(model) if data2vec.uses_teacher(config) else None
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
@@ -309,7 +331,8 @@ def build_trainer(config: Wav2Vec2Config, settings: PretrainSettings, schedule: 
         lr=effective_learning_rate(settings), betas=(0.9, 0.98), eps=1e-6,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
-    return TrainerState(model, optimizer, scheduler, step=0, chunk=0, position=(0, 0), dataset_fingerprint="")
+    return TrainerState(model, optimizer, scheduler, step=0, chunk=0, position=(0, 0), dataset_fingerprint="",
+                        teacher=teacher)
 
 
 def restore_state(state: TrainerState, saved: dict) -> None:
@@ -321,6 +344,10 @@ def restore_state(state: TrainerState, saved: dict) -> None:
     state.step, state.chunk = saved["step"], saved["chunk"]
     state.position = tuple(saved["data_position"]["position"])
     state.dataset_fingerprint = saved["data_position"]["dataset_fingerprint"]
+    if state.teacher is not None:
+        if saved.get("teacher") is None:
+            raise ValueError("the checkpoint holds no EMA teacher, which pretrain_targets=data2vec needs")
+        state.teacher.load_state_dict(saved["teacher"])
     restore_rng_states(saved["rng"])
 
 
@@ -334,7 +361,7 @@ def load_checkpoint(state: TrainerState, info: checkpoints.CheckpointInfo) -> di
 
 def chunk_health(model_config: Wav2Vec2Config, metrics: list[StepMetrics], label: str | None = None) -> dict:
     """The training-health verdict on the chunk's last log interval (see tasks.model.health)."""
-    task = logmel_targets.masked_task(model_config)
+    task = masked_task(model_config)
     return training_health(interval_means(metrics), task.alternatives, model_config.num_codevectors_per_group,
                            model_config.num_codevector_groups, label, task.loss_at_chance, task.loss_name,
                            task.chance_note)
@@ -349,6 +376,7 @@ def save_checkpoint(state: TrainerState, run_dir: Path, settings: PretrainSettin
     torch.save(
         {
             "model": state.model.state_dict(),
+            "teacher": None if state.teacher is None else state.teacher.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
             "temperature": state.model.quantizer.temperature,
@@ -382,8 +410,10 @@ def data_stream(index: SegmentIndex, settings: PretrainSettings, state: TrainerS
         position = (position[0] + 1, 0)
     state.dataset_fingerprint = index.fingerprint
     state.position = position
+    sampling = (ActivitySampling(settings.activity_temperature_db, settings.activity_floor)
+                if settings.crop_sampling == "activity" else None)
     return CropStream(index, settings.batch_size, settings.crop_seconds, settings.seed, position, rows=rows,
-                      pin_memory=pin_memory)
+                      pin_memory=pin_memory, sampling=sampling)
 
 
 # ---------------------------------------------------------------- the step loop
@@ -419,9 +449,10 @@ def train_steps(
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
-        # LayerDrop skips layers at random per rank: their parameters then get no gradient there
+        # LayerDrop skips layers at random per rank, and the objectives other than contrastive leave
+        # the quantizer unused: those parameters then get no gradient there
         module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                         find_unused_parameters=config.layerdrop > 0)
+                                         find_unused_parameters=config.layerdrop > 0 or alternative_targets(config))
     log_every = log_every or (CUDA_LOG_EVERY if device.type == "cuda" else 1)
     accum = settings.grad_accum
     metrics: list[StepMetrics] = []
@@ -478,7 +509,7 @@ def train_steps(
             inputs = prepare_inputs(model, batch, settings, device, seed, stream.rows, _dropout_seed(seed, rank, world))
             sync = module.no_sync() if world > 1 and micro < accum - 1 else nullcontext()  # all-reduced once per step
             with sync:
-                out = forward_step(module, model, inputs, device)
+                out = forward_step(module, model, inputs, device, state.teacher)
                 # the gradient of the global batch's mean loss per masked frame
                 (out.loss * world / inputs.n_global.clamp(min=1) / accum).backward()
             with torch.no_grad():
@@ -494,6 +525,8 @@ def train_steps(
                     seconds=seconds)
         state.optimizer.step()
         state.scheduler.step()
+        if state.teacher is not None:
+            data2vec.ema_update(state.teacher, model, data2vec.ema_decay(state.step, schedule.horizon))
         state.step += 1
         pending.append((totals, code_sums, host))
         if len(pending) >= log_every:

@@ -61,7 +61,10 @@ def resolve_run(conn: duckdb.DuckDBPyConnection, workspace: Workspace, settings:
     else:
         effective = settings
     plan = plan_feature_encoder(sample_rate, effective.frame_ms, effective.receptive_field_ms)
-    config = build_config(effective.preset, plan, effective.model_overrides, effective.mask_time_prob,
+    # The objective and the first layer's start are recorded in the config (and so in every export):
+    # the report's verdict and the random-weight twin read them there. model_overrides may still set any field.
+    recipe = {"pretrain_targets": effective.targets, "frontend_init": effective.frontend_init}
+    config = build_config(effective.preset, plan, {**recipe, **effective.model_overrides}, effective.mask_time_prob,
                           effective.mask_time_length)
     horizon = effective.schedule_steps or (
         saved.get("_horizon") if saved else None) or effective.chunks * effective.steps_per_chunk

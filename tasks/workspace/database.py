@@ -2,13 +2,16 @@
 schema and its migrations, and `insert` by column name. What the tables hold is `tasks/catalog`'s.
 
 DuckDB lets one process write a database file, or several read it, at a time. Writers here hold
-their connection only for the length of one commit, and every connection retries while another
-process holds the lock, so a query run during an ingest waits briefly and then succeeds.
+their connection only for the length of one commit or phase, and every connection retries while
+another process holds the lock, for as long as that process lives (`connect`), so a query run
+during an ingest or an embed waits and then succeeds.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,7 +26,14 @@ import pyarrow as pa
 from schemas.tables import MIGRATIONS, SCHEMA_VERSION, TABLES, VIEWS, frame_vectors_view, segment_audio_view
 from tasks.workspace import Workspace
 
+# How long a connection waits for a lock whose holder it cannot see (a process of another machine,
+# or another thread of this one); a holder that is a live process here is waited for up to
+# LOCK_HOLDER_WAIT_S: a writer may hold the file through a long phase (embed's k-means of a layer).
+# CETA2VEC_LOCK_WAIT_S, where set, bounds every wait instead.
 LOCK_WAIT_S = 60.0
+LOCK_HOLDER_WAIT_S = 3600.0
+
+log = logging.getLogger(__name__)
 
 # Settings that define the dataset: every recording of a workspace shares them.
 DATASET_KEYS = ("sample_rate", "segment_seconds", "hop_seconds", "final_segment")
@@ -41,9 +51,43 @@ def _is_lock_conflict(exc: Exception) -> bool:
         "different configuration" in text)
 
 
-def lock_wait_s() -> float:
-    """How long a connection waits for another process's lock (CETA2VEC_LOCK_WAIT_S overrides it)."""
-    return float(os.environ.get("CETA2VEC_LOCK_WAIT_S", LOCK_WAIT_S))
+class WorkspaceLocked(WorkspaceError):
+    """Another process held the database's lock for longer than this one would wait (a transient
+    error: its cause is DuckDB's lock conflict, so a task's retry waits again)."""
+
+
+def lock_wait_s() -> float | None:
+    """The user's bound on any wait for the database's lock (CETA2VEC_LOCK_WAIT_S); None: unset."""
+    value = os.environ.get("CETA2VEC_LOCK_WAIT_S")
+    return float(value) if value else None
+
+
+def lock_holder(exc: Exception) -> tuple[int, str] | None:
+    """(pid, command line) of the live process on this machine that DuckDB names as the lock's holder;
+    None when it names none, or one that is gone."""
+    found = re.search(r"\(PID (\d+)\)", str(exc))
+    if not found or int(found.group(1)) == os.getpid():
+        return None
+    pid = int(found.group(1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # another user's process: alive
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return pid, command
+
+
+def _locked(workspace: Workspace, holder: tuple[int, str] | None, waited: float, exc: Exception) -> WorkspaceLocked:
+    who = f"PID {holder[0]} ({' '.join(holder[1].split()[:6]) or 'a process'})" if holder else "another process"
+    return WorkspaceLocked(
+        f"{workspace.db_path}: its lock is held by {who}, and this command waited {waited:.0f} s for it; wait "
+        "for that command to finish and run this one again, or let commands wait longer "
+        "(CETA2VEC_LOCK_WAIT_S=SECONDS)")
 
 
 # What DuckDB says of a database file that was cut short or overwritten: its catalog, read when the
@@ -51,11 +95,24 @@ def lock_wait_s() -> float:
 _DAMAGED = ("Could not read enough bytes from file", "Corrupt database file", "checksum", "not a valid DuckDB database")
 
 
-def _damaged(workspace: Workspace, exc: duckdb.Error) -> WorkspaceError:
+def _damaged(workspace: Workspace, exc: BaseException) -> WorkspaceError:
     return WorkspaceError(
-        f"{workspace.db_path} is damaged ({' '.join(str(exc).split())[:200]}): it was cut short or overwritten "
-        "(a copy that did not finish, a full disk?), and nothing was written to it; restore it from a backup, "
-        "or move it aside and ingest the recordings again (the same command makes a new one)")
+        f"{workspace.db_path}: the database is damaged, cut short or overwritten (a copy that did not finish, a "
+        f"full disk?): {' '.join(str(exc).split())[:200]}, and nothing was written to it; restore it from a "
+        f"backup, or move it aside (mv {workspace.db_path} {workspace.db_path}.damaged) and ingest the recordings "
+        "again with the same command, which makes a new one")
+
+
+def not_writable(workspace: Workspace) -> WorkspaceError | None:
+    """The error to give where this user cannot write the workspace (its database file, or the
+    folder DuckDB writes its journal into); None where it can, or where there is no workspace yet."""
+    for path in (workspace.db_path, workspace.root):
+        if path.exists() and not os.access(path, os.W_OK):
+            return WorkspaceError(
+                f"{path}: not writable by this user (permission denied), so nothing can be written to the "
+                f"workspace; make it writable (chmod -R u+w {workspace.root}) or give --workspace a writable copy "
+                "(status and sql read it as it is)")
+    return None
 
 
 # Databases this process has found whole (`_check_whole`): checked once, at the first connection.
@@ -90,15 +147,20 @@ def _check_whole(conn: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
 
 def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None = None,
             config: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the workspace database, waiting up to `wait_s` while another process (or another
-    thread of this one, with the other kind of connection) has it open."""
+    """Open the workspace database, waiting while another process (or another thread of this one,
+    with the other kind of connection) has it open: for as long as a holder on this machine lives
+    (up to LOCK_HOLDER_WAIT_S), LOCK_WAIT_S for one it cannot see, and never past `wait_s` (or
+    CETA2VEC_LOCK_WAIT_S) where given."""
     wait_s = lock_wait_s() if wait_s is None else wait_s
     if read_only and not workspace.db_path.exists():
         raise WorkspaceError(f"no ceta2vec workspace at {workspace.root} (run `ceta2vec ingest` first)")
     if not read_only:
+        if (refused := not_writable(workspace)) is not None:
+            raise refused  # before DuckDB: it would open the file and fail only at the first write
         workspace.create()
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
     delay = 0.05
+    told = False
     while True:
         try:
             conn = duckdb.connect(str(workspace.db_path), read_only=read_only, config=config or {})
@@ -113,9 +175,21 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None 
         except duckdb.Error as exc:
             if any(words in str(exc) for words in _DAMAGED):
                 raise _damaged(workspace, exc) from exc  # refused at the door: no write can follow
-            if (not isinstance(exc, (duckdb.IOException, duckdb.ConnectionException)) or not _is_lock_conflict(exc)
-                    or time.monotonic() >= deadline):
+            if "Permission denied" in str(exc):
+                raise WorkspaceError(
+                    f"{workspace.db_path}: cannot be opened by this user (permission denied); give this user "
+                    f"access (chmod -R u+rw {workspace.root}) or run the command as the workspace's owner") from None
+            if not isinstance(exc, (duckdb.IOException, duckdb.ConnectionException)) or not _is_lock_conflict(exc):
                 raise
+            holder = lock_holder(exc)
+            waited = time.monotonic() - started
+            limit = wait_s if wait_s is not None else LOCK_HOLDER_WAIT_S if holder else LOCK_WAIT_S
+            if waited >= limit:
+                raise _locked(workspace, holder, waited, exc) from exc
+            if holder and not told and waited >= min(LOCK_WAIT_S, limit / 2):
+                told = True  # a long wait says what it waits for
+                log.warning("%s: waiting for PID %d (%s), which holds its lock", workspace.db_path, holder[0],
+                            " ".join(holder[1].split()[:6]))
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.arrow import SEGMENT_METADATA_COLUMNS, SEGMENT_SCHEMA
+from schemas.arrow import SEGMENT_METADATA_COLUMNS, SEGMENT_SCHEMA, SegmentRow
 from tasks.workspace.durable import fsync_dir, fsync_file
 from tasks.workspace.staging import owned_path
 
@@ -37,12 +37,12 @@ class SegmentFileWriter:
         staging_dir.mkdir(parents=True, exist_ok=True)
         self.path = owned_path(staging_dir, f"{stem}-{uuid.uuid4().hex[:8]}.parquet.partial")
         self._writer: pq.ParquetWriter | None = None
-        self._rows: list[dict] = []
+        self._rows: list[SegmentRow] = []
         self._audio: list[np.ndarray] = []
         self._pending_bytes = 0
         self.rows_written = 0
 
-    def add(self, row: dict, audio: np.ndarray) -> None:
+    def add(self, row: SegmentRow, audio: np.ndarray) -> None:
         self._rows.append(row)
         self._audio.append(audio)
         self._pending_bytes += audio.nbytes
@@ -56,7 +56,7 @@ class SegmentFileWriter:
         offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int32)))
         audio = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(self._audio)))
         columns = {
-            name: pa.array([r[name] for r in self._rows], type=SEGMENT_SCHEMA.field(name).type)
+            name: pa.array([getattr(r, name) for r in self._rows], type=SEGMENT_SCHEMA.field(name).type)
             for name in SEGMENT_METADATA_COLUMNS
         }
         columns["audio"] = audio

@@ -33,6 +33,11 @@ def _process_tag() -> str:
 
 def owned_path(staging_dir: Path, name: str) -> Path:
     """`staging_dir/<tag>--<name>`, with this process registered as the tag's live owner."""
+    return staging_dir / f"{register_owner(staging_dir)}{SEPARATOR}{name}"
+
+
+def register_owner(staging_dir: Path) -> str:
+    """This process's tag, registered as the tag's live owner beside `staging_dir` (until it ends)."""
     with _lock:
         tag = _process_tag()
         owners = staging_dir.parent / OWNERS
@@ -50,7 +55,7 @@ def owned_path(staging_dir: Path, name: str) -> Path:
                 atexit.register(_release, lock, handle)
             else:  # a clean-up took the fresh, not yet locked file for a dead owner's: lock a new one
                 handle.close()
-    return staging_dir / f"{tag}{SEPARATOR}{name}"
+    return tag
 
 
 def _release(lock: Path, handle) -> None:
@@ -71,13 +76,21 @@ def release_owner(staging_dir: Path) -> None:
             handle.close()
 
 
+def owner_alive(staging_dir: Path, tag: str) -> bool:
+    """Whether the process registered as `tag` beside `staging_dir` is still running (it holds its
+    lock file); reads only, so a read-only workspace can be asked too."""
+    return _alive(staging_dir.parent / OWNERS, tag)
+
+
 def _alive(owners: Path, tag: str) -> bool:
     if _tag is not None and _tag == (os.getpid(), tag):
         return True
     lock = owners / f"{tag}.lock"
-    if not lock.exists():
+    try:
+        handle = open(lock, "rb")  # flock needs no write access
+    except FileNotFoundError:
         return False
-    with open(lock, "a+b") as handle:
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

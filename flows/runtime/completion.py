@@ -1,4 +1,6 @@
-"""The event a deployment's run sends once it has completed with new data, which starts the refresh.
+"""The event a flow run sends once it has completed with new data: it starts the deployments that
+follow it (deployments/definitions.py): a served ingest or pretraining run's starts the refresh, an
+embed run's the scoring of new windows (classify-new).
 
 Why not Prefect's own `prefect.flow-run.Completed` event: the server's trigger service handles a
 run's state events in the order they declare (each names the event it follows), and it holds an
@@ -9,14 +11,14 @@ automation sees it: a served watch folder's ingest never started a refresh in ti
 follows nothing, so the automation sees it as soon as it arrives.
 
 The event's resource is the flow run; its related resources are the flow (role `flow`, its name)
-and the run's tags (role `tag`), which is what the refresh trigger matches on.
+and the run's tags (role `tag`), which is what the triggers match on.
 """
 
 from __future__ import annotations
 
 import logging
 
-from schemas.results import IngestResult, PretrainResult
+from schemas.results import EmbedResult, IngestResult, PretrainResult
 
 COMPLETED_WITH_NEW_DATA = "ceta2vec.flow-run.completed-with-new-data"
 
@@ -24,11 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def brings_new_data(result) -> bool:
-    """Whether a completed run's result changed what the refresh works on (anything not known: yes)."""
+    """Whether a completed run's result changed what the runs after it work on (anything not known: yes)."""
     if isinstance(result, IngestResult):
         return bool(result.ingested or result.segments_added)
     if isinstance(result, PretrainResult):
         return bool(result.chunks_trained)
+    if isinstance(result, EmbedResult):
+        return bool(result.segments_embedded)
     return True
 
 
@@ -49,9 +53,9 @@ def announce_completion(flow, flow_run, state) -> None:
 
     try:
         result = state.result(raise_on_failure=False)
-    except Exception:  # a result that cannot be read back: refresh anyway, it checks for itself
+    except Exception:  # a result that cannot be read back: announce anyway, the runs after it check for themselves
         result = None
     if not brings_new_data(result):
-        log.info("nothing new: no refresh requested")
+        log.info("nothing new: no run follows this one")
         return
     emit_event(**completion_event(flow.name, flow_run))
