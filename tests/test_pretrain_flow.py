@@ -118,9 +118,9 @@ def test_a_run_created_before_a_recipe_setting_existed_continues_with_its_old_re
     assert (fresh.settings.lr_scaling, fresh.settings.feature_grad_mult) == ("sqrt", 0.1)
 
 
-def test_kill_9_of_a_data2vec_run_with_activity_crops_resumes_bit_identically(ingested, tmp_path, cli_env):
+def test_kill_9_of_a_data2vec_run_with_activity_crops_resumes_the_same_run(ingested, tmp_path, cli_env):
     """The levers keep resume exact: the EMA teacher is in the checkpoint, the activity scores in
-    DuckDB, the mel start in the config; a killed and resumed run ends with the same teacher."""
+    DuckDB, the mel start in the config; a killed and resumed run ends with the same losses and teacher."""
     levers = ["--targets", "data2vec", "--crop-sampling", "activity", "--frontend-init", "mel", "--chunks", "2"]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     shutil.copytree(ingested / "ws", reference)

@@ -34,7 +34,6 @@ import torch
 import torch.nn as nn
 
 from tasks.model.objectives import target_kind
-from tasks.training.regression import masked_regression_terms
 
 # data2vec's audio BASE: decay 0.999 -> 0.9999 over the first 30k of 400k updates. As memories
 # (1 / (1 - decay)): 1/400 -> 1/40 of the horizon, reached at 7.5% of it. Short runs keep at
@@ -127,9 +126,3 @@ def teacher_targets(model, teacher: nn.Module, features: torch.Tensor, frame_att
             handle.remove()
     layers = outputs[:-1] + [last]  # the top block after the final norm, as the embeddings' layer L
     return average_of_top(layers, frame_attention.bool(), top_k_layers(model.config))
-
-
-def regression_terms(predicted: torch.Tensor, target: torch.Tensor, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed squared error per channel over the masked frames, and the masked frames predicted
-    nearer their own target than every distractor's."""
-    return masked_regression_terms(predicted, target, inputs, per=target.shape[-1])

@@ -37,6 +37,7 @@ from tasks.model.objectives import alternative_targets, masked_task, target_kind
 from tasks.model.quantizer import StableQuantizer, one_hot
 from tasks.training import data2vec, logmel_targets
 from tasks.training.data import ActivitySampling, Batch, CropStream, SegmentIndex
+from tasks.training.regression import masked_regression_terms
 
 # Effective batch (crops x accumulation x crop length) the configured learning rate is meant for:
 # the default 8 x 4 s. See effective_learning_rate.
@@ -273,7 +274,7 @@ def forward_step(module, model: Wav2Vec2ForPreTraining, inputs: StepInputs, devi
         frames = out.projected_states.shape[1]
         frame_attention = model.wav2vec2._get_feature_vector_attention_mask(frames, inputs.attention)
         target = data2vec.teacher_targets(model, teacher, tap.features, frame_attention)
-        contrastive, correct = data2vec.regression_terms(out.projected_states, target, inputs)
+        contrastive, correct = masked_regression_terms(out.projected_states, target, inputs, per=target.shape[-1])
         diversity_weight = 0.0  # the quantizer is not trained: nothing reads its codes
     elif alternative_targets(config):  # e.g. log-mel codes instead of the quantizer's (see there)
         contrastive, correct = logmel_targets.masked_prediction_terms(model, out, inputs,
